@@ -1,0 +1,22 @@
+//! deployd owns the deployment lifecycle of apps on clusters. A client uploads
+//! a source and asks for a deploy; the server creates the record, runs the
+//! cluster's build → push → activate steps as real processes, moves the record
+//! through the phases of the pure state machine in [`machine`] as the work
+//! really happens, and streams every change to whoever watches. One
+//! [`app_actor`] per (app, cluster), spawned by the [`supervisor`], serializes
+//! everything that happens to that target, so locking is inherent. Every state
+//! change is committed to the [`store`] before anyone hears of it.
+
+pub mod app_actor;
+pub mod client;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod machine;
+pub mod model;
+pub mod pipeline;
+pub mod server;
+pub mod source;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;

@@ -1,0 +1,206 @@
+//! The data the API speaks: deployments, events, versions, targets.
+//!
+//! These types are serialized exactly as API.md shows them; the store returns
+//! them, the HTTP layer answers with them and the client parses them.
+
+use crate::machine::{Kind, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Largest `error` text kept on a deployment (API.md: at most 4 KiB of UTF-8).
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// Git facts the client collected about the source; informational only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub dirty: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+}
+
+/// A deployment as API.md's "The Deployment" shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub app: String,
+    pub cluster: String,
+    pub kind: Kind,
+    pub state: State,
+    /// True for exactly the deployment the target's active pointer names.
+    pub active: bool,
+    pub version: Option<String>,
+    pub source: Option<String>,
+    pub rollback_to: Option<String>,
+    pub git: Option<GitInfo>,
+    pub message: String,
+    pub deployed_by: String,
+    pub error: Option<String>,
+    pub superseded_by: Option<Uuid>,
+    /// 1-based position among the target's queued deployments, when queued.
+    pub queue_position: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The kinds of event a deployment's stream carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "lowercase")]
+pub enum EventData {
+    /// The deployment as created; the first event of every deployment.
+    Deployment(Box<Deployment>),
+    State(StateChange),
+    Log(LogLine),
+    Queued(QueuedInfo),
+    Truncated(Truncated),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    pub from: State,
+    pub to: State,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub step: String,
+    pub stream: String,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedInfo {
+    pub position: i64,
+    pub waiting_for: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    pub dropped_lines: u64,
+}
+
+/// One stored event: `seq` is 1, 2, … per deployment with no gaps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub deployment_id: Uuid,
+    pub seq: i64,
+    #[serde(flatten)]
+    pub data: EventData,
+}
+
+impl EventData {
+    /// The SSE `event:` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventData::Deployment(_) => "deployment",
+            EventData::State(_) => "state",
+            EventData::Log(_) => "log",
+            EventData::Queued(_) => "queued",
+            EventData::Truncated(_) => "truncated",
+        }
+    }
+
+    /// The SSE `data:` payload.
+    pub fn payload(&self) -> serde_json::Value {
+        let value = match self {
+            EventData::Deployment(d) => serde_json::to_value(d),
+            EventData::State(s) => serde_json::to_value(s),
+            EventData::Log(l) => serde_json::to_value(l),
+            EventData::Queued(q) => serde_json::to_value(q),
+            EventData::Truncated(t) => serde_json::to_value(t),
+        };
+        value.expect("event payloads are plain data")
+    }
+
+    /// Rebuild an event from its stored kind and payload.
+    pub fn from_parts(kind: &str, payload: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({"kind": kind, "data": payload}))
+    }
+
+    /// A state event into a terminal state: the last event of a deployment.
+    pub fn is_final(&self) -> bool {
+        matches!(self, EventData::State(change) if change.to.is_terminal())
+    }
+}
+
+/// A version of an app: minted when a build succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub artifact: String,
+    pub git: Option<GitInfo>,
+    pub created_at: DateTime<Utc>,
+    pub deployment_id: Uuid,
+}
+
+/// What the target's active pointer names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveInfo {
+    pub version: String,
+    pub deployment_id: Uuid,
+    pub since: DateTime<Utc>,
+}
+
+/// `GET /v1/apps/{app}/clusters/{cluster}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetView {
+    pub app: String,
+    pub cluster: String,
+    pub active: Option<ActiveInfo>,
+    pub running: Option<Deployment>,
+    pub queued: Vec<Deployment>,
+}
+
+/// Cut `text` to at most [`MAX_ERROR_BYTES`] on a UTF-8 boundary.
+pub fn clip_error(text: &str) -> String {
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_error_keeps_utf8_whole() {
+        let text = "é".repeat(3000); // 6000 bytes, 2 bytes each
+        let clipped = clip_error(&text);
+        assert!(clipped.len() <= MAX_ERROR_BYTES);
+        assert_eq!(clipped.len(), MAX_ERROR_BYTES);
+        let odd = format!("a{}", "€".repeat(2000)); // 1 + 3 bytes each
+        let clipped = clip_error(&odd);
+        assert!(clipped.len() <= MAX_ERROR_BYTES && clipped.len() > MAX_ERROR_BYTES - 3);
+        assert_eq!(clip_error("short"), "short");
+    }
+
+    #[test]
+    fn events_round_trip_through_kind_and_payload() {
+        let data = EventData::Log(LogLine {
+            step: "build".into(),
+            stream: "stdout".into(),
+            line: "hello".into(),
+        });
+        let back = EventData::from_parts(data.kind(), data.payload()).unwrap();
+        assert_eq!(back, data);
+    }
+}
