@@ -85,7 +85,8 @@ pub fn transition(kind: Kind, from: State, to: State, facts: Facts) -> Result<St
         }
         (Queued, Building) => kind == Kind::Deploy,
         (Queued, Activating) => kind == Kind::Rollback,
-        (Building, Pushing) | (Pushing, Activating) | (Activating, Succeeded) => true,
+        (Building, Pushing) | (Pushing, Activating) => kind == Kind::Deploy,
+        (Activating, Succeeded) => true,
         _ => false,
     };
     if !allowed {
