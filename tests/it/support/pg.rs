@@ -1,0 +1,1 @@
+//! A fresh PostgreSQL database per test (being written).
