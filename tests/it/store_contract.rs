@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use deployd::machine::{Authority, Kind, State};
 use deployd::model::{Deployment, EventData, GitInfo, LogLine, MAX_ERROR_BYTES};
 use deployd::store::{
-    Change, Created, DynStore, HistoryQuery, Lease, NewDeployment, StoreError, VersionChange,
+    Change, Created, DynStore, HistoryQuery, Lease, NewDeployment, Store, StoreError, VersionChange,
 };
 use std::collections::HashSet;
 use uuid::Uuid;
@@ -1096,4 +1096,41 @@ async fn sqlite_schema_refuses_what_the_machine_forbids() {
     assert!(succeeded.to_string().contains("CHECK"), "{succeeded}");
     insert("prod", "queued").expect("queued rows are many");
     insert("prod", "queued").expect("queued rows are many");
+}
+
+/// Reopening applies nothing twice and keeps the data; ids and times are
+/// stored as the fixed-width text whose order is time order.
+#[tokio::test]
+async fn sqlite_reopens_and_stores_sortable_text() {
+    let (store, dir) = crate::support::sqlite_store().await;
+    let d = deploy(&store, "web", "prod").await;
+    drop(store);
+    let path = dir.path().join("data").join("deployd.db");
+    let reopened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || deployd::store::sqlite::SqliteStore::open(&path))
+            .await
+            .unwrap()
+            .expect("reopen")
+    };
+    assert_eq!(reopened.get(d.id).await.unwrap(), Some(d.clone()));
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let migrations: i64 = conn
+        .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(migrations, deployd::store::sqlite::MIGRATIONS.len() as i64);
+    let (id, created_at): (String, String) = conn
+        .query_row("SELECT id, created_at FROM deployments", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(id, d.id.hyphenated().to_string());
+    assert_eq!(
+        created_at,
+        d.created_at
+            .format(deployd::store::sqlite::TIME_FORMAT)
+            .to_string()
+    );
+    assert_eq!(created_at.len(), "2026-01-01T00:00:00.000000Z".len());
 }
