@@ -54,7 +54,7 @@ pub(super) fn build(
 
     let origin_of = |overrides: &[EnvOverride], key: &[Seg]| {
         let by_env = overrides.iter().rev().find(|o| o.covers(key));
-        let by_env = by_env.or_else(|| overrides.iter().rev().find(|o| o.is_within(key)));
+        let by_env = by_env.or_else(|| overrides.iter().rev().find(|o| o.sets_below(key)));
         match (by_env, &file_origin) {
             (Some(o), _) => Source::Env(o.var.clone()),
             // The defaults are valid on their own, so a fault the
@@ -75,7 +75,7 @@ pub(super) fn build(
         let (key, message) = describe(error);
         // An override that parsed as a number or boolean where the key wants
         // text: the raw text was meant. Each override retries at most once.
-        if let Some(o) = overrides.iter_mut().rev().find(|o| o.covers(&key))
+        if let Some(o) = overrides.iter_mut().rev().find(|o| o.is_exactly(&key))
             && o.fall_back_to_text()
         {
             continue;
@@ -204,11 +204,14 @@ impl EnvOverride {
         })
     }
 
-    /// Set the value, creating the tables on the way.
+    /// Set the value, creating the tables on the way. An inline table
+    /// merges like one in the file.
     fn apply(&self, mut table: &mut Table) -> Result<(), ConfigError> {
         for (depth, key) in self.path.iter().enumerate() {
             if depth + 1 == self.path.len() {
-                table.insert(key.clone(), self.value.clone());
+                let mut layer = Table::new();
+                layer.insert(key.clone(), self.value.clone());
+                merge(table, layer);
                 break;
             }
             let entry = table.entry(key.clone());
@@ -230,12 +233,21 @@ impl EnvOverride {
     }
 
     /// Whether this override sets something inside `key`.
-    fn is_within(&self, key: &[Seg]) -> bool {
+    fn sets_below(&self, key: &[Seg]) -> bool {
         key.len() < self.path.len() && key.iter().zip(&self.path).all(|(k, p)| same(p, k))
     }
 
+    fn is_exactly(&self, key: &[Seg]) -> bool {
+        self.path.len() == key.len() && self.covers(key)
+    }
+
+    /// Take the raw text instead of a scalar it parsed as. Arrays and tables
+    /// were written as TOML on purpose: their errors stand.
     fn fall_back_to_text(&mut self) -> bool {
-        if matches!(self.value, Value::String(_)) {
+        if matches!(
+            self.value,
+            Value::String(_) | Value::Array(_) | Value::Table(_)
+        ) {
             return false;
         }
         self.value = Value::String(self.raw.clone());

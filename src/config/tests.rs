@@ -111,6 +111,22 @@ fn env_overrides_strings_numbers_durations_and_nested_cluster_keys() {
 }
 
 #[test]
+fn env_tables_merge_and_env_arrays_keep_their_errors() {
+    let vars = [("DEPLOYD_CLUSTERS__LOCAL", r#"{ env = { A = "1" } }"#)];
+    let config = load("", &vars).expect("loads");
+    assert_eq!(config.clusters["local"].env["A"], "1");
+    assert!(
+        config.clusters["local"].build.is_some(),
+        "merged, not replaced"
+    );
+
+    let vars = [("DEPLOYD_CLUSTERS__LOCAL__BUILD__RUN", "[1, 2]")];
+    let (key, message, _) = invalid(load("", &vars));
+    assert_eq!(key, "clusters.local.build.run[0]");
+    assert!(message.contains("integer"), "{message}");
+}
+
+#[test]
 fn env_wins_over_the_file() {
     let file = "[deploy]\nlease = \"30s\"\nkeep_per_target = 5\n";
     let config = load(file, &[("DEPLOYD_DEPLOY__LEASE", "45s")]).expect("loads");
