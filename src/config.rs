@@ -181,20 +181,20 @@ pub const NOT_CONFIG_VARS: &[&str] = &["DEPLOYD_LOG", "DEPLOYD_LOG_FORMAT"];
 
 /// The layer a value came from, so an error sends the operator to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum Layer {
     Defaults,
     /// The config file; `None` when its text came without a path.
     File(Option<PathBuf>),
     Env(String),
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Defaults => f.write_str("built-in defaults"),
-            Source::File(Some(path)) => write!(f, "file {}", path.display()),
-            Source::File(None) => f.write_str("config file"),
-            Source::Env(var) => write!(f, "environment variable {var}"),
+            Layer::Defaults => f.write_str("built-in defaults"),
+            Layer::File(Some(path)) => write!(f, "file {}", path.display()),
+            Layer::File(None) => f.write_str("config file"),
+            Layer::Env(var) => write!(f, "environment variable {var}"),
         }
     }
 }
@@ -208,7 +208,7 @@ pub enum ConfigError {
         error: std::io::Error,
     },
     #[error("{origin}: invalid TOML: {message}")]
-    Syntax { origin: Source, message: String },
+    Syntax { origin: Layer, message: String },
     /// A `DEPLOYD_*` variable that cannot be turned into a key path.
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
@@ -218,11 +218,11 @@ pub enum ConfigError {
     Invalid {
         key: String,
         message: String,
-        origin: Option<Source>,
+        origin: Option<Layer>,
     },
 }
 
-fn origin_suffix(origin: &Option<Source>) -> String {
+fn origin_suffix(origin: &Option<Layer>) -> String {
     origin
         .as_ref()
         .map(|o| format!(" (from {o})"))
@@ -245,7 +245,7 @@ impl Config {
             None => None,
         };
         let file = file.zip(text.as_deref());
-        let file = file.map(|(path, text)| (Source::File(Some(path.to_owned())), text));
+        let file = file.map(|(path, text)| (Layer::File(Some(path.to_owned())), text));
         layers::build(file, layers::process_env()?)
     }
 
@@ -255,7 +255,7 @@ impl Config {
         file_text: Option<&str>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let file = file_text.map(|text| (Source::File(None), text));
+        let file = file_text.map(|text| (Layer::File(None), text));
         layers::build(file, env.into_iter().collect())
     }
 

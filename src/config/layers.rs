@@ -2,7 +2,7 @@
 //! the `DEPLOYD_*` overrides, deserialize with the failing key's path, then
 //! check the rules. Errors name the key and the layer that set it.
 
-use super::{Config, ConfigError, DEFAULT_TOML, NOT_CONFIG_VARS, Source, rules};
+use super::{Config, ConfigError, DEFAULT_TOML, Layer, NOT_CONFIG_VARS, rules};
 use toml::{Table, Value};
 
 const ENV_PREFIX: &str = "DEPLOYD_";
@@ -33,10 +33,10 @@ pub(super) fn render(path: &[Seg]) -> String {
 
 /// The layering itself: parse, merge, override, deserialize, validate.
 pub(super) fn build(
-    file: Option<(Source, &str)>,
+    file: Option<(Layer, &str)>,
     env: Vec<(String, String)>,
 ) -> Result<Config, ConfigError> {
-    let mut base = parse_table(Source::Defaults, DEFAULT_TOML)?;
+    let mut base = parse_table(Layer::Defaults, DEFAULT_TOML)?;
     let file_origin = match file {
         Some((origin, text)) => {
             merge(&mut base, parse_table(origin.clone(), text)?);
@@ -56,11 +56,11 @@ pub(super) fn build(
         let by_env = overrides.iter().rev().find(|o| o.covers(key));
         let by_env = by_env.or_else(|| overrides.iter().rev().find(|o| o.sets_below(key)));
         match (by_env, &file_origin) {
-            (Some(o), _) => Source::Env(o.var.clone()),
+            (Some(o), _) => Layer::Env(o.var.clone()),
             // The defaults are valid on their own, so a fault the
             // environment did not cause is the file's.
             (None, Some(file)) => file.clone(),
-            (None, None) => Source::Defaults,
+            (None, None) => Layer::Defaults,
         }
     };
     let mut config = loop {
@@ -104,7 +104,7 @@ pub(super) fn build(
     Ok(config)
 }
 
-fn parse_table(origin: Source, text: &str) -> Result<Table, ConfigError> {
+fn parse_table(origin: Layer, text: &str) -> Result<Table, ConfigError> {
     text.parse::<Table>().map_err(|error| ConfigError::Syntax {
         origin,
         message: error.to_string().trim_end().to_string(),

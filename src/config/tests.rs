@@ -16,7 +16,7 @@ fn load(file: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 }
 
 /// The (key, message, origin) of an `Invalid` error; anything else fails.
-fn invalid(result: Result<Config, ConfigError>) -> (String, String, Option<Source>) {
+fn invalid(result: Result<Config, ConfigError>) -> (String, String, Option<Layer>) {
     match result {
         Err(ConfigError::Invalid {
             key,
@@ -140,7 +140,7 @@ fn an_unknown_key_in_the_file_is_named() {
     assert_eq!(key, "deploy.leese");
     assert!(message.starts_with("unknown key"), "{message}");
     assert!(message.contains("lease"), "lists the known keys: {message}");
-    assert_eq!(origin, Some(Source::File(None)));
+    assert_eq!(origin, Some(Layer::File(None)));
 
     let (key, _, _) = invalid(load("[storage]\nurl = \"x\"\n", &[]));
     assert_eq!(key, "storage");
@@ -176,7 +176,7 @@ fn a_bad_duration_is_named_with_its_value() {
     let (key, message, origin) = invalid(load("[deploy]\nlease = \"abc\"\n", &[]));
     assert_eq!(key, "deploy.lease");
     assert!(message.starts_with("invalid duration \"abc\""), "{message}");
-    assert_eq!(origin, Some(Source::File(None)));
+    assert_eq!(origin, Some(Layer::File(None)));
 
     let error = load("", &[("DEPLOYD_DEPLOY__LEASE", "30")]).expect_err("no unit");
     let text = error.to_string();
@@ -214,7 +214,7 @@ fn a_bad_cluster_name_is_refused() {
     let env_var = [("DEPLOYD_CLUSTERS__-X__ENV__A", "1")];
     let (key, _, origin) = invalid(load("", &env_var));
     assert_eq!(key, "clusters.-x");
-    assert_eq!(origin, Some(Source::Env(env_var[0].0.to_string())));
+    assert_eq!(origin, Some(Layer::Env(env_var[0].0.to_string())));
 }
 
 #[test]
@@ -283,7 +283,7 @@ fn syntax_errors_name_the_layer() {
     assert!(matches!(
         error,
         ConfigError::Syntax {
-            origin: Source::File(None),
+            origin: Layer::File(None),
             ..
         }
     ));
