@@ -303,7 +303,7 @@ impl Store for PgStore {
         let (statement, params) = history_sql(query);
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
         let mut items = self.deployments(&statement, &params).await?;
-        let limit = query.limit as usize;
+        let limit = sql::page_size(query.limit) as usize;
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|d| d.id)
@@ -344,21 +344,20 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Page<VersionInfo, i64>, StoreError> {
+        let limit = sql::page_size(limit) as usize;
         let before = before.unwrap_or(i64::MAX);
         let rows = self
-            .query(sql::VERSIONS, &[&app, &before, &(i64::from(limit) + 1)])
+            .query(sql::VERSIONS, &[&app, &before, &(limit as i64 + 1)])
             .await?;
-        let mut numbers = Vec::with_capacity(rows.len());
-        let mut items = Vec::with_capacity(rows.len());
-        for row in rows.iter().take(limit as usize) {
-            numbers.push(row.try_get::<_, i64>("number")?);
-            items.push(version_info(row)?);
-        }
-        let next = if rows.len() > limit as usize {
-            numbers.last().copied()
-        } else {
-            None
+        let next = match rows.get(limit) {
+            Some(_) => Some(rows[limit - 1].try_get("number")?),
+            None => None,
         };
+        let items = rows
+            .iter()
+            .take(limit)
+            .map(version_info)
+            .collect::<Result<_, _>>()?;
         Ok(Page { items, next })
     }
 

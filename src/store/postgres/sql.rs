@@ -7,7 +7,7 @@
 //! them all the same way.
 
 use crate::model::{Deployment, VersionInfo};
-use crate::store::{HistoryQuery, StoreError};
+use crate::store::{HistoryQuery, MAX_PAGE, StoreError};
 use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 
@@ -75,7 +75,7 @@ WITH inserted AS (
 ), event AS (
     INSERT INTO deployment_events (deployment_id, seq, kind, data, created_at)
     SELECT inserted.id, 1, 'deployment',
-           jsonb_set($13, '{queue_position}', to_jsonb(position.n)), $12
+           jsonb_set($13::jsonb, '{queue_position}', to_jsonb(position.n)), $12
     FROM inserted, position
 )
 SELECT position.n FROM inserted, position";
@@ -91,7 +91,7 @@ SELECT position.n FROM inserted, position";
 pub const TRANSITION: &str = concat!(
     "
 WITH cur AS (
-    SELECT id, app, git FROM deployments WHERE id = $1 AND state = $2 FOR UPDATE
+    SELECT id, app, git FROM deployments WHERE id = $1::uuid AND state = $2::text FOR UPDATE
 ), counter AS (
     INSERT INTO app_version_counters AS c (app, last_number)
     SELECT app, 1 FROM cur WHERE $5::text IS NOT NULL
@@ -99,27 +99,27 @@ WITH cur AS (
     RETURNING app, last_number
 ), minted AS (
     INSERT INTO versions (app, number, version, artifact, git, deployment_id, created_at)
-    SELECT counter.app, counter.last_number, 'v' || counter.last_number, $5, cur.git, cur.id, $4
+    SELECT counter.app, counter.last_number, 'v' || counter.last_number, $5, cur.git, cur.id, $4::timestamptz
     FROM counter, cur
     RETURNING version
 ), d AS (
     UPDATE deployments d SET
-        state = $3,
-        version = COALESCE((SELECT version FROM minted), $6, d.version),
+        state = $3::text,
+        version = COALESCE((SELECT version FROM minted), $6::text, d.version),
         started_at = CASE WHEN d.state = 'queued' THEN COALESCE(d.started_at, $4)
                           ELSE d.started_at END,
-        finished_at = CASE WHEN $7 THEN $4 ELSE d.finished_at END,
-        error = COALESCE($8, d.error),
-        superseded_by = COALESCE($9, d.superseded_by),
-        owner = CASE WHEN $7 THEN NULL ELSE COALESCE($10, d.owner) END,
-        lease_expires_at = CASE WHEN $7 THEN NULL ELSE COALESCE($11, d.lease_expires_at) END,
-        phase_deadline = CASE WHEN $7 THEN NULL ELSE $12 END,
+        finished_at = CASE WHEN $7::boolean THEN $4 ELSE d.finished_at END,
+        error = COALESCE($8::text, d.error),
+        superseded_by = COALESCE($9::uuid, d.superseded_by),
+        owner = CASE WHEN $7 THEN NULL ELSE COALESCE($10::text, d.owner) END,
+        lease_expires_at = CASE WHEN $7 THEN NULL ELSE COALESCE($11::timestamptz, d.lease_expires_at) END,
+        phase_deadline = CASE WHEN $7 THEN NULL ELSE $12::timestamptz END,
         last_seq = d.last_seq + 1
     WHERE d.id = $1 AND d.state = $2
     RETURNING d.*
 ), event AS (
     INSERT INTO deployment_events (deployment_id, seq, kind, data, created_at)
-    SELECT id, last_seq, 'state', $13, $4 FROM d
+    SELECT id, last_seq, 'state', $13::jsonb, $4 FROM d
 ), target AS (
     INSERT INTO targets (app, cluster, active_deployment_id, active_version, active_since)
     SELECT app, cluster, id, version, $4 FROM d WHERE state = 'succeeded'
@@ -236,9 +236,14 @@ pub fn history_sql(query: &HistoryQuery) -> (String, Vec<Param>) {
     if let Some(before) = query.before {
         filter("id <", Box::new(before));
     }
-    params.push(Box::new(i64::from(query.limit) + 1));
+    params.push(Box::new(i64::from(page_size(query.limit)) + 1));
     sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ${}", params.len()));
     (sql, params)
+}
+
+/// The page size a listing uses for a requested `limit`: 1..=[`MAX_PAGE`].
+pub fn page_size(limit: u32) -> u32 {
+    limit.clamp(1, MAX_PAGE)
 }
 
 /// A row of any query built on `select_deployments!` (or returning its columns).
