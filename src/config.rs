@@ -1,14 +1,36 @@
 //! The typed configuration tree, loaded once and passed down explicitly.
 //!
 //! Layers, later ones win: `config/default.toml` (compiled in), then the file
-//! given with `--config`, then `DEPLOYD_SECTION__KEY` environment variables.
-//! Unknown keys and bad values are errors that name the key.
+//! given with `--config` (deep-merged: tables merge key by key, any other
+//! value replaces), then `DEPLOYD_SECTION__KEY` environment variables.
+//! Unknown keys and bad values are errors that name the key and the layer it
+//! came from. What must stay true: the built-in defaults load and validate on
+//! their own, and a loaded `Config` has passed [`Config::validate`].
+//!
+//! Environment overrides: `DEPLOYD_` then the key path with `__` between
+//! levels, lowercased (`DEPLOYD_DEPLOY__LEASE` sets `deploy.lease`,
+//! `DEPLOYD_CLUSTERS__LOCAL__BUILD__TIMEOUT` sets
+//! `clusters.local.build.timeout`). Names below `clusters.<name>.env` keep
+//! their case, since they are environment variable names. The value is read
+//! as a TOML value when it parses as one (`30`, `true`, `["a", "b"]`) and as
+//! text otherwise; a key that wants text gets the raw text either way.
+//! `DEPLOYD_LOG` and `DEPLOYD_LOG_FORMAT` belong to telemetry and are not
+//! config keys ([`NOT_CONFIG_VARS`]); any other `DEPLOYD_*` variable must name
+//! a key, so a typo fails loudly instead of being ignored.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod layers;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use rules::is_valid_name;
 
 /// The built-in defaults, shipped in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -36,7 +58,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+// Debug by hand: the URL may carry a password, and configs get logged.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// A `postgres://` URL; absent means the embedded SQLite file
@@ -143,4 +166,153 @@ mod duration {
         humantime::parse_duration(&text)
             .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
     }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self.url.as_deref().map(redact_url);
+        f.debug_struct("StoreConfig").field("url", &url).finish()
+    }
+}
+
+/// `DEPLOYD_*` variables that are not config keys: telemetry reads them
+/// before any config exists.
+pub const NOT_CONFIG_VARS: &[&str] = &["DEPLOYD_LOG", "DEPLOYD_LOG_FORMAT"];
+
+/// The layer a value came from, so an error sends the operator to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layer {
+    Defaults,
+    /// The config file; `None` when its text came without a path.
+    File(Option<PathBuf>),
+    Env(String),
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Defaults => f.write_str("built-in defaults"),
+            Layer::File(Some(path)) => write!(f, "file {}", path.display()),
+            Layer::File(None) => f.write_str("config file"),
+            Layer::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{origin}: invalid TOML: {message}")]
+    Syntax { origin: Layer, message: String },
+    /// A `DEPLOYD_*` variable that cannot be turned into a key path.
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// A key that is unknown, has a bad value, or breaks a rule. `origin` is
+    /// `None` when the config was changed after loading.
+    #[error("{key}: {message}{}", origin_suffix(.origin))]
+    Invalid {
+        key: String,
+        message: String,
+        origin: Option<Layer>,
+    },
+}
+
+fn origin_suffix(origin: &Option<Layer>) -> String {
+    origin
+        .as_ref()
+        .map(|o| format!(" (from {o})"))
+        .unwrap_or_default()
+}
+
+impl Config {
+    /// Load from the process: the defaults, `file` if given, then the
+    /// `DEPLOYD_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                        path: path.to_owned(),
+                        error,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let file = file.zip(text.as_deref());
+        let file = file.map(|(path, text)| (Layer::File(Some(path.to_owned())), text));
+        layers::build(file, layers::process_env()?)
+    }
+
+    /// Load from explicit layers: `file_text` over the defaults, then `env`
+    /// (any variables; only `DEPLOYD_*` ones are read).
+    pub fn from_sources(
+        file_text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = file_text.map(|text| (Layer::File(None), text));
+        layers::build(file, env.into_iter().collect())
+    }
+
+    /// Check the rules serde cannot express. Loading already did; call this
+    /// again after changing a loaded config (e.g. from a command-line flag).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match rules::problem(self) {
+            None => Ok(()),
+            Some((key, message)) => Err(ConfigError::Invalid {
+                key: layers::render(&key),
+                message,
+                origin: None,
+            }),
+        }
+    }
+
+    /// The embedded SQLite file used when `store.url` is absent.
+    pub fn store_path(&self) -> PathBuf {
+        self.server.data_dir.join("deployd.db")
+    }
+
+    /// The effective config as TOML, with the store password and the token
+    /// hashes replaced by `***`: safe to print and to log.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        shown.store.url = shown.store.url.as_deref().map(redact_url);
+        for token in &mut shown.auth.tokens {
+            token.sha256 = "***".to_string();
+        }
+        toml::to_string_pretty(&shown)
+            .unwrap_or_else(|error| format!("# the config cannot be shown as TOML: {error}\n"))
+    }
+}
+
+/// The URL with any password replaced by `***`, in the user info or in a
+/// `password=` query parameter. When unsure, hide more: a stray `@` or `:`
+/// may hide part of the host, never show part of a password.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_string();
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => rest.to_string(),
+        },
+        None => rest.to_string(),
+    };
+    let Some((before, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let pairs = query.split('&').map(|pair| match pair.split_once('=') {
+        Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+        _ => pair.to_string(),
+    });
+    format!(
+        "{scheme}://{before}?{}",
+        pairs.collect::<Vec<_>>().join("&")
+    )
 }

@@ -1,1 +1,133 @@
-fn main() {}
+//! `deployd`: parse the arguments, load the config, set up telemetry, then
+//! serve until SIGTERM or SIGINT, or run a maintenance command. Everything
+//! else lives in the library, starting at `deployd::server`.
+//!
+//! Exit codes: 0 done, 1 the command failed, 2 bad arguments or an invalid
+//! config (clap uses 2 for bad arguments too).
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use deployd::config::Config;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Own the deployment lifecycle of apps on clusters. With no command, serve.
+#[derive(Parser)]
+#[command(name = "deployd", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API until SIGTERM or SIGINT (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(ConfigArgs),
+    /// Print the effective config with secrets hidden; exit 2 if it is invalid.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// A TOML file merged over the built-in defaults; `DEPLOYD_SECTION__KEY`
+    /// environment variables override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Listen on this address instead of `server.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let config = match load_config(&command) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("deployd: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::CheckConfig(_) => {
+            print!("{}", config.redacted());
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve(_) => serve(config).await,
+        Command::Migrate(_) => migrate(config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("deployd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config a command runs with: the layers, then `--listen` over them.
+fn load_config(command: &Command) -> anyhow::Result<Config> {
+    let (args, listen) = match command {
+        Command::Serve(serve) => (&serve.config, serve.listen),
+        Command::Migrate(args) | Command::CheckConfig(args) => (args, None),
+    };
+    let mut config = Config::load(args.config.as_deref()).context("invalid configuration")?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+        // The flag can break a rule the layers kept (loopback without auth).
+        config
+            .validate()
+            .with_context(|| format!("--listen {listen}"))?;
+    }
+    Ok(config)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    deployd::telemetry::init();
+    let address = config.server.listen;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let local = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let shutdown = shutdown_signal()?;
+    tracing::info!(address = %local, "listening");
+    deployd::server::serve(listener, config, shutdown).await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    deployd::telemetry::init();
+    deployd::server::migrate(&config).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed here,
+/// before serving, so a signal is never missed once the address is logged.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    })
+}

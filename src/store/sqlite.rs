@@ -1,1 +1,275 @@
-//! (being written)
+//! The embedded SQLite store: one file, zero setup, the default backend.
+//!
+//! One connection behind a mutex serializes every access inside the process;
+//! every call runs on tokio's blocking pool so the async runtime never waits
+//! on disk. Writes take an IMMEDIATE transaction, so a second process on the
+//! same file waits (busy timeout) instead of failing half-way, and what a
+//! write read at its start is still true when it commits.
+//!
+//! Encoding, chosen so that text order is the order that matters:
+//! - ids are lowercase hyphenated UUID text (UUIDv7 text sorts by time);
+//! - times are UTC text in [`TIME_FORMAT`], fixed width, so comparing the
+//!   text compares the instants (leases, history order);
+//! - git info and event payloads are JSON text.
+//!
+//! [`read`] holds the queries and row decoding, [`write`] every statement
+//! that changes rows.
+
+mod read;
+mod write;
+
+use super::{
+    Applied, Change, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment, Page, Store,
+    StoreError,
+};
+use crate::model::{Deployment, Event, EventData, TargetView, VersionInfo};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How times are stored: microseconds, as PostgreSQL keeps them.
+pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// The schema, in order; applied ones are recorded in `schema_migrations`.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    number: 1,
+    name: "init",
+    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+}];
+
+/// How long a writer waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Open (creating it and its directory if needed) the database file and
+    /// apply pending migrations. Blocking: call it before serving, or from
+    /// `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL lets other processes (backups, inspection) read while we write;
+        // synchronous stays FULL because a transition must be durable before
+        // anyone hears of it.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "sqlite: {} refused WAL mode (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock dropped its transaction, which
+            // rolled back: the connection is still sound.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+    }
+
+    /// Run `f` inside one IMMEDIATE transaction, committed only if it succeeds.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Run `f` inside one read transaction, so multi-query answers come from
+    /// one snapshot even while another process writes.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            f(&tx)
+        })
+        .await
+    }
+}
+
+/// Apply the migrations not yet recorded, all in one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             number     integer PRIMARY KEY,
+             name       text    NOT NULL,
+             applied_at text    NOT NULL
+         )",
+    )?;
+    for migration in MIGRATIONS {
+        let applied: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE number = ?1)",
+            [migration.number],
+            |r| r.get(0),
+        )?;
+        if !applied {
+            tx.execute_batch(migration.sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (number, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![migration.number, migration.name, read::ts(Utc::now())],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, new: NewDeployment) -> Result<Created, StoreError> {
+        self.write(move |tx| write::create(tx, &new)).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Deployment>, StoreError> {
+        self.read(move |tx| read::deployment(tx, id)).await
+    }
+
+    async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
+        self.write(move |tx| write::transition(tx, &change)).await
+    }
+
+    async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
+        let events = events.to_vec();
+        self.write(move |tx| write::append(tx, id, &events)).await
+    }
+
+    async fn events_after(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read(move |tx| read::events_after(tx, id, after, limit))
+            .await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Page<Deployment, Uuid>, StoreError> {
+        let query = query.clone();
+        self.read(move |tx| read::history(tx, &query)).await
+    }
+
+    async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, StoreError> {
+        let (app, cluster) = (app.to_string(), cluster.to_string());
+        self.read(move |tx| read::target(tx, app, cluster)).await
+    }
+
+    async fn versions(
+        &self,
+        app: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<VersionInfo, i64>, StoreError> {
+        let app = app.to_string();
+        self.read(move |tx| read::versions(tx, &app, before, limit))
+            .await
+    }
+
+    async fn version(&self, app: &str, version: &str) -> Result<Option<VersionInfo>, StoreError> {
+        let (app, version) = (app.to_string(), version.to_string());
+        self.read(move |tx| read::version(tx, &app, &version)).await
+    }
+
+    async fn previous_version(
+        &self,
+        app: &str,
+        cluster: &str,
+    ) -> Result<Option<VersionInfo>, StoreError> {
+        let (app, cluster) = (app.to_string(), cluster.to_string());
+        self.read(move |tx| read::previous_version(tx, &app, &cluster))
+            .await
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let (owner, ids) = (owner.to_string(), ids.to_vec());
+        self.write(move |tx| write::renew_leases(tx, &owner, &ids, expires_at))
+            .await
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.read(move |tx| read::leases(tx, read::LeaseFilter::ExpiredBefore(now)))
+            .await
+    }
+
+    async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |tx| read::leases(tx, read::LeaseFilter::Owner(owner)))
+            .await
+    }
+
+    async fn queued_targets(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|tx| read::queued_targets(tx)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}
+
+/// SQLite's messages name tables and columns, never the statement text, so
+/// they are fit for logs; the HTTP layer shows users only a generic sentence.
+/// Busy, locked and I/O failures are the store being unavailable, not a bug.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    DatabaseBusy
+                        | DatabaseLocked
+                        | CannotOpen
+                        | SystemIoFailure
+                        | DiskFull
+                        | ReadOnly
+                ) =>
+            {
+                StoreError::Unavailable(format!("sqlite: {e}"))
+            }
+            _ => StoreError::Backend(format!("sqlite: {e}")),
+        }
+    }
+}

@@ -1,3 +1,5 @@
 //! The one integration test binary.
 
+mod cli_config;
+mod store_contract;
 mod support;

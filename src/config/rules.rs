@@ -1,0 +1,122 @@
+//! The rules serde cannot express: names, runnable steps, positive limits
+//! and timeouts, well-formed tokens, loopback without auth. Each check answers
+//! with the first broken rule as (key path, what is wrong); the loader adds
+//! the layer the key came from.
+
+use super::layers::{KeyPath, Seg};
+use super::{ClusterConfig, Config, TokenConfig};
+use std::time::Duration;
+
+/// The first broken rule, as (key path, what is wrong).
+pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
+    let at = |keys: &[&str]| keys.iter().map(|k| Seg::Key(k.to_string())).collect();
+    if config.deploy.lease < Duration::from_secs(3) {
+        return Some((at(&["deploy", "lease"]), "must be at least 3s".into()));
+    }
+    let limits = [
+        ("upload_bytes", config.limits.upload_bytes),
+        ("extracted_bytes", config.limits.extracted_bytes),
+        ("extracted_entries", config.limits.extracted_entries),
+        (
+            "output_bytes_per_deployment",
+            config.limits.output_bytes_per_deployment,
+        ),
+    ];
+    if let Some((name, _)) = limits.iter().find(|(_, value)| *value == 0) {
+        return Some((at(&["limits", name]), "must be greater than 0".into()));
+    }
+    if config.deploy.keep_per_target == 0 {
+        let key = at(&["deploy", "keep_per_target"]);
+        return Some((key, "must be greater than 0".into()));
+    }
+    if let Some(url) = &config.store.url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        // The URL itself is not echoed: it may hold a password.
+        let message = "must start with postgres:// or postgresql://";
+        return Some((at(&["store", "url"]), message.into()));
+    }
+    if config.auth.tokens.is_empty() && !config.server.listen.ip().is_loopback() {
+        let message = "with no [[auth.tokens]] auth is off, so only a loopback address is allowed";
+        return Some((at(&["server", "listen"]), message.into()));
+    }
+    config
+        .clusters
+        .iter()
+        .find_map(|(name, cluster)| cluster_problem(name, cluster))
+        .or_else(|| tokens_problem(&config.auth.tokens))
+}
+
+/// True for a valid app or cluster name: `^[a-z0-9][a-z0-9-]{0,62}$`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    (1..=63).contains(&bytes.len()) && bytes[0] != b'-' && bytes.iter().all(allowed)
+}
+
+const NAME_RULE: &str = "1 to 63 of a-z, 0-9 and '-', not starting with '-'";
+
+fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, String)> {
+    let at = |rest: &[&str]| {
+        let keys = ["clusters", name].into_iter().chain(rest.iter().copied());
+        keys.map(|k| Seg::Key(k.to_string())).collect()
+    };
+    if !is_valid_name(name) {
+        return Some((at(&[]), format!("invalid cluster name: use {NAME_RULE}")));
+    }
+    let steps = [
+        ("build", &cluster.build),
+        ("push", &cluster.push),
+        ("activate", &cluster.activate),
+    ];
+    for (phase, step) in steps {
+        let Some(step) = step else { continue };
+        if step.run.first().is_none_or(|program| program.is_empty()) {
+            return Some((at(&[phase, "run"]), "must name a program to run".into()));
+        }
+        if step.timeout.is_zero() {
+            return Some((at(&[phase, "timeout"]), "must be greater than 0".into()));
+        }
+    }
+    let bad_var = |var: &&String| {
+        let mut chars = var.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        !(first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    };
+    let var = cluster.env.keys().find(bad_var)?;
+    Some((
+        at(&["env", var]),
+        "not a valid environment variable name".into(),
+    ))
+}
+
+fn tokens_problem(tokens: &[TokenConfig]) -> Option<(KeyPath, String)> {
+    let at = |index: usize, key: &str| {
+        let base = [Seg::Key("auth".into()), Seg::Key("tokens".into())];
+        base.into_iter()
+            .chain([Seg::Index(index), Seg::Key(key.to_string())])
+            .collect()
+    };
+    for (index, token) in tokens.iter().enumerate() {
+        if token.name.is_empty() {
+            return Some((at(index, "name"), "must not be empty".into()));
+        }
+        if tokens[..index].iter().any(|t| t.name == token.name) {
+            let message = format!("duplicate token name {:?}", token.name);
+            return Some((at(index, "name"), message));
+        }
+        if token.sha256.len() != 64 || !token.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            let message = "must be the token's sha256 as 64 hex digits".into();
+            return Some((at(index, "sha256"), message));
+        }
+        for (key, names) in [("apps", &token.apps), ("clusters", &token.clusters)] {
+            if let Some(bad) = names.iter().find(|n| *n != "*" && !is_valid_name(n)) {
+                let message = format!("invalid name {bad:?}: use \"*\" or {NAME_RULE}");
+                return Some((at(index, key), message));
+            }
+        }
+    }
+    None
+}
