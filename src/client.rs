@@ -1,1 +1,434 @@
-//! (being written)
+//! The typed HTTP client for API.md, used by `deployctl` and the integration
+//! tests.
+//!
+//! Every method maps to one endpoint and answers the model type API.md names.
+//! Errors come back as [`ClientError`]: the server's own error body as
+//! [`ClientError::Api`], connection trouble as [`ClientError::Unreachable`],
+//! so callers can tell "you asked for something wrong" from "try again later".
+//! Progress streams are [`EventStream`]s; [`follow`] and [`resume`] wrap them
+//! so a dropped connection is picked up again at the next sequence number and
+//! no event is lost or seen twice.
+
+mod stream;
+
+pub use stream::{EventStream, StreamEvent, follow, resume};
+
+use crate::machine::State;
+use crate::model::{
+    CancelRequest, DeployRequest, Deployment, ErrorBody, HistoryPage, RollbackRequest, SourceInfo,
+    TargetView, VersionsPage,
+};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A short request answers well within this; a cancel waits for the step's
+/// kill grace period, so it is generous. Uploads and streams have no limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream may be silent for minutes while a build runs; TCP keep-alive is
+/// what notices a peer that vanished without closing the connection.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const EVENT_STREAM: &str = "text/event-stream";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the request with API.md's error body.
+    #[error("{message} ({code})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        details: serde_json::Value,
+    },
+    /// No answer: connection refused, reset, or timed out.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// A 5xx without our error body (a proxy, a crash).
+    #[error("server error (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    /// The server answered something that is not API.md.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Worth retrying the same request later: the server may come back.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable(_) | ClientError::Server { .. } => true,
+            ClientError::Api { status, .. } => *status >= 500,
+            ClientError::Protocol(_) => false,
+        }
+    }
+}
+
+/// Filters for [`Client::history`]; `None` leaves the server's default.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistoryParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A deployd server at one base URL, with an optional bearer token. Cheap to
+/// clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    // The token is a secret: never let it reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| ClientError::Protocol(format!("invalid server URL {base_url:?}: {e}")))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::Protocol(format!(
+                "invalid server URL {base_url:?}: expected http://host[:port]"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("deployctl/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(KEEPALIVE)
+            .tcp_keepalive_interval(Duration::from_secs(5))
+            .tcp_keepalive_retries(3)
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client { http, base, token })
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        self.send(self.request(Method::GET, &["healthz"])?).await?;
+        Ok(())
+    }
+
+    /// Ok when the server is ready; a 503 carries the reason.
+    pub async fn readyz(&self) -> Result<(), ClientError> {
+        self.send(self.request(Method::GET, &["readyz"])?).await?;
+        Ok(())
+    }
+
+    pub async fn source_exists(&self, sha256: &str) -> Result<bool, ClientError> {
+        let request = self.request(Method::HEAD, &["v1", "sources", sha256])?;
+        let response = request.send().await.map_err(transport)?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            status if status.is_success() => Ok(true),
+            // A HEAD answer has no body; the status alone names the error.
+            status => Err(error_from_body(status, "")),
+        }
+    }
+
+    /// Upload a tar or gzipped tar whose SHA-256 is `sha256`.
+    pub async fn put_source(
+        &self,
+        sha256: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<SourceInfo, ClientError> {
+        let request = self
+            .request(Method::PUT, &["v1", "sources", sha256])?
+            .timeout(Duration::MAX)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        json(self.send(request).await?).await
+    }
+
+    /// Upload a file without reading it into memory.
+    pub async fn put_source_file(
+        &self,
+        sha256: &str,
+        path: &Path,
+    ) -> Result<SourceInfo, ClientError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("cannot open {}: {e}", path.display())))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        self.put_source(sha256, body).await
+    }
+
+    pub async fn deploy(
+        &self,
+        app: &str,
+        cluster: &str,
+        request: &DeployRequest,
+    ) -> Result<Deployment, ClientError> {
+        let path = ["v1", "apps", app, "clusters", cluster, "deployments"];
+        self.call(self.request(Method::POST, &path)?.json(request))
+            .await
+    }
+
+    /// Deploy and stream its progress; the first event is the Deployment.
+    pub async fn deploy_stream(
+        &self,
+        app: &str,
+        cluster: &str,
+        request: &DeployRequest,
+    ) -> Result<EventStream, ClientError> {
+        let path = ["v1", "apps", app, "clusters", cluster, "deployments"];
+        self.create_stream(self.request(Method::POST, &path)?.json(request))
+            .await
+    }
+
+    pub async fn rollback(
+        &self,
+        app: &str,
+        cluster: &str,
+        request: &RollbackRequest,
+    ) -> Result<Deployment, ClientError> {
+        let path = ["v1", "apps", app, "clusters", cluster, "rollbacks"];
+        self.call(self.request(Method::POST, &path)?.json(request))
+            .await
+    }
+
+    pub async fn rollback_stream(
+        &self,
+        app: &str,
+        cluster: &str,
+        request: &RollbackRequest,
+    ) -> Result<EventStream, ClientError> {
+        let path = ["v1", "apps", app, "clusters", cluster, "rollbacks"];
+        self.create_stream(self.request(Method::POST, &path)?.json(request))
+            .await
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Deployment, ClientError> {
+        let id = id.to_string();
+        self.call(self.request(Method::GET, &["v1", "deployments", &id])?)
+            .await
+    }
+
+    /// One page of an app's deployments, newest first.
+    pub async fn history(
+        &self,
+        app: &str,
+        params: &HistoryParams,
+    ) -> Result<HistoryPage, ClientError> {
+        let request = self.request(Method::GET, &["v1", "apps", app, "deployments"])?;
+        self.call(request.query(params)).await
+    }
+
+    pub async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, ClientError> {
+        self.call(self.request(Method::GET, &["v1", "apps", app, "clusters", cluster])?)
+            .await
+    }
+
+    /// One page of an app's versions, newest first.
+    pub async fn versions(
+        &self,
+        app: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<VersionsPage, ClientError> {
+        let mut request = self.request(Method::GET, &["v1", "apps", app, "versions"])?;
+        if let Some(limit) = limit {
+            request = request.query(&[("limit", limit)]);
+        }
+        if let Some(cursor) = cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        self.call(request).await
+    }
+
+    /// Cancel a running or queued deployment; answers once it is cancelled.
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Deployment, ClientError> {
+        let id = id.to_string();
+        let request = self
+            .request(Method::POST, &["v1", "deployments", &id, "cancel"])?
+            .json(&CancelRequest { reason });
+        self.call(request).await
+    }
+
+    /// One connection to a deployment's stream: replays the events after
+    /// `after` (all of them when `None`), then follows live.
+    pub async fn events(&self, id: Uuid, after: Option<i64>) -> Result<EventStream, ClientError> {
+        let id = id.to_string();
+        let mut request = self
+            .request(Method::GET, &["v1", "deployments", &id, "events"])?
+            .timeout(Duration::MAX)
+            .header(ACCEPT, EVENT_STREAM);
+        if let Some(after) = after {
+            request = request.header("Last-Event-ID", after.to_string());
+        }
+        let response = self.send(request).await?;
+        if !is_event_stream(&response) {
+            return Err(ClientError::Protocol(format!(
+                "expected {EVENT_STREAM}, got {:?}",
+                response.headers().get(CONTENT_TYPE)
+            )));
+        }
+        Ok(stream::parse_sse(response))
+    }
+
+    /// POST a deploy or rollback asking for its stream. A server that answers
+    /// with the JSON Deployment instead (an idempotent repeat may) is followed
+    /// through the events endpoint, which starts with the same Deployment.
+    async fn create_stream(&self, request: RequestBuilder) -> Result<EventStream, ClientError> {
+        let request = request.timeout(Duration::MAX).header(ACCEPT, EVENT_STREAM);
+        let response = self.send(request).await?;
+        if is_event_stream(&response) {
+            return Ok(stream::parse_sse(response));
+        }
+        let deployment: Deployment = json(response).await?;
+        self.events(deployment.id, None).await
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        let mut url = self.base.clone();
+        {
+            // `Client::new` refused URLs that cannot be a base.
+            let mut path = url.path_segments_mut().expect("base URL has a path");
+            path.pop_if_empty();
+            for segment in segments {
+                // A URL cannot carry `.` or `..` as a name: it would name
+                // another route. The server would refuse such a name anyway.
+                if matches!(*segment, "" | "." | "..") {
+                    return Err(ClientError::Api {
+                        status: 400,
+                        code: "invalid_argument".into(),
+                        message: format!("invalid name {segment:?}"),
+                        details: serde_json::json!({"value": segment}),
+                    });
+                }
+                path.push(segment);
+            }
+        }
+        let request = self
+            .http
+            .request(method, url)
+            .timeout(REQUEST_TIMEOUT)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        Ok(match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        json(self.send(request).await?).await
+    }
+
+    /// Send and turn any non-2xx answer into a [`ClientError`].
+    async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(error_from_body(status, &text))
+    }
+}
+
+async fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(transport)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ClientError::Protocol(format!("unexpected answer to a {status} response: {e}"))
+    })
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(EVENT_STREAM))
+}
+
+/// Every reqwest error past building the request is about the connection:
+/// reqwest labels a body cut short as a "decode" error, and we never let it
+/// decode JSON for us.
+fn transport(error: reqwest::Error) -> ClientError {
+    if error.is_builder() {
+        return ClientError::Protocol(error_chain(&error));
+    }
+    ClientError::Unreachable(error_chain(&error))
+}
+
+/// reqwest's own message is only the outer layer ("error sending request");
+/// the cause (connection refused, reset) is what a user needs to see.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Turn a non-2xx answer into an error: our body when there is one,
+/// otherwise what the status alone says.
+fn error_from_body(status: StatusCode, text: &str) -> ClientError {
+    if let Ok(body) = serde_json::from_str::<ErrorBody>(text) {
+        return ClientError::Api {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+            details: body.error.details,
+        };
+    }
+    let message = match text.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_string(),
+        text => text.chars().take(500).collect(),
+    };
+    if status.is_server_error() {
+        return ClientError::Server {
+            status: status.as_u16(),
+            message,
+        };
+    }
+    // API.md gives these statuses a single code each, so a bodiless answer
+    // (HEAD, or a layer in front of our handlers) still names it.
+    let code = match status.as_u16() {
+        400 => "invalid_argument".to_string(),
+        401 => "unauthenticated".to_string(),
+        403 => "forbidden".to_string(),
+        404 => "not_found".to_string(),
+        413 => "too_large".to_string(),
+        other => format!("http_{other}"),
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        code,
+        message,
+        details: serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests;

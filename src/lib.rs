@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod machine;
 pub mod model;
+pub mod pack;
 pub mod pipeline;
 pub mod server;
 pub mod source;
