@@ -30,7 +30,8 @@ use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtractLimits {
-    /// Bytes of entry data, summed over all entries.
+    /// Bytes of entry data as declared by the headers, summed over all
+    /// entries (pax and long-name data included), and bytes actually written.
     pub max_bytes: u64,
     /// Files, directories and links (pax and long-name headers not counted).
     pub max_entries: u64,
