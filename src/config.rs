@@ -175,9 +175,15 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// `DEPLOYD_*` variables that are not config keys: telemetry reads them
-/// before any config exists.
-pub const NOT_CONFIG_VARS: &[&str] = &["DEPLOYD_LOG", "DEPLOYD_LOG_FORMAT"];
+/// `DEPLOYD_*` variables that are not config keys: telemetry reads the LOG
+/// ones before any config exists, and `deployctl` reads URL and TOKEN (a
+/// shell that uses both must not stop the daemon from starting).
+pub const NOT_CONFIG_VARS: &[&str] = &[
+    "DEPLOYD_LOG",
+    "DEPLOYD_LOG_FORMAT",
+    "DEPLOYD_URL",
+    "DEPLOYD_TOKEN",
+];
 
 /// The layer a value came from, so an error sends the operator to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

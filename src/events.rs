@@ -1,1 +1,235 @@
-//! (being written)
+//! The per-deployment event log: stored first, then broadcast, replayable.
+//!
+//! [`EventHub`] is the only way events reach subscribers. What must stay true:
+//! - an event is broadcast only after the store committed it (write-ahead);
+//! - a subscriber sees seq `after+1, after+2, …` with no gap and no repeat,
+//!   whether the events come from the replay, the live channel, or a re-read
+//!   after it lagged behind the channel;
+//! - a stream ends right after the deployment's final state event, or when the
+//!   hub shuts down, so open streams never hold up a graceful shutdown.
+
+use crate::model::{Event, EventData};
+use crate::store::{DynStore, StoreError};
+use futures::Stream;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Events buffered per deployment for live subscribers; one that falls further
+/// behind re-reads from the store instead of losing events.
+const CHANNEL_CAPACITY: usize = 1024;
+/// Events read from the store per round trip while replaying.
+const REPLAY_BATCH: u32 = 500;
+
+pub struct EventHub {
+    store: DynStore,
+    channels: Mutex<HashMap<Uuid, broadcast::Sender<Event>>>,
+    closed: CancellationToken,
+}
+
+impl EventHub {
+    pub fn new(store: DynStore) -> Arc<EventHub> {
+        Arc::new(EventHub {
+            store,
+            channels: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    /// Store `events` for deployment `id`, then broadcast them.
+    pub async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
+        let stored = self.store.append(id, events).await?;
+        self.publish(&stored);
+        Ok(stored)
+    }
+
+    /// Broadcast events the store already committed (a transition's `state`
+    /// event, a creation's `deployment` event).
+    pub fn publish(&self, events: &[Event]) {
+        let mut channels = self.channels.lock().expect("event channels lock");
+        for event in events {
+            let id = event.deployment_id;
+            let Some(sender) = channels.get(&id) else {
+                continue;
+            };
+            // No receiver left, or the deployment is over: forget the channel.
+            // Receivers still holding it drain what was sent, then see Closed.
+            if sender.send(event.clone()).is_err() || event.data.is_final() {
+                channels.remove(&id);
+            }
+        }
+    }
+
+    /// How many live subscribers deployment `id` has.
+    pub fn subscribers(&self, id: Uuid) -> usize {
+        let channels = self.channels.lock().expect("event channels lock");
+        channels.get(&id).map_or(0, |s| s.receiver_count())
+    }
+
+    /// All live subscribers, for metrics.
+    pub fn total_subscribers(&self) -> usize {
+        let channels = self.channels.lock().expect("event channels lock");
+        channels.values().map(|s| s.receiver_count()).sum()
+    }
+
+    /// End every open stream (graceful shutdown).
+    pub fn close(&self) {
+        self.closed.cancel();
+        self.channels.lock().expect("event channels lock").clear();
+    }
+
+    /// Events of deployment `id` with seq > `after`: the stored ones, then live
+    /// ones as they are committed, ending after the final state event.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        id: Uuid,
+        after: i64,
+    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static + use<> {
+        // Subscribe before reading the store, so nothing committed in between
+        // is missed; duplicates are skipped by seq.
+        let receiver = {
+            let mut channels = self.channels.lock().expect("event channels lock");
+            channels
+                .entry(id)
+                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+                .subscribe()
+        };
+        let follower = Follower {
+            hub: self.clone(),
+            id,
+            last: after,
+            receiver,
+            pending: Vec::new().into_iter(),
+            need_read: true,
+            done: false,
+        };
+        futures::stream::unfold(follower, |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        })
+    }
+}
+
+/// The state of one subscription.
+struct Follower {
+    hub: Arc<EventHub>,
+    id: Uuid,
+    /// The last seq handed to the subscriber.
+    last: i64,
+    receiver: broadcast::Receiver<Event>,
+    /// Events read from the store, not yet handed out.
+    pending: std::vec::IntoIter<Event>,
+    /// The store may hold events after `last` that the channel did not bring.
+    need_read: bool,
+    done: bool,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<Result<Event, StoreError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.pending.next() {
+                return Some(Ok(self.hand_out(event)));
+            }
+            if self.need_read {
+                self.need_read = false;
+                match self.read_more().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                // Nothing newer was stored. If the deployment has ended by now,
+                // its final event was committed with that change: read once
+                // more (it may have landed since the read above), then stop.
+                if self.finished().await {
+                    if self.read_more().await.unwrap_or(false) {
+                        continue;
+                    }
+                    self.done = true;
+                    return None;
+                }
+            }
+            let received = tokio::select! {
+                _ = self.hub.closed.cancelled() => {
+                    self.done = true;
+                    return None;
+                }
+                received = self.receiver.recv() => received,
+            };
+            match received {
+                Ok(event) if event.seq <= self.last => {}
+                Ok(event) if event.seq == self.last + 1 => return Some(Ok(self.hand_out(event))),
+                // A gap (committed between our read and our subscribe) or a
+                // lag behind the channel: the store has the missing ones.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.need_read = true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.resubscribe();
+                    self.need_read = true;
+                }
+            }
+        }
+    }
+
+    /// Read stored events after `last` into `pending`; true when there were
+    /// some (and then there may be more: read again after them).
+    async fn read_more(&mut self) -> Result<bool, StoreError> {
+        let events = self
+            .hub
+            .store
+            .events_after(self.id, self.last, REPLAY_BATCH)
+            .await?;
+        if events.is_empty() {
+            return Ok(false);
+        }
+        self.need_read = true;
+        self.pending = events.into_iter();
+        Ok(true)
+    }
+
+    fn hand_out(&mut self, event: Event) -> Event {
+        self.last = event.seq;
+        if event.data.is_final() {
+            self.done = true;
+        }
+        event
+    }
+
+    /// Whether the deployment has ended (or no longer exists).
+    async fn finished(&self) -> bool {
+        match self.hub.store.get(self.id).await {
+            Ok(Some(d)) => d.state.is_terminal(),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Follow a fresh channel after the old one closed, before re-reading.
+    fn resubscribe(&mut self) {
+        let mut channels = self.hub.channels.lock().expect("event channels lock");
+        self.receiver = channels
+            .entry(self.id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe();
+    }
+}
+
+impl Drop for Follower {
+    /// The last subscriber of a channel nobody publishes to any more (the
+    /// deployment ended) takes the channel with it.
+    fn drop(&mut self) {
+        let mut channels = self.hub.channels.lock().expect("event channels lock");
+        if channels
+            .get(&self.id)
+            .is_some_and(|s| s.receiver_count() <= 1)
+        {
+            channels.remove(&self.id);
+        }
+    }
+}

@@ -204,8 +204,8 @@ impl FromStr for Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use State::*;
+    use proptest::prelude::*;
 
     const ACTOR: Facts = Facts {
         has_version: true,
@@ -294,7 +294,10 @@ mod tests {
             transition(Kind::Rollback, Queued, Activating, none),
             Err(Refusal::NoVersion { to: Activating })
         );
-        assert_eq!(transition(Kind::Deploy, Queued, Building, none), Ok(Building));
+        assert_eq!(
+            transition(Kind::Deploy, Queued, Building, none),
+            Ok(Building)
+        );
     }
 
     #[test]

@@ -39,6 +39,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get(&self, id: Uuid) -> Result<Option<Deployment>, StoreError>;
 
+    /// The deployment a target created under `key`, with its request fingerprint.
+    async fn find_by_idempotency_key(
+        &self,
+        app: &str,
+        cluster: &str,
+        key: &str,
+    ) -> Result<Option<(Deployment, String)>, StoreError>;
+
     /// Apply a machine-approved change if the deployment is still in
     /// `change.from`; store its `state` event in the same transaction.
     async fn transition(&self, change: Change) -> Result<Applied, StoreError>;
@@ -48,7 +56,12 @@ pub trait Store: Send + Sync + 'static {
     async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError>;
 
     /// Stored events with `seq > after`, in order, at most `limit`.
-    async fn events_after(&self, id: Uuid, after: i64, limit: u32) -> Result<Vec<Event>, StoreError>;
+    async fn events_after(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Newest first, by keyset: deployments with `id < query.before`.
     async fn history(&self, query: &HistoryQuery) -> Result<Page<Deployment, Uuid>, StoreError>;
@@ -66,7 +79,11 @@ pub trait Store: Send + Sync + 'static {
     async fn version(&self, app: &str, version: &str) -> Result<Option<VersionInfo>, StoreError>;
 
     /// The version that was active on the target before the current one.
-    async fn previous_version(&self, app: &str, cluster: &str) -> Result<Option<VersionInfo>, StoreError>;
+    async fn previous_version(
+        &self,
+        app: &str,
+        cluster: &str,
+    ) -> Result<Option<VersionInfo>, StoreError>;
 
     /// Extend the lease of `owner`'s running deployments; returns how many.
     async fn renew_leases(
@@ -124,7 +141,9 @@ pub enum Created {
 pub enum VersionChange {
     Keep,
     /// Build succeeded: mint the app's next version for this artifact.
-    Mint { artifact: String },
+    Mint {
+        artifact: String,
+    },
     /// A rollback names an existing version.
     Set(String),
 }
@@ -238,7 +257,11 @@ pub enum StoreError {
     NotFound(Uuid),
     /// The compare-and-set found another state: a stale writer.
     #[error("deployment {id} is {current}, not {expected}")]
-    Stale { id: Uuid, expected: State, current: State },
+    Stale {
+        id: Uuid,
+        expected: State,
+        current: State,
+    },
     /// The database's one-running-per-target index refused the change.
     #[error("another deployment of {app}/{cluster} is already running")]
     TargetBusy { app: String, cluster: String },

@@ -202,6 +202,21 @@ impl Store for PgStore {
         Ok(self.deployments(sql::GET, &[&id]).await?.pop())
     }
 
+    async fn find_by_idempotency_key(
+        &self,
+        app: &str,
+        cluster: &str,
+        key: &str,
+    ) -> Result<Option<(Deployment, String)>, StoreError> {
+        let rows = self
+            .query(sql::BY_IDEMPOTENCY_KEY, &[&app, &cluster, &key])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some((deployment(row)?, row.try_get("request_hash")?)))
+    }
+
     async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
         let (mint, set) = match &change.version {
             VersionChange::Keep => (None, None),

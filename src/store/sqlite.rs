@@ -162,6 +162,17 @@ impl Store for SqliteStore {
         self.read(move |tx| read::deployment(tx, id)).await
     }
 
+    async fn find_by_idempotency_key(
+        &self,
+        app: &str,
+        cluster: &str,
+        key: &str,
+    ) -> Result<Option<(Deployment, String)>, StoreError> {
+        let (app, cluster, key) = (app.to_string(), cluster.to_string(), key.to_string());
+        self.read(move |tx| read::by_idempotency_key(tx, &app, &cluster, &key))
+            .await
+    }
+
     async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
         self.write(move |tx| write::transition(tx, &change)).await
     }

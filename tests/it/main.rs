@@ -1,6 +1,7 @@
 //! The one integration test binary.
 
 mod cli_config;
+mod daemon;
 mod pg_schema;
 mod store_contract;
 mod support;

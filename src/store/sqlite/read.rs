@@ -34,6 +34,30 @@ pub(super) fn deployment(conn: &Connection, id: Uuid) -> Result<Option<Deploymen
         .optional()?)
 }
 
+/// The deployment a target created under an idempotency key, with the
+/// fingerprint of the request that created it.
+pub(super) fn by_idempotency_key(
+    conn: &Connection,
+    app: &str,
+    cluster: &str,
+    key: &str,
+) -> Result<Option<(Deployment, String)>, StoreError> {
+    let found: Option<(String, String)> = conn
+        .query_row(
+            "SELECT id, request_hash FROM deployments
+             WHERE app = ?1 AND cluster = ?2 AND idempotency_key = ?3",
+            [app, cluster, key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, hash)) = found else {
+        return Ok(None);
+    };
+    let id = stored_uuid(&id)?;
+    let deployment = deployment(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    Ok(Some((deployment, hash)))
+}
+
 pub(super) fn events_after(
     conn: &Connection,
     id: Uuid,

@@ -11,23 +11,13 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 pub(super) fn create(tx: &Transaction, new: &NewDeployment) -> Result<Created, StoreError> {
-    if let Some(key) = &new.idempotency_key {
-        let existing: Option<(String, String)> = tx
-            .query_row(
-                "SELECT id, request_hash FROM deployments
-                 WHERE app = ?1 AND cluster = ?2 AND idempotency_key = ?3",
-                [&new.app, &new.cluster, key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((id, hash)) = existing {
-            let id = read::stored_uuid(&id)?;
-            let deployment = read::deployment(tx, id)?.ok_or(StoreError::NotFound(id))?;
-            return Ok(Created::Existing {
-                deployment,
-                same_request: hash == new.request_hash,
-            });
-        }
+    if let Some(key) = &new.idempotency_key
+        && let Some((deployment, hash)) = read::by_idempotency_key(tx, &new.app, &new.cluster, key)?
+    {
+        return Ok(Created::Existing {
+            deployment,
+            same_request: hash == new.request_hash,
+        });
     }
     tx.execute(
         "INSERT INTO deployments (id, app, cluster, kind, state, source, rollback_to, git, message,

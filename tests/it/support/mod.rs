@@ -1,5 +1,6 @@
 //! Test helpers shared by every integration test.
 
+pub mod app;
 pub mod pg;
 
 use deployd::store::DynStore;

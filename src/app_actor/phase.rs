@@ -1,0 +1,280 @@
+//! One phase of one deployment, run in a task the AppActor holds.
+//!
+//! A phase never writes state: it extracts the source (build), runs the
+//! cluster's step for the phase as a real process, stores the step's output
+//! as `log` events, and returns a [`PhaseResult`] for the actor to apply.
+//! Its log events are all stored before the result is returned, so they come
+//! before the next state event in every stream.
+
+use crate::config::{Config, StepConfig};
+use crate::events::EventHub;
+use crate::machine::{Kind, State};
+use crate::model::{Deployment, EventData, LogLine, VersionInfo};
+use crate::pipeline::{OutputCap, OutputLine, Phase, StepCommand, StepOutcome, run_step};
+use crate::source::{ExtractLimits, SourceStore, extract};
+use crate::store::{DynStore, StoreError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Log lines stored per round trip to the store.
+const LOG_BATCH: usize = 256;
+
+/// What every target's actor shares: the store, the event hub, the sources,
+/// the config and this process's instance id.
+pub struct Shared {
+    pub store: DynStore,
+    pub hub: Arc<EventHub>,
+    pub sources: Arc<SourceStore>,
+    pub config: Arc<Config>,
+    /// New at every start; owner of the leases this process holds.
+    pub instance: String,
+    /// Absolute data dir, as steps see it.
+    pub data_dir: PathBuf,
+}
+
+/// How a phase ended, as far as the actor is concerned.
+#[derive(Debug, Clone)]
+pub enum PhaseResult {
+    /// The phase's work is done; a build reports its artifact.
+    Done { artifact: Option<String> },
+    /// The phase failed; the text becomes the deployment's `error`.
+    Failed(String),
+}
+
+pub(super) struct PhaseJob {
+    pub shared: Arc<Shared>,
+    pub deployment: Deployment,
+    pub step: Option<StepConfig>,
+    pub env: Vec<(String, String)>,
+    pub cancel: CancellationToken,
+    pub cap: Arc<Mutex<OutputCap>>,
+}
+
+/// `<data_dir>/work/<deployment>`: the extracted source and the artifact file.
+pub(super) fn workspace(shared: &Shared, id: uuid::Uuid) -> PathBuf {
+    shared.data_dir.join("work").join(id.to_string())
+}
+
+fn source_dir(shared: &Shared, id: uuid::Uuid) -> PathBuf {
+    workspace(shared, id).join("src")
+}
+
+fn artifact_file(shared: &Shared, id: uuid::Uuid) -> PathBuf {
+    workspace(shared, id).join("artifact")
+}
+
+/// The environment a step sees, besides a fixed PATH and HOME: the
+/// `DEPLOY_*` variables and the cluster's own `env`. Nothing of the daemon's.
+pub(super) fn step_env(
+    shared: &Shared,
+    deployment: &Deployment,
+    previous: Option<&VersionInfo>,
+    rollback_artifact: Option<String>,
+) -> Vec<(String, String)> {
+    let id = deployment.id;
+    let mut env: Vec<(String, String)> = shared
+        .config
+        .clusters
+        .get(&deployment.cluster)
+        .map(|c| c.env.clone().into_iter().collect())
+        .unwrap_or_default();
+    let mut set = |key: &str, value: String| env.push((key.to_string(), value));
+    set("DEPLOY_ID", id.to_string());
+    set("DEPLOY_APP", deployment.app.clone());
+    set("DEPLOY_CLUSTER", deployment.cluster.clone());
+    set("DEPLOY_KIND", deployment.kind.to_string());
+    set("DEPLOY_DATA_DIR", shared.data_dir.display().to_string());
+    set(
+        "DEPLOY_SOURCE_DIR",
+        source_dir(shared, id).display().to_string(),
+    );
+    set(
+        "DEPLOY_ARTIFACT_FILE",
+        artifact_file(shared, id).display().to_string(),
+    );
+    if let Some(artifact) = rollback_artifact {
+        set("DEPLOY_ARTIFACT", artifact);
+    }
+    if let Some(version) = &deployment.version {
+        set("DEPLOY_VERSION", version.clone());
+    }
+    if let Some(previous) = previous {
+        set("DEPLOY_PREVIOUS_VERSION", previous.version.clone());
+        set("DEPLOY_PREVIOUS_ARTIFACT", previous.artifact.clone());
+    }
+    if let Some(sha) = deployment.git.as_ref().and_then(|g| g.sha.clone()) {
+        set("DEPLOY_GIT_SHA", sha);
+    }
+    env
+}
+
+impl PhaseJob {
+    pub async fn run(mut self) -> PhaseResult {
+        let phase = match self.deployment.state {
+            State::Building => Phase::Build,
+            State::Pushing => Phase::Push,
+            _ => Phase::Activate,
+        };
+        if phase == Phase::Build
+            && let Err(e) = self.extract_source().await
+        {
+            return PhaseResult::Failed(e);
+        }
+        if phase != Phase::Build {
+            self.add_artifact_env().await;
+        }
+        if let Some(step) = self.step.clone()
+            && let Err(e) = self.run_step(phase, step).await
+        {
+            return PhaseResult::Failed(e);
+        }
+        let artifact = match phase {
+            Phase::Build => self.read_artifact().await,
+            _ => None,
+        };
+        PhaseResult::Done { artifact }
+    }
+
+    async fn extract_source(&self) -> Result<(), String> {
+        let Some(sha) = self.deployment.source.clone() else {
+            return Err("the deployment has no source".to_string());
+        };
+        let archive = self.shared.sources.path(&sha);
+        let dest = source_dir(&self.shared, self.deployment.id);
+        let limits = ExtractLimits {
+            max_bytes: self.shared.config.limits.extracted_bytes,
+            max_entries: self.shared.config.limits.extracted_entries,
+        };
+        let outcome = tokio::task::spawn_blocking(move || {
+            // A build retried after a restart starts from a clean copy.
+            let _ = std::fs::remove_dir_all(&dest);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            extract(&archive, &dest, &limits).map(|_| ())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("could not extract the source: {e}")),
+            Err(e) => Err(format!("could not extract the source: {e}")),
+        }
+    }
+
+    /// Push and activate of a deploy see the artifact its build reported.
+    async fn add_artifact_env(&mut self) {
+        if self.deployment.kind == Kind::Rollback {
+            return;
+        }
+        let Some(version) = &self.deployment.version else {
+            return;
+        };
+        if let Ok(Some(info)) = self
+            .shared
+            .store
+            .version(&self.deployment.app, version)
+            .await
+        {
+            self.env
+                .push(("DEPLOY_ARTIFACT".to_string(), info.artifact));
+        }
+    }
+
+    async fn read_artifact(&self) -> Option<String> {
+        let text = tokio::fs::read_to_string(artifact_file(&self.shared, self.deployment.id))
+            .await
+            .ok()?;
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_string())
+    }
+
+    async fn run_step(&self, phase: Phase, step: StepConfig) -> Result<(), String> {
+        let cwd = source_dir(&self.shared, self.deployment.id);
+        let cwd = if cwd.is_dir() {
+            cwd
+        } else {
+            self.shared.data_dir.clone()
+        };
+        let command = StepCommand {
+            phase,
+            argv: step.run.clone(),
+            timeout: step.timeout,
+            cwd,
+            env: self.env.clone(),
+            kill_grace: self.shared.config.deploy.kill_grace,
+        };
+        let (lines, receiver) = mpsc::channel(LOG_BATCH);
+        let pump = tokio::spawn(pump_logs(
+            self.shared.hub.clone(),
+            self.deployment.id,
+            phase.as_str(),
+            receiver,
+            self.cap.clone(),
+        ));
+        let outcome = run_step(command, lines, self.cancel.clone()).await;
+        let _ = pump.await;
+        match outcome {
+            StepOutcome::Succeeded => Ok(()),
+            StepOutcome::Failed { exit, stderr_tail } => {
+                let mut error = format!("{} step failed ({exit})", phase.as_str());
+                if !stderr_tail.is_empty() {
+                    error.push_str(":\n");
+                    error.push_str(&stderr_tail);
+                }
+                Err(error)
+            }
+            StepOutcome::TimedOut { after } => Err(format!(
+                "{} step timed out after {}",
+                phase.as_str(),
+                humantime::format_duration(after)
+            )),
+            StepOutcome::Cancelled => Err(format!("{} step cancelled", phase.as_str())),
+            StepOutcome::SpawnFailed(e) => {
+                Err(format!("{} step could not start: {e}", phase.as_str()))
+            }
+        }
+    }
+}
+
+/// Store a step's output as `log` events, in batches, within the
+/// deployment's output budget. Stops storing (but keeps draining) once the
+/// deployment ended, so a dying step never holds up its pipes.
+async fn pump_logs(
+    hub: Arc<EventHub>,
+    id: uuid::Uuid,
+    step: &'static str,
+    mut receiver: mpsc::Receiver<OutputLine>,
+    cap: Arc<Mutex<OutputCap>>,
+) {
+    let mut ended = false;
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.clear();
+        let mut next = Some(first);
+        while let Some(line) = next {
+            let admitted = cap.lock().expect("output cap lock").admit(line.line.len());
+            if admitted {
+                batch.push(EventData::Log(LogLine {
+                    step: step.to_string(),
+                    stream: line.stream.as_str().to_string(),
+                    line: line.line,
+                }));
+            }
+            next = if batch.len() < LOG_BATCH {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if ended || batch.is_empty() {
+            continue;
+        }
+        match hub.append(id, &batch).await {
+            Ok(_) => {}
+            Err(StoreError::Ended(_)) | Err(StoreError::NotFound(_)) => ended = true,
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "could not store step output"),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Deploy, rollback, read, list and cancel deployments.
+
+use super::stream::progress;
+use super::{ApiError, AppState, check_name, parse_json, read_body};
+use crate::app_actor::{Submit, Submitted};
+use crate::machine::{Kind, State as Phase};
+use crate::model::{
+    CancelRequest, DeployRequest, Deployment, GitInfo, HistoryPage, RollbackRequest,
+};
+use crate::source::check_digest;
+use crate::store::{HistoryQuery, MAX_PAGE, version_number};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// API.md's limits on free text in requests.
+const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_GIT_FIELD_BYTES: usize = 1024;
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+const DEFAULT_PAGE: u32 = 20;
+/// Who deploys while auth is off.
+const ANONYMOUS: &str = "anonymous";
+
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path((app, cluster)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_target(&state, &app, &cluster)?;
+    let request: DeployRequest = parse_json(&read_body(body).await?)?;
+    check_digest(&request.source).map_err(|_| {
+        ApiError::invalid(
+            "source",
+            "source must be a sha256: 64 lowercase hex characters",
+        )
+    })?;
+    check_text("message", request.message.as_deref(), MAX_MESSAGE_BYTES)?;
+    check_git(request.git.as_ref())?;
+    check_text(
+        "idempotency_key",
+        request.idempotency_key.as_deref(),
+        MAX_IDEMPOTENCY_KEY_BYTES,
+    )?;
+    if !state.shared.sources.exists(&request.source) {
+        return Err(ApiError::not_found(
+            "source",
+            format!(
+                "source {} is not on the server; upload it with PUT /v1/sources/{}",
+                request.source, request.source
+            ),
+        ));
+    }
+    let submit = Submit {
+        kind: Kind::Deploy,
+        request_hash: fingerprint(&(
+            &app,
+            &cluster,
+            &request.source,
+            &request.git,
+            &request.message,
+            &request.on_conflict,
+        )),
+        source: Some(request.source),
+        version: None,
+        git: request.git,
+        message: request.message.unwrap_or_default(),
+        deployed_by: ANONYMOUS.to_string(),
+        policy: request
+            .on_conflict
+            .unwrap_or(state.shared.config.deploy.on_conflict),
+        idempotency_key: request.idempotency_key,
+    };
+    submit_and_answer(&state, &app, &cluster, submit, &headers).await
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path((app, cluster)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_target(&state, &app, &cluster)?;
+    let request: RollbackRequest = parse_json(&read_body(body).await?)?;
+    if let Some(version) = &request.version
+        && version_number(version).is_none()
+    {
+        return Err(ApiError::invalid(
+            "version",
+            format!("version {version:?} must look like v1, v2, …"),
+        ));
+    }
+    check_text("message", request.message.as_deref(), MAX_MESSAGE_BYTES)?;
+    check_text(
+        "idempotency_key",
+        request.idempotency_key.as_deref(),
+        MAX_IDEMPOTENCY_KEY_BYTES,
+    )?;
+    let submit = Submit {
+        kind: Kind::Rollback,
+        request_hash: fingerprint(&(
+            &app,
+            &cluster,
+            &request.version,
+            &request.message,
+            &request.on_conflict,
+        )),
+        source: None,
+        version: request.version,
+        git: None,
+        message: request.message.unwrap_or_default(),
+        deployed_by: ANONYMOUS.to_string(),
+        policy: request
+            .on_conflict
+            .unwrap_or(state.shared.config.deploy.on_conflict),
+        idempotency_key: request.idempotency_key,
+    };
+    submit_and_answer(&state, &app, &cluster, submit, &headers).await
+}
+
+/// Hand the request to the target's actor; answer with the deployment, or
+/// with its progress stream when the client asked for one.
+async fn submit_and_answer(
+    state: &AppState,
+    app: &str,
+    cluster: &str,
+    submit: Submit,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = state.supervisor.target(app, cluster).await?;
+    let Submitted {
+        deployment,
+        repeated,
+    } = target.submit(submit).await?;
+    let status = if repeated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    if wants_stream(headers) {
+        return Ok((status, progress(state, deployment.id, 0)).into_response());
+    }
+    Ok((status, Json(deployment)).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(find(&state, id).await?))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Deployment>, ApiError> {
+    let id = parse_id(&id)?;
+    let request: CancelRequest = parse_json(&read_body(body).await?)?;
+    check_text("reason", request.reason.as_deref(), MAX_MESSAGE_BYTES)?;
+    let deployment = find(&state, id).await?;
+    if deployment.state.is_terminal() {
+        return Err(crate::app_actor::TargetError::InvalidTransition {
+            from: deployment.state,
+            to: Phase::Cancelled,
+        }
+        .into());
+    }
+    let target = state
+        .supervisor
+        .target(&deployment.app, &deployment.cluster)
+        .await?;
+    Ok(Json(target.cancel(id, request.reason).await?))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    check_name("app", &app)?;
+    check_params(&params, &["cluster", "state", "limit", "cursor"])?;
+    let cluster = params.get("cluster").cloned();
+    if let Some(cluster) = &cluster {
+        check_name("cluster", cluster)?;
+    }
+    let phase = match params.get("state") {
+        Some(s) => Some(
+            s.parse::<Phase>()
+                .map_err(|_| ApiError::invalid("state", format!("unknown state {s:?}")))?,
+        ),
+        None => None,
+    };
+    let before = match params.get("cursor") {
+        Some(cursor) => Some(decode_cursor(cursor)?),
+        None => None,
+    };
+    let query = HistoryQuery {
+        app,
+        cluster,
+        state: phase,
+        limit: parse_limit(&params)?,
+        before,
+    };
+    let page = state.shared.store.history(&query).await?;
+    Ok(Json(HistoryPage {
+        deployments: page.items,
+        next_cursor: page.next.map(|id| id.simple().to_string()),
+    }))
+}
+
+/// `limit` per API.md: 1..=500, default 20.
+pub(super) fn parse_limit(params: &HashMap<String, String>) -> Result<u32, ApiError> {
+    let Some(text) = params.get("limit") else {
+        return Ok(DEFAULT_PAGE);
+    };
+    match text.parse::<u32>() {
+        Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::invalid(
+            "limit",
+            format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// Unknown query parameters are refused, not ignored.
+pub(super) fn check_params(
+    params: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::invalid(
+            unknown,
+            format!("unknown query parameter {unknown:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A history cursor is the last id of the previous page, in simple hex form.
+fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
+    let invalid = || ApiError::invalid("cursor", "the cursor is not one this server handed out");
+    if cursor.len() != 32 {
+        return Err(invalid());
+    }
+    let id = Uuid::try_parse(cursor).map_err(|_| invalid())?;
+    if id.get_version_num() != 7 {
+        return Err(invalid());
+    }
+    Ok(id)
+}
+
+pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(id)
+        .map_err(|_| ApiError::invalid("id", format!("{id:?} is not a deployment id")))
+}
+
+pub(super) async fn find(state: &AppState, id: Uuid) -> Result<Deployment, ApiError> {
+    state
+        .shared
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deployment", format!("deployment {id} not found")))
+}
+
+/// Both names valid, and the cluster configured.
+pub(super) fn check_target(state: &AppState, app: &str, cluster: &str) -> Result<(), ApiError> {
+    check_name("app", app)?;
+    check_name("cluster", cluster)?;
+    if !state.shared.config.clusters.contains_key(cluster) {
+        return Err(ApiError::not_found(
+            "cluster",
+            format!("cluster {cluster} is not configured on this server"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, text: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match text {
+        Some(text) if text.len() > max => Err(ApiError::invalid(
+            field,
+            format!("{field} is longer than {max} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_git(git: Option<&GitInfo>) -> Result<(), ApiError> {
+    let Some(git) = git else { return Ok(()) };
+    let fields = [
+        ("git.sha", &git.sha),
+        ("git.branch", &git.branch),
+        ("git.message", &git.message),
+        ("git.author", &git.author),
+        ("git.repository", &git.repository),
+    ];
+    for (field, value) in fields {
+        check_text(field, value.as_deref(), MAX_GIT_FIELD_BYTES)?;
+    }
+    Ok(())
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// A request's fingerprint, to tell a retry from a different request that
+/// reuses an idempotency key.
+fn fingerprint(request: &impl serde::Serialize) -> String {
+    let bytes = serde_json::to_vec(request).expect("requests serialize");
+    hex::encode(Sha256::digest(bytes))
+}

@@ -1,0 +1,29 @@
+//! Operations: liveness, readiness and what the supervisor holds.
+
+use super::{ApiError, AppState};
+use crate::supervisor::ResidentActor;
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the store answers and the supervisor is alive.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if !state.supervisor.is_alive() {
+        return Err(ApiError::unavailable("the supervisor is not running"));
+    }
+    if let Err(e) = state.shared.store.ping().await {
+        return Err(ApiError::unavailable(format!(
+            "the store does not answer: {e}"
+        )));
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+pub async fn supervisor(State(state): State<AppState>) -> Json<Value> {
+    let actors: Vec<ResidentActor> = state.supervisor.resident().await;
+    Json(json!({ "resident": actors.len(), "actors": actors }))
+}
