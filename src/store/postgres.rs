@@ -20,7 +20,7 @@ use super::{
 };
 use crate::machine::State;
 use crate::model::{
-    ActiveInfo, Deployment, Event, EventData, StateChange, TargetView, VersionInfo,
+    ActiveInfo, Deployment, Event, EventData, StateChange, TargetView, VersionInfo, clip_error,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -223,11 +223,13 @@ impl Store for PgStore {
             VersionChange::Mint { artifact } => (Some(artifact.as_str()), None),
             VersionChange::Set(version) => (None, Some(version.as_str())),
         };
+        // Change::with_error clips already; the fields are public, so again.
+        let error = change.error.as_deref().map(clip_error);
         let event = EventData::State(StateChange {
             from: change.from,
             to: change.to,
             at: change.at,
-            error: change.error.clone(),
+            error: error.clone(),
         });
         let (owner, expires_at) = match &change.lease {
             Some(lease) => (Some(lease.owner.as_str()), Some(lease.expires_at)),
@@ -241,7 +243,7 @@ impl Store for PgStore {
             &mint,
             &set,
             &change.to.is_terminal(),
-            &change.error,
+            &error,
             &change.superseded_by,
             &owner,
             &expires_at,
