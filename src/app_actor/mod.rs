@@ -82,7 +82,8 @@ impl AppHandle {
     }
 
     pub async fn submit(&self, submit: Submit) -> Result<Submitted, TargetError> {
-        self.call(|reply| AppMsg::Submit(Box::new(submit), reply)).await
+        self.call(|reply| AppMsg::Submit(Box::new(submit), reply))
+            .await
     }
 
     pub async fn cancel(
