@@ -1,0 +1,409 @@
+//! Where scenarios run: fresh stores (a PostgreSQL database or an SQLite
+//! file per use, all removed at the end), in-process daemons on port 0, raw
+//! database handles for bulk fills and probes, and facts about the machine.
+//!
+//! What must stay true: every database and directory a run creates is
+//! registered here before it is used, so [`Env::cleanup`] removes it even
+//! when a scenario fails half-way.
+
+use anyhow::{Context, anyhow};
+use deployd::client::Client;
+use deployd::config::{ClusterConfig, Config, StepConfig};
+use deployd::store::DynStore;
+use deployd::store::postgres::PgStore;
+use deployd::store::sqlite::SqliteStore;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Embedded,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+pub struct Env {
+    /// The admin URL of the PostgreSQL server (DATABASE_URL).
+    pg_server: String,
+    /// Everything on disk this run creates lives under here.
+    work: PathBuf,
+    databases: Mutex<Vec<String>>,
+    /// Smaller sizes, for a quick check that a scenario runs at all.
+    pub quick: bool,
+}
+
+/// A place for one store: a data dir, and a database when on PostgreSQL.
+/// The schema is applied when the space is made.
+pub struct Space {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub pg_url: Option<String>,
+}
+
+impl Env {
+    pub fn new(quick: bool) -> anyhow::Result<Env> {
+        let pg_server = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_string());
+        let work = std::env::temp_dir().join(format!("deployd-bench-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&work)
+            .with_context(|| format!("cannot create {}", work.display()))?;
+        Ok(Env {
+            pg_server,
+            work,
+            databases: Mutex::new(Vec::new()),
+            quick,
+        })
+    }
+
+    /// A fresh, migrated store location.
+    pub async fn space(&self, backend: Backend) -> anyhow::Result<Space> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let data_dir = self.work.join(&id);
+        std::fs::create_dir_all(&data_dir)?;
+        let pg_url = match backend {
+            Backend::Embedded => None,
+            Backend::Postgres => {
+                let name = format!("bench_{id}");
+                self.databases.lock().expect("lock").push(name.clone());
+                self.admin()
+                    .await?
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .with_context(|| format!("cannot create database {name}"))?;
+                Some(database_url(&self.pg_server, &name))
+            }
+        };
+        let space = Space {
+            backend,
+            data_dir,
+            pg_url,
+        };
+        drop(space.open_store().await?);
+        Ok(space)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<tokio_postgres::Client> {
+        connect(&self.pg_server).await
+    }
+
+    /// "PostgreSQL 15.4 (fsync=on, synchronous_commit=on)": what the figures depend on.
+    pub async fn pg_describe(&self) -> anyhow::Result<String> {
+        let admin = self.admin().await?;
+        let mut facts = Vec::new();
+        for setting in ["server_version", "fsync", "synchronous_commit", "shared_buffers"] {
+            let row = admin.query_one(&format!("SHOW {setting}"), &[]).await?;
+            facts.push(row.get::<_, String>(0));
+        }
+        Ok(format!(
+            "PostgreSQL {} (fsync={}, synchronous_commit={}, shared_buffers={})",
+            facts[0], facts[1], facts[2], facts[3]
+        ))
+    }
+
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// Drop every database and directory this run made.
+    pub async fn cleanup(&self) {
+        let names = std::mem::take(&mut *self.databases.lock().expect("lock"));
+        if !names.is_empty() {
+            match self.admin().await {
+                Ok(admin) => {
+                    for name in names {
+                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        if let Err(e) = admin.batch_execute(&sql).await {
+                            eprintln!("bench: could not drop database {name}: {e}");
+                        }
+                    }
+                }
+                Err(e) => eprintln!("bench: could not drop databases {names:?}: {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+impl Space {
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("deployd.db")
+    }
+
+    /// The default config, pointed at this space, with no clusters.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::from_sources(None, Vec::<(String, String)>::new())?;
+        config.server.data_dir = self.data_dir.clone();
+        config.store.url = self.pg_url.clone();
+        config.clusters.clear();
+        config.deploy.kill_grace = Duration::from_secs(1);
+        Ok(config)
+    }
+
+    pub async fn open_store(&self) -> anyhow::Result<DynStore> {
+        Ok(match &self.pg_url {
+            Some(url) => Arc::new(PgStore::connect(url).await?),
+            None => {
+                let path = self.sqlite_path();
+                Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
+            }
+        })
+    }
+
+    /// A connection of our own, outside any store, for fills and probes.
+    pub async fn raw(&self) -> anyhow::Result<Raw> {
+        Ok(match &self.pg_url {
+            Some(url) => Raw::Pg(connect(url).await?),
+            None => {
+                let conn = rusqlite::Connection::open(self.sqlite_path())?;
+                conn.busy_timeout(Duration::from_secs(30))?;
+                conn.pragma_update(None, "foreign_keys", "ON")?;
+                Raw::Sqlite(Arc::new(Mutex::new(conn)))
+            }
+        })
+    }
+}
+
+/// A direct database connection.
+pub enum Raw {
+    Pg(tokio_postgres::Client),
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+}
+
+impl Raw {
+    /// Run `f` on the SQLite connection on the blocking pool.
+    pub async fn sqlite<T, F>(conn: &Arc<Mutex<rusqlite::Connection>>, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let conn = conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("sqlite lock"))).await?
+    }
+
+    /// A single integer from `sql` (same text on both databases).
+    pub async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
+        match self {
+            Raw::Pg(client) => Ok(client.query_one(sql, &[]).await?.get(0)),
+            Raw::Sqlite(conn) => {
+                let sql = sql.to_string();
+                Raw::sqlite(conn, move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?)).await
+            }
+        }
+    }
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The server URL with its database replaced by `database`.
+fn database_url(server: &str, database: &str) -> String {
+    let Some(rest) = server
+        .strip_prefix("postgres://")
+        .or_else(|| server.strip_prefix("postgresql://"))
+    else {
+        // A key=value connection string: a later dbname wins.
+        return format!("{server} dbname={database}");
+    };
+    let scheme = &server[..server.len() - rest.len()];
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let authority = before_query
+        .split_once('/')
+        .map_or(before_query, |(a, _)| a);
+    format!("{scheme}{authority}/{database}{query}")
+}
+
+/// A cluster whose phases run `argv` (None: the phase has no step).
+pub fn cluster(build: Option<&[&str]>, push: Option<&[&str]>, activate: Option<&[&str]>) -> ClusterConfig {
+    let step = |argv: Option<&[&str]>| {
+        argv.map(|argv| StepConfig {
+            run: argv.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(600),
+        })
+    };
+    ClusterConfig {
+        build: step(build),
+        push: step(push),
+        activate: step(activate),
+        env: Default::default(),
+    }
+}
+
+/// deployd serving on a port-0 listener inside this process.
+pub struct Daemon {
+    pub client: Client,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Start serving; answers before the daemon is ready (see [`Daemon::ready`]).
+    pub async fn launch(config: Config) -> anyhow::Result<Daemon> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = oneshot::channel();
+        let data_dir = config.server.data_dir.clone();
+        let server = tokio::spawn(deployd::server::serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        Ok(Daemon {
+            client: Client::new(&url, None)?,
+            data_dir,
+            shutdown: Some(tx),
+            server,
+        })
+    }
+
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        let daemon = Daemon::launch(config).await?;
+        daemon.ready().await?;
+        Ok(daemon)
+    }
+
+    /// Wait until the daemon answers `/readyz`. The listener is bound before
+    /// `serve` runs, so a request sent now is answered as soon as it serves.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            match self.client.readyz().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(anyhow!("deployd did not become ready: {e}"));
+                }
+                Err(_) if self.server.is_finished() => {
+                    return Err(anyhow!("deployd stopped before it was ready"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+
+    /// Upload a one-file source and return its digest.
+    pub async fn upload(&self, tag: &str) -> anyhow::Result<String> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(tag.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, "index.html", tag.as_bytes())?;
+        let bytes = builder.into_inner()?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        self.client.put_source(&sha, bytes).await?;
+        Ok(sha)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(120), self.server)
+            .await
+            .context("deployd did not stop in time")??
+    }
+}
+
+/// Resident set size of this process.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
+
+/// Allow as many open files as the hard limit: thousands of connections.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// The machine the figures come from.
+pub fn machine() -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, name)| name.trim().to_string())
+        .unwrap_or_default();
+    let meminfo = read("/proc/meminfo");
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "loadavg_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    })
+}
+
+/// A small deterministic generator (splitmix64): reproducible fills and
+/// samples without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Whether `path` exists, for steps that wait on a file.
+pub fn touch(path: &Path) -> anyhow::Result<()> {
+    std::fs::write(path, b"go").with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,7 @@
+//! Scenario reconcile.
+use crate::env::{Backend, Env};
+use crate::report::Report;
+
+pub async fn run(_env: &Env, backend: Backend) -> anyhow::Result<Report> {
+    Ok(Report::new("reconcile", backend.name()))
+}
