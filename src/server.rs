@@ -26,6 +26,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// How long past a phase's deadline (and the kill grace) reconciliation
+/// leaves a live owner to fail its own phase before doing it.
+const OWNER_MARGIN: Duration = Duration::from_secs(5);
+/// The reaper runs at a third of the lease, and at least this often (phase
+/// deadlines do not depend on the lease).
+const REAPER_MAX_PERIOD: Duration = Duration::from_secs(5);
 /// How often shutdown checks whether the running steps are done.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
@@ -152,7 +158,7 @@ async fn interrupt_owned(shared: &Shared) {
 /// Every lease period / 3, free targets whose running deployment's owner
 /// stopped renewing its lease, and end phases past their stored deadline.
 async fn reaper(shared: Arc<Shared>) {
-    let every = shared.config.deploy.lease / 3;
+    let every = (shared.config.deploy.lease / 3).min(REAPER_MAX_PERIOD);
     loop {
         tokio::select! {
             _ = shared.stopping.cancelled() => return,
@@ -180,7 +186,7 @@ pub async fn reconcile(shared: &Shared) -> Result<usize, StoreError> {
         settled += settle(shared, &lease, State::Interrupted, &error).await as usize;
     }
     // A live owner fails its own timed-out phase; give it the kill grace first.
-    let margin = shared.config.deploy.kill_grace + shared.config.deploy.lease;
+    let margin = shared.config.deploy.kill_grace + OWNER_MARGIN;
     for lease in shared.store.overdue_phases(now - margin).await? {
         let error = format!(
             "{} timed out (deadline passed)",
