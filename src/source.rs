@@ -1,1 +1,310 @@
-//! (being written)
+//! Sources: content-addressed uploads on disk, and their safe extraction.
+//!
+//! An upload becomes `<dir>/<sha256>.tar` only once its bytes hash to that
+//! digest: it streams to a temp file in the same directory (never whole in
+//! memory), is hashed as it goes, fsynced and renamed into place. A reader
+//! never sees a partial or wrong file, and a failed or abandoned upload leaves
+//! nothing behind. Extraction, which treats every archive as hostile, lives in
+//! [`extract`](extract()) and its module.
+
+mod extract;
+
+pub use extract::{ExtractLimits, ExtractStats, extract};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid source digest {0:?}: expected 64 lowercase hex characters")]
+    InvalidDigest(String),
+    #[error("upload does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("source is over the limit of {limit}")]
+    TooLarge { limit: u64 },
+    #[error("unsafe archive entry {path:?}: {reason}")]
+    Unsafe { path: String, reason: String },
+    #[error("corrupt archive: {0}")]
+    Corrupt(String),
+    #[error("source storage failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("upload body failed: {0}")]
+    Body(String),
+}
+
+/// The content-addressed upload directory, `<data_dir>/sources`.
+#[derive(Debug, Clone)]
+pub struct SourceStore {
+    dir: PathBuf,
+    upload_limit: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub size: u64,
+    /// False when the store already had this source.
+    pub created: bool,
+}
+
+/// Names temp files so they can never be mistaken for a source.
+const TEMP_PREFIX: &str = ".upload-";
+
+impl SourceStore {
+    /// Creates `dir` if needed and deletes temp files a crash left behind:
+    /// an interrupted upload is never resumed.
+    pub fn new(dir: PathBuf, upload_limit: u64) -> io::Result<SourceStore> {
+        fs::create_dir_all(&dir)?;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .as_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+            {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        Ok(SourceStore { dir, upload_limit })
+    }
+
+    pub fn exists(&self, sha256: &str) -> bool {
+        check_digest(sha256).is_ok() && self.path(sha256).is_file()
+    }
+
+    /// Where a source lives. Only meaningful for a digest that passed
+    /// [`check_digest`]; anything else could name a path outside the store.
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}.tar"))
+    }
+
+    /// Streams `body` into the store under `sha256`, checking the digest.
+    pub async fn put<S, E>(&self, sha256: &str, mut body: S) -> Result<PutOutcome, SourceError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        check_digest(sha256)?;
+        let mut temp = TempUpload {
+            path: self
+                .dir
+                .join(format!("{TEMP_PREFIX}{}", uuid::Uuid::now_v7())),
+            keep: false,
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp.path)
+            .await?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| SourceError::Body(e.to_string()))?;
+            size = size.saturating_add(chunk.len() as u64);
+            if size > self.upload_limit {
+                return Err(SourceError::TooLarge {
+                    limit: self.upload_limit,
+                });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != sha256 {
+            return Err(SourceError::DigestMismatch {
+                expected: sha256.to_string(),
+                actual,
+            });
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+
+        let path = self.path(sha256);
+        if tokio::fs::try_exists(&path).await? {
+            return Ok(PutOutcome {
+                size,
+                created: false,
+            });
+        }
+        tokio::fs::rename(&temp.path, &path).await?;
+        temp.keep = true;
+        // The rename is durable only once the directory itself is synced.
+        tokio::fs::File::open(&self.dir).await?.sync_all().await?;
+        Ok(PutOutcome {
+            size,
+            created: true,
+        })
+    }
+}
+
+/// A temp upload file, deleted on drop unless kept, so every early return (and
+/// a dropped request future) cleans up.
+struct TempUpload {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempUpload {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Err(e) = remove_if_present(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not delete a temp upload");
+        }
+    }
+}
+
+/// Accepts exactly 64 lowercase hex characters, the only digests the store
+/// names files after.
+pub fn check_digest(sha256: &str) -> Result<(), SourceError> {
+    let valid = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if valid {
+        Ok(())
+    } else {
+        Err(SourceError::InvalidDigest(sha256.to_string()))
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    fn sha(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    fn body(chunks: &[&[u8]]) -> impl Stream<Item = Result<Bytes, Infallible>> + Unpin {
+        let chunks: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(chunks)
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn digests_are_exactly_64_lowercase_hex() {
+        assert!(check_digest(&sha(b"x")).is_ok());
+        for bad in [
+            &sha(b"x").to_uppercase(),
+            &sha(b"x")[..63],
+            "../../../../etc/passwd",
+            "",
+        ] {
+            assert!(
+                matches!(check_digest(bad), Err(SourceError::InvalidDigest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn put_stores_a_source_once_under_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SourceStore::new(dir.path().join("sources"), 1024).unwrap();
+        let digest = sha(b"hello world");
+        assert!(!store.exists(&digest));
+        let put = store
+            .put(&digest, body(&[b"hello", b" ", b"world"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            put,
+            PutOutcome {
+                size: 11,
+                created: true
+            }
+        );
+        assert!(store.exists(&digest));
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), b"hello world");
+        let again = store.put(&digest, body(&[b"hello world"])).await.unwrap();
+        assert_eq!(
+            again,
+            PutOutcome {
+                size: 11,
+                created: false
+            }
+        );
+        assert_eq!(
+            files_in(&dir.path().join("sources")),
+            [format!("{digest}.tar")]
+        );
+    }
+
+    #[tokio::test]
+    async fn put_leaves_nothing_behind_on_mismatch_limit_or_body_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SourceStore::new(dir.path().to_path_buf(), 10).unwrap();
+        let err = store
+            .put(&sha(b"expected"), body(&[b"actual"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SourceError::DigestMismatch { ref actual, .. } if *actual == sha(b"actual"))
+        );
+        let eleven = [b'x'; 11];
+        let err = store
+            .put(&sha(&eleven), body(&[&eleven[..5], &eleven[5..]]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SourceError::TooLarge { limit: 10 }),
+            "{err:?}"
+        );
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"part")),
+            Err("connection reset"),
+        ]);
+        let err = store.put(&sha(b"partial"), failing).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::Body(ref m) if m == "connection reset"),
+            "{err:?}"
+        );
+        let err = store.put("not-a-digest", body(&[b"x"])).await.unwrap_err();
+        assert!(matches!(err, SourceError::InvalidDigest(_)));
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "{:?}",
+            files_in(dir.path())
+        );
+        let ten = [b'x'; 10];
+        assert!(
+            store.put(&sha(&ten), body(&[&ten])).await.unwrap().created,
+            "exactly the limit is fine"
+        );
+    }
+
+    #[test]
+    fn new_sweeps_temp_files_left_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}0190")), b"half").unwrap();
+        fs::write(dir.path().join(format!("{}.tar", sha(b"x"))), b"x").unwrap();
+        SourceStore::new(dir.path().to_path_buf(), 10).unwrap();
+        assert_eq!(files_in(dir.path()), [format!("{}.tar", sha(b"x"))]);
+    }
+}

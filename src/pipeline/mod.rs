@@ -6,7 +6,9 @@
 //! - the child leads its own process group, and every signal goes to the group;
 //! - **no orphan survives a step**: once the leader has exited, for any reason,
 //!   whatever is left in its group is SIGKILLed before the leader is reaped, so
-//!   a backgrounded `sleep 300 &` dies with the step that started it;
+//!   a backgrounded `sleep 300 &` dies with the step that started it. A step
+//!   that starts a long-running service must hand it to a real supervisor
+//!   (systemd, a container runtime), not leave it in the background;
 //! - a process that escaped the group (`setsid`) and keeps the output pipes
 //!   open cannot hang the step: reading stops a short while after the leader
 //!   exits ([`output`] bounds that drain);
@@ -85,10 +87,11 @@ pub enum StepOutcome {
 
 /// Runs `cmd` to completion and reports how it ended.
 ///
-/// Output lines go to `output` in the order each pipe is read; a slow
-/// receiver slows the child (bounded channel), a dropped receiver does not:
-/// the pipes are still drained and the lines discarded. The channel closes
-/// when this returns. Dropping this future kills the whole process group.
+/// Output lines go to `output` in the order each pipe is read. The caller
+/// must keep receiving while this runs: a slow receiver slows the child
+/// (bounded channel), while a dropped receiver does not, the pipes are still
+/// drained and the lines discarded. The channel closes when this returns.
+/// Dropping this future kills the whole process group.
 pub async fn run_step(
     cmd: StepCommand,
     output: mpsc::Sender<OutputLine>,

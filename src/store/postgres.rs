@@ -1,1 +1,548 @@
-//! (being written)
+//! The PostgreSQL backend: [`PgStore`], a pool of tokio-postgres connections.
+//!
+//! Every write is one SQL statement (data-modifying CTEs), so it is atomic on
+//! its own and costs one round trip once the statement is prepared on the
+//! connection. What must stay true here, beyond the [`Store`] contract:
+//! - a state change and its `state` event are written by the same statement,
+//!   guarded by `state = <expected>` (the compare-and-set);
+//! - event seqs come from `deployments.last_seq`, bumped by an UPDATE whose row
+//!   lock serializes concurrent writers, so seqs have no gaps;
+//! - versions come from `app_version_counters`, whose row lock makes minting
+//!   gapless across clusters; a failed statement rolls the counter back;
+//! - migrations run in one transaction behind a transaction-scoped advisory
+//!   lock, so instances starting together migrate once and leak no lock.
+//!
+//! Connections are plain TCP (`NoTls`).
+
+use super::{
+    Applied, Change, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment, Page, Store,
+    StoreError, VersionChange,
+};
+use crate::machine::State;
+use crate::model::{
+    ActiveInfo, Deployment, Event, EventData, StateChange, TargetView, VersionInfo,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::time::Duration;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+mod sql;
+
+pub use sql::{Param, history_sql};
+use sql::{deployment, parse_column, version_info};
+
+/// The schema, in order. Each is applied once and recorded in `schema_migrations`.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    number: 1,
+    name: "init",
+    sql: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+/// The advisory lock key that serializes migrations ("deployd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0064_6570_6c6f_7964;
+const POOL_SIZE: usize = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free connection before the store counts as unavailable.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The deployment store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://user:password@host:port/database`) and
+    /// apply pending migrations.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("deployd");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Apply the migrations this database lacks, all in one transaction.
+    /// Refuses a database migrated by a newer deployd.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Transaction-scoped: released by COMMIT or ROLLBACK, never left on a
+        // pooled connection. A second instance waits here, then finds nothing to do.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 number     bigint      PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+        let applied: Vec<i64> = tx
+            .query("SELECT number FROM schema_migrations", &[])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if let Some(unknown) = applied
+            .iter()
+            .find(|n| !MIGRATIONS.iter().any(|m| m.number == **n))
+        {
+            return Err(StoreError::Backend(format!(
+                "the database has schema migration {unknown}, which this deployd does not know; \
+                 it was migrated by a newer version"
+            )));
+        }
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.number)) {
+            tx.batch_execute(migration.sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (number, name) VALUES ($1, $2)",
+                &[&migration.number, &migration.name],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create(&self, new: NewDeployment) -> Result<Created, StoreError> {
+        let mut created = Deployment {
+            id: new.id,
+            app: new.app.clone(),
+            cluster: new.cluster.clone(),
+            kind: new.kind,
+            state: State::Queued,
+            active: false,
+            version: None,
+            source: new.source.clone(),
+            rollback_to: new.rollback_to.clone(),
+            git: new.git.clone(),
+            message: new.message.clone(),
+            deployed_by: new.deployed_by.clone(),
+            error: None,
+            superseded_by: None,
+            queue_position: None,
+            created_at: new.created_at,
+            started_at: None,
+            finished_at: None,
+        };
+        let payload = EventData::Deployment(Box::new(created.clone())).payload();
+        let rows = self
+            .query(
+                sql::CREATE,
+                &[
+                    &new.id,
+                    &new.app,
+                    &new.cluster,
+                    &new.kind.as_str(),
+                    &new.source,
+                    &new.rollback_to,
+                    &new.git.as_ref().map(Json),
+                    &new.message,
+                    &new.deployed_by,
+                    &new.idempotency_key,
+                    &new.request_hash,
+                    &new.created_at,
+                    &payload,
+                ],
+            )
+            .await?;
+        if let Some(row) = rows.first() {
+            created.queue_position = Some(row.try_get(0)?);
+            return Ok(Created::New(created));
+        }
+        // The key was used: ON CONFLICT waited for the other insert to commit,
+        // so this new statement sees its row.
+        let rows = self
+            .query(
+                sql::BY_IDEMPOTENCY_KEY,
+                &[&new.app, &new.cluster, &new.idempotency_key],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| {
+            StoreError::Backend("an idempotency key conflicted but its deployment is gone".into())
+        })?;
+        let stored_hash: String = row.try_get("request_hash")?;
+        Ok(Created::Existing {
+            deployment: deployment(row)?,
+            same_request: stored_hash == new.request_hash,
+        })
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Deployment>, StoreError> {
+        Ok(self.deployments(sql::GET, &[&id]).await?.pop())
+    }
+
+    async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
+        let (mint, set) = match &change.version {
+            VersionChange::Keep => (None, None),
+            VersionChange::Mint { artifact } => (Some(artifact.as_str()), None),
+            VersionChange::Set(version) => (None, Some(version.as_str())),
+        };
+        let event = EventData::State(StateChange {
+            from: change.from,
+            to: change.to,
+            at: change.at,
+            error: change.error.clone(),
+        });
+        let (owner, expires_at) = match &change.lease {
+            Some(lease) => (Some(lease.owner.as_str()), Some(lease.expires_at)),
+            None => (None, None),
+        };
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &change.id,
+            &change.from.as_str(),
+            &change.to.as_str(),
+            &change.at,
+            &mint,
+            &set,
+            &change.to.is_terminal(),
+            &change.error,
+            &change.superseded_by,
+            &owner,
+            &expires_at,
+            &change.deadline,
+            &event.payload(),
+        ];
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql::TRANSITION).await?;
+        let rows = match client.query(&statement, &params).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.refusal(change.id, set, e).await),
+        };
+        let Some(row) = rows.first() else {
+            return Err(self.stale_or_missing(change.id, change.from).await);
+        };
+        Ok(Applied {
+            deployment: deployment(row)?,
+            event: Event {
+                deployment_id: change.id,
+                seq: row.try_get("last_seq")?,
+                data: event,
+            },
+        })
+    }
+
+    async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
+        let kinds: Vec<&str> = events.iter().map(EventData::kind).collect();
+        let payloads: Vec<serde_json::Value> = events.iter().map(EventData::payload).collect();
+        let rows = self.query(sql::APPEND, &[&id, &kinds, &payloads]).await?;
+        let Some(row) = rows.first() else {
+            return Err(match self.get(id).await? {
+                Some(_) => StoreError::Ended(id),
+                None => StoreError::NotFound(id),
+            });
+        };
+        let last: i64 = row.try_get(0)?;
+        let first = last - events.len() as i64 + 1;
+        Ok(events
+            .iter()
+            .zip(first..)
+            .map(|(data, seq)| Event {
+                deployment_id: id,
+                seq,
+                data: data.clone(),
+            })
+            .collect())
+    }
+
+    async fn events_after(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = self
+            .query(sql::EVENTS_AFTER, &[&id, &after, &i64::from(limit)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: &str = row.try_get("kind")?;
+                let data = EventData::from_parts(kind, row.try_get("data")?).map_err(|e| {
+                    StoreError::Backend(format!("stored {kind} event is unreadable: {e}"))
+                })?;
+                Ok(Event {
+                    deployment_id: id,
+                    seq: row.try_get("seq")?,
+                    data,
+                })
+            })
+            .collect()
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Page<Deployment, Uuid>, StoreError> {
+        let (statement, params) = history_sql(query);
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        let mut items = self.deployments(&statement, &params).await?;
+        let limit = sql::page_size(query.limit) as usize;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| d.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, StoreError> {
+        let key: [&(dyn ToSql + Sync); 2] = [&app, &cluster];
+        // Three independent reads, run concurrently.
+        let (active, mut running, queued) = futures::try_join!(
+            self.query(sql::ACTIVE, &key),
+            self.deployments(sql::RUNNING_ON_TARGET, &key),
+            self.deployments(sql::QUEUED_ON_TARGET, &key),
+        )?;
+        let active = match active.first() {
+            Some(row) => Some(ActiveInfo {
+                version: row.try_get("active_version")?,
+                deployment_id: row.try_get("active_deployment_id")?,
+                since: row.try_get("active_since")?,
+            }),
+            None => None,
+        };
+        Ok(TargetView {
+            app: app.to_string(),
+            cluster: cluster.to_string(),
+            active,
+            running: running.pop(),
+            queued,
+        })
+    }
+
+    async fn versions(
+        &self,
+        app: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<VersionInfo, i64>, StoreError> {
+        let limit = sql::page_size(limit) as usize;
+        let before = before.unwrap_or(i64::MAX);
+        let rows = self
+            .query(sql::VERSIONS, &[&app, &before, &(limit as i64 + 1)])
+            .await?;
+        let next = match rows.get(limit) {
+            Some(_) => Some(rows[limit - 1].try_get("number")?),
+            None => None,
+        };
+        let items = rows
+            .iter()
+            .take(limit)
+            .map(version_info)
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
+    }
+
+    async fn version(&self, app: &str, version: &str) -> Result<Option<VersionInfo>, StoreError> {
+        let rows = self.query(sql::VERSION, &[&app, &version]).await?;
+        rows.first().map(version_info).transpose()
+    }
+
+    async fn previous_version(
+        &self,
+        app: &str,
+        cluster: &str,
+    ) -> Result<Option<VersionInfo>, StoreError> {
+        let rows = self.query(sql::PREVIOUS_VERSION, &[&app, &cluster]).await?;
+        rows.first().map(version_info).transpose()
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        expires_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql::RENEW_LEASES).await?;
+        Ok(client
+            .execute(&statement, &[&owner, &ids, &expires_at])
+            .await?)
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.leases(sql::EXPIRED_LEASES, &[&now]).await
+    }
+
+    async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.leases(sql::OWNED_BY, &[&owner]).await
+    }
+
+    async fn queued_targets(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.query(sql::QUEUED_TARGETS, &[]).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("app")?, row.try_get("cluster")?)))
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).await.map(drop)
+    }
+}
+
+/// Plumbing shared by the `Store` methods.
+impl PgStore {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+
+    async fn deployments(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.query(sql, params)
+            .await?
+            .iter()
+            .map(deployment)
+            .collect()
+    }
+
+    async fn leases(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<LeaseInfo>, StoreError> {
+        let rows = self.query(sql, params).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeaseInfo {
+                    deployment: deployment(row)?,
+                    owner: row.try_get("owner")?,
+                    lease_expires_at: row.try_get("lease_expires_at")?,
+                    phase_deadline: row.try_get("phase_deadline")?,
+                })
+            })
+            .collect()
+    }
+
+    /// What went wrong when a compare-and-set matched no row.
+    async fn stale_or_missing(&self, id: Uuid, expected: State) -> StoreError {
+        let rows = match self.query(sql::STATE, &[&id]).await {
+            Ok(rows) => rows,
+            Err(e) => return e,
+        };
+        match rows.first().map(|row| parse_column(row, "state")) {
+            None => StoreError::NotFound(id),
+            Some(Ok(current)) => StoreError::Stale {
+                id,
+                expected,
+                current,
+            },
+            Some(Err(e)) => e,
+        }
+    }
+
+    /// The (app, cluster) of a deployment, for errors that name the target.
+    async fn target_of(&self, id: Uuid) -> Result<(String, String), StoreError> {
+        let rows = self.query(sql::TARGET_OF, &[&id]).await?;
+        let row = rows.first().ok_or(StoreError::NotFound(id))?;
+        Ok((row.try_get("app")?, row.try_get("cluster")?))
+    }
+
+    /// Name the constraint a transition ran into, or pass the error on.
+    async fn refusal(&self, id: Uuid, set: Option<&str>, e: tokio_postgres::Error) -> StoreError {
+        let constraint = e
+            .as_db_error()
+            .and_then(|db| db.constraint())
+            .map(str::to_owned);
+        match (constraint.as_deref(), set) {
+            (Some("deployments_one_running"), _) => match self.target_of(id).await {
+                Ok((app, cluster)) => StoreError::TargetBusy { app, cluster },
+                Err(e) => e,
+            },
+            (Some("deployments_version_fk"), Some(version)) => match self.target_of(id).await {
+                Ok((app, _)) => StoreError::UnknownVersion {
+                    app,
+                    version: version.to_string(),
+                },
+                Err(e) => e,
+            },
+            _ => e.into(),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(describe(&e))
+        } else {
+            StoreError::Backend(describe(&e))
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    /// Failing to get a connection means the server is unreachable, refuses
+    /// us, or is saturated: all answered as "unavailable".
+    fn from(e: PoolError) -> StoreError {
+        match e {
+            PoolError::Backend(e) => StoreError::Unavailable(describe(&e)),
+            PoolError::NoRuntimeSpecified => StoreError::Backend(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The error with its causes on one line: tokio-postgres keeps the server's
+/// message (never our SQL) in the cause, not in its own `Display`.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string().replace('\n', " "));
+        cause = inner.source();
+    }
+    text
+}
+
+/// Whether an error means the server cannot be reached or is going away,
+/// rather than that this statement was wrong.
+fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        // 08: connection exception; 57P0x: shutdown, cannot connect now;
+        // 53300: too many connections.
+        return code.starts_with("08") || code.starts_with("57P") || code == "53300";
+    }
+    std::error::Error::source(e).is_some_and(|source| source.is::<std::io::Error>())
+}

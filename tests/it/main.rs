@@ -1,5 +1,6 @@
 //! The one integration test binary.
 
 mod cli_config;
+mod pg_schema;
 mod store_contract;
 mod support;

@@ -56,6 +56,7 @@ macro_rules! contract {
 }
 
 contract!(sqlite, crate::support::sqlite_store);
+contract!(postgres, crate::support::pg::pg_store);
 
 // ---------------------------------------------------------------- helpers
 

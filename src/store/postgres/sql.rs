@@ -1,0 +1,293 @@
+//! The statements [`PgStore`](super::PgStore) sends, and how their rows
+//! become API types.
+//!
+//! Writes are single statements built from data-modifying CTEs: atomic on
+//! their own, one round trip each. Every query that returns deployments
+//! selects the same columns (`deployment_columns!`), so [`deployment`] reads
+//! them all the same way.
+
+use crate::model::{Deployment, VersionInfo};
+use crate::store::{HistoryQuery, MAX_PAGE, StoreError};
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
+
+/// A parameter of a statement built at run time.
+pub type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The columns every deployment query returns, from a row source named `d`.
+macro_rules! deployment_columns {
+    () => {
+        "d.id, d.app, d.cluster, d.kind, d.state, d.version, d.source, d.rollback_to, d.git, \
+         d.message, d.deployed_by, d.error, d.superseded_by, d.request_hash, d.created_at, \
+         d.started_at, d.finished_at, d.owner, d.lease_expires_at, d.phase_deadline"
+    };
+}
+
+/// Deployments with `active` (the target's pointer names it) and
+/// `queue_position` (rank among the target's queued rows, by id).
+macro_rules! select_deployments {
+    () => {
+        concat!(
+            "SELECT ",
+            deployment_columns!(),
+            ", EXISTS (SELECT 1 FROM targets t WHERE t.app = d.app AND t.cluster = d.cluster \
+                       AND t.active_deployment_id = d.id) AS active, \
+             CASE WHEN d.state = 'queued' THEN \
+                 (SELECT count(*) FROM deployments q WHERE q.app = d.app AND q.cluster = d.cluster \
+                  AND q.state = 'queued' AND q.id <= d.id) \
+             END AS queue_position \
+             FROM deployments d "
+        )
+    };
+}
+
+/// The states in which a step may run: at most one row per target.
+macro_rules! running {
+    () => {
+        "('building', 'pushing', 'activating')"
+    };
+}
+
+pub const GET: &str = concat!(select_deployments!(), "WHERE d.id = $1");
+
+pub const BY_IDEMPOTENCY_KEY: &str = concat!(
+    select_deployments!(),
+    "WHERE d.app = $1 AND d.cluster = $2 AND d.idempotency_key = $3"
+);
+
+pub const STATE: &str = "SELECT state FROM deployments WHERE id = $1";
+
+pub const TARGET_OF: &str = "SELECT app, cluster FROM deployments WHERE id = $1";
+
+/// Insert the deployment and its first event unless the target already used
+/// the idempotency key. The event's payload gets the queue position the row
+/// has when inserted; zero rows back means the key was taken.
+pub const CREATE: &str = "
+WITH inserted AS (
+    INSERT INTO deployments (id, app, cluster, kind, state, source, rollback_to, git, message,
+                             deployed_by, idempotency_key, request_hash, created_at, last_seq)
+    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, 1)
+    ON CONFLICT ON CONSTRAINT deployments_idempotency DO NOTHING
+    RETURNING id
+), position AS (
+    SELECT count(*) + 1 AS n FROM deployments
+    WHERE app = $2 AND cluster = $3 AND state = 'queued' AND id < $1
+), event AS (
+    INSERT INTO deployment_events (deployment_id, seq, kind, data, created_at)
+    SELECT inserted.id, 1, 'deployment',
+           jsonb_set($13::jsonb, '{queue_position}', to_jsonb(position.n)), $12
+    FROM inserted, position
+)
+SELECT position.n FROM inserted, position";
+
+/// The compare-and-set, the optional mint, the `state` event and the active
+/// pointer, in one statement. Parameters: $1 id, $2 expected state, $3 new
+/// state, $4 at, $5 artifact to mint, $6 version to set, $7 whether the new
+/// state is terminal, $8 error, $9 superseded_by, $10 lease owner, $11 lease
+/// expiry, $12 phase deadline, $13 the event's payload.
+///
+/// `cur` locks the row first, so the counter only moves when the update will
+/// match; zero rows back means nothing was written.
+pub const TRANSITION: &str = concat!(
+    "
+WITH cur AS (
+    SELECT id, app, git FROM deployments WHERE id = $1::uuid AND state = $2::text FOR UPDATE
+), counter AS (
+    INSERT INTO app_version_counters AS c (app, last_number)
+    SELECT app, 1 FROM cur WHERE $5::text IS NOT NULL
+    ON CONFLICT (app) DO UPDATE SET last_number = c.last_number + 1
+    RETURNING app, last_number
+), minted AS (
+    INSERT INTO versions (app, number, version, artifact, git, deployment_id, created_at)
+    SELECT counter.app, counter.last_number, 'v' || counter.last_number, $5, cur.git, cur.id, $4::timestamptz
+    FROM counter, cur
+    RETURNING version
+), d AS (
+    UPDATE deployments d SET
+        state = $3::text,
+        version = COALESCE((SELECT version FROM minted), $6::text, d.version),
+        started_at = CASE WHEN d.state = 'queued' THEN COALESCE(d.started_at, $4)
+                          ELSE d.started_at END,
+        finished_at = CASE WHEN $7::boolean THEN $4 ELSE d.finished_at END,
+        error = COALESCE($8::text, d.error),
+        superseded_by = COALESCE($9::uuid, d.superseded_by),
+        owner = CASE WHEN $7 THEN NULL ELSE COALESCE($10::text, d.owner) END,
+        lease_expires_at = CASE WHEN $7 THEN NULL ELSE COALESCE($11::timestamptz, d.lease_expires_at) END,
+        phase_deadline = CASE WHEN $7 THEN NULL ELSE $12::timestamptz END,
+        last_seq = d.last_seq + 1
+    WHERE d.id = $1 AND d.state = $2
+    RETURNING d.*
+), event AS (
+    INSERT INTO deployment_events (deployment_id, seq, kind, data, created_at)
+    SELECT id, last_seq, 'state', $13::jsonb, $4 FROM d
+), target AS (
+    INSERT INTO targets (app, cluster, active_deployment_id, active_version, active_since)
+    SELECT app, cluster, id, version, $4 FROM d WHERE state = 'succeeded'
+    ON CONFLICT (app, cluster) DO UPDATE SET
+        active_deployment_id = excluded.active_deployment_id,
+        active_version = excluded.active_version,
+        active_since = excluded.active_since
+)
+SELECT ",
+    deployment_columns!(),
+    ", d.last_seq, d.state = 'succeeded' AS active, NULL::bigint AS queue_position FROM d"
+);
+
+/// Bump `last_seq` by the number of events (the row lock orders concurrent
+/// appenders) and insert the events under the seqs just reserved. Zero rows
+/// back means the deployment ended or does not exist.
+pub const APPEND: &str = concat!(
+    "
+WITH d AS (
+    UPDATE deployments SET last_seq = last_seq + cardinality($2::text[])
+    WHERE id = $1 AND (state = 'queued' OR state IN ",
+    running!(),
+    ")
+    RETURNING id, last_seq
+), inserted AS (
+    INSERT INTO deployment_events (deployment_id, seq, kind, data)
+    SELECT d.id, d.last_seq - cardinality($2::text[]) + e.n, e.kind, e.data
+    FROM d, unnest($2::text[], $3::jsonb[]) WITH ORDINALITY AS e(kind, data, n)
+)
+SELECT last_seq FROM d"
+);
+
+pub const EVENTS_AFTER: &str = "SELECT seq, kind, data FROM deployment_events \
+     WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+pub const ACTIVE: &str = "SELECT active_version, active_deployment_id, active_since \
+     FROM targets WHERE app = $1 AND cluster = $2";
+
+pub const RUNNING_ON_TARGET: &str = concat!(
+    select_deployments!(),
+    "WHERE d.app = $1 AND d.cluster = $2 AND d.state IN ",
+    running!()
+);
+
+pub const QUEUED_ON_TARGET: &str = concat!(
+    select_deployments!(),
+    "WHERE d.app = $1 AND d.cluster = $2 AND d.state = 'queued' ORDER BY d.id"
+);
+
+macro_rules! select_versions {
+    () => {
+        "SELECT v.number, v.version, v.artifact, v.git, v.created_at, v.deployment_id FROM versions v "
+    };
+}
+
+/// One more than the page, so the caller knows whether there is a next one.
+pub const VERSIONS: &str = concat!(
+    select_versions!(),
+    "WHERE v.app = $1 AND v.number < $2 ORDER BY v.number DESC LIMIT $3"
+);
+
+pub const VERSION: &str = concat!(select_versions!(), "WHERE v.app = $1 AND v.version = $2");
+
+/// The newest succeeded deployment whose version is not the active one.
+pub const PREVIOUS_VERSION: &str = concat!(
+    select_versions!(),
+    "JOIN deployments d ON d.app = v.app AND d.version = v.version \
+     LEFT JOIN targets t ON t.app = d.app AND t.cluster = d.cluster \
+     WHERE d.app = $1 AND d.cluster = $2 AND d.state = 'succeeded' \
+       AND d.version IS DISTINCT FROM t.active_version \
+     ORDER BY d.id DESC LIMIT 1"
+);
+
+pub const RENEW_LEASES: &str = concat!(
+    "UPDATE deployments SET lease_expires_at = $3 \
+     WHERE owner = $1 AND id = ANY($2) AND state IN ",
+    running!()
+);
+
+pub const EXPIRED_LEASES: &str = concat!(
+    select_deployments!(),
+    "WHERE d.state IN ",
+    running!(),
+    " AND d.lease_expires_at < $1 ORDER BY d.id"
+);
+
+pub const OWNED_BY: &str = concat!(
+    select_deployments!(),
+    "WHERE d.state IN ",
+    running!(),
+    " AND d.owner = $1 ORDER BY d.id"
+);
+
+pub const QUEUED_TARGETS: &str =
+    "SELECT DISTINCT app, cluster FROM deployments WHERE state = 'queued' ORDER BY app, cluster";
+
+/// The history statement for `query`: newest first, one row more than the
+/// page. Only the filters asked for are in the text, so each variant gets a
+/// plan on its keyset index (`deployments_target_history` with a cluster,
+/// `deployments_app_history` without) rather than one generic plan for all.
+pub fn history_sql(query: &HistoryQuery) -> (String, Vec<Param>) {
+    let mut sql = String::from(concat!(select_deployments!(), "WHERE d.app = $1"));
+    let mut params: Vec<Param> = vec![Box::new(query.app.clone())];
+    let mut filter = |condition: &str, value: Param| {
+        params.push(value);
+        sql.push_str(&format!(" AND d.{condition} ${}", params.len()));
+    };
+    if let Some(cluster) = &query.cluster {
+        filter("cluster =", Box::new(cluster.clone()));
+    }
+    if let Some(state) = query.state {
+        filter("state =", Box::new(state.as_str()));
+    }
+    if let Some(before) = query.before {
+        filter("id <", Box::new(before));
+    }
+    params.push(Box::new(i64::from(page_size(query.limit)) + 1));
+    sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ${}", params.len()));
+    (sql, params)
+}
+
+/// The page size a listing uses for a requested `limit`: 1..=[`MAX_PAGE`].
+pub fn page_size(limit: u32) -> u32 {
+    limit.clamp(1, MAX_PAGE)
+}
+
+/// A row of any query built on `select_deployments!` (or returning its columns).
+pub fn deployment(row: &Row) -> Result<Deployment, StoreError> {
+    let git: Option<Json<_>> = row.try_get("git")?;
+    Ok(Deployment {
+        id: row.try_get("id")?,
+        app: row.try_get("app")?,
+        cluster: row.try_get("cluster")?,
+        kind: parse_column(row, "kind")?,
+        state: parse_column(row, "state")?,
+        active: row.try_get("active")?,
+        version: row.try_get("version")?,
+        source: row.try_get("source")?,
+        rollback_to: row.try_get("rollback_to")?,
+        git: git.map(|Json(git)| git),
+        message: row.try_get("message")?,
+        deployed_by: row.try_get("deployed_by")?,
+        error: row.try_get("error")?,
+        superseded_by: row.try_get("superseded_by")?,
+        queue_position: row.try_get("queue_position")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+pub fn version_info(row: &Row) -> Result<VersionInfo, StoreError> {
+    let git: Option<Json<_>> = row.try_get("git")?;
+    Ok(VersionInfo {
+        version: row.try_get("version")?,
+        artifact: row.try_get("artifact")?,
+        git: git.map(|Json(git)| git),
+        created_at: row.try_get("created_at")?,
+        deployment_id: row.try_get("deployment_id")?,
+    })
+}
+
+/// A text column holding a `State` or `Kind`.
+pub fn parse_column<T: std::str::FromStr>(row: &Row, column: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: &str = row.try_get(column)?;
+    text.parse()
+        .map_err(|e| StoreError::Backend(format!("stored {column} is unreadable: {e}")))
+}
