@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
 /// Render `events` to the end; the exit code says how the deployment ended.
@@ -23,13 +24,16 @@ pub async fn watch(
     events: impl Stream<Item = Result<StreamEvent, ClientError>>,
     output: Output,
 ) -> Result<u8, Failure> {
+    // Registered now, not on first poll as `tokio::signal::ctrl_c()` would
+    // be: from the first line we print, Ctrl-C must detach, never kill.
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| Failure::Usage(format!("cannot watch for Ctrl-C: {error}")))?;
     let mut view = View::new(output);
     let mut events = std::pin::pin!(events);
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let item = tokio::select! {
             item = events.next() => item,
-            _ = &mut ctrl_c => {
+            _ = interrupt.recv() => {
                 view.detach();
                 return Ok(DETACHED);
             }
