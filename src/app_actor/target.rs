@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 impl TargetState {
@@ -221,11 +222,8 @@ impl TargetState {
         if let Some(by) = superseded_by {
             change = change.with_superseded_by(by);
         }
-        match self.shared.store.transition(change).await {
-            Ok(applied) => {
-                self.shared.hub.publish(&[applied.event]);
-                Ok(applied.deployment)
-            }
+        match self.apply(change).await {
+            Ok(deployment) => Ok(deployment),
             Err(StoreError::Stale { current, .. }) => {
                 Err(TargetError::InvalidTransition { from: current, to })
             }
@@ -304,14 +302,11 @@ impl TargetState {
         )
         .map_err(refused)?;
         let change = self.with_lease_and_deadline(change);
-        let applied = store.transition(change).await?;
-        self.shared
-            .hub
-            .publish(std::slice::from_ref(&applied.event));
+        let deployment = self.apply(change).await?;
         let cap = OutputCap::new(self.shared.config.limits.output_bytes_per_deployment);
         let cancel = CancellationToken::new();
         self.running = Some(Running {
-            deployment: applied.deployment,
+            deployment,
             _kill_on_drop: cancel.clone().drop_guard(),
             cancel,
             cap: Arc::new(Mutex::new(cap)),
@@ -371,11 +366,18 @@ impl TargetState {
             cap: running.cap.clone(),
         };
         let myself = myself.clone();
-        tokio::spawn(async move {
+        let d = &job.deployment;
+        let span = tracing::info_span!("deployment", id = %d.id, app = %d.app, cluster = %d.cluster, phase = %d.state);
+        let task = async move {
             let (id, phase) = (job.deployment.id, job.deployment.state);
+            tracing::info!("phase started");
             let result = job.run().await;
+            if let PhaseResult::Failed(error) = &result {
+                tracing::warn!(%error, "phase failed");
+            }
             let _ = myself.cast(AppMsg::PhaseDone { id, phase, result });
-        });
+        };
+        tokio::spawn(task.instrument(span));
     }
 
     pub(super) async fn phase_done(
@@ -460,11 +462,7 @@ impl TargetState {
         } else {
             change
         };
-        let applied = self.shared.store.transition(change).await?;
-        self.shared
-            .hub
-            .publish(std::slice::from_ref(&applied.event));
-        Ok(applied.deployment)
+        Ok(self.apply(change).await?)
     }
 
     /// One `truncated` event before the final state, if output was dropped.
@@ -531,6 +529,18 @@ impl TargetState {
 }
 
 impl TargetState {
+    /// Store a machine-approved change, then broadcast its `state` event:
+    /// write-ahead, so no subscriber sees a state the store lacks.
+    async fn apply(&self, change: Change) -> Result<Deployment, StoreError> {
+        let applied = self.shared.store.transition(change).await?;
+        let d = &applied.deployment;
+        tracing::info!(deployment = %d.id, app = %d.app, cluster = %d.cluster, state = %d.state, "state changed");
+        self.shared
+            .hub
+            .publish(std::slice::from_ref(&applied.event));
+        Ok(applied.deployment)
+    }
+
     /// Let the supervisor see the queue and the running deployment.
     pub(super) fn publish_stats(&self) {
         self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
