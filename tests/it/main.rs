@@ -1,7 +1,9 @@
 //! The one integration test binary.
 
+mod cli;
 mod cli_config;
 mod daemon;
+mod faults;
 mod pg_schema;
 mod store_contract;
 mod support;
