@@ -16,6 +16,8 @@
 
 #[path = "deployd-bench/actors.rs"]
 mod actors;
+#[path = "deployd-bench/daemon.rs"]
+mod daemon;
 #[path = "deployd-bench/env.rs"]
 mod env;
 #[path = "deployd-bench/fanout.rs"]
@@ -32,6 +34,8 @@ mod lock;
 mod reconcile;
 #[path = "deployd-bench/report.rs"]
 mod report;
+#[path = "deployd-bench/sink.rs"]
+mod sink;
 
 use clap::{Parser, ValueEnum};
 use env::{Backend, Env};
@@ -40,7 +44,10 @@ use serde_json::json;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "deployd-bench", about = "Measure deployd (issue 7's scenarios)")]
+#[command(
+    name = "deployd-bench",
+    about = "Measure deployd (issue 7's scenarios)"
+)]
 struct Cli {
     scenario: Scenario,
     /// Which store; both when absent.
@@ -97,7 +104,10 @@ fn main() -> ExitCode {
         deployd::telemetry::init();
     }
     env::raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("deployd-bench: cannot start the runtime: {e}");

@@ -1,24 +1,20 @@
 //! Where scenarios run: fresh stores (a PostgreSQL database or an SQLite
-//! file per use, all removed at the end), in-process daemons on port 0, raw
-//! database handles for bulk fills and probes, and facts about the machine.
+//! file per use, all removed at the end), raw database handles for bulk
+//! fills and probes, and facts about the machine.
 //!
 //! What must stay true: every database and directory a run creates is
 //! registered here before it is used, so [`Env::cleanup`] removes it even
 //! when a scenario fails half-way.
 
 use anyhow::{Context, anyhow};
-use deployd::client::Client;
-use deployd::config::{ClusterConfig, Config, StepConfig};
+use deployd::config::Config;
 use deployd::store::DynStore;
 use deployd::store::postgres::PgStore;
 use deployd::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -50,7 +46,6 @@ pub struct Env {
 /// A place for one store: a data dir, and a database when on PostgreSQL.
 /// The schema is applied when the space is made.
 pub struct Space {
-    pub backend: Backend,
     pub data_dir: PathBuf,
     pub pg_url: Option<String>,
 }
@@ -87,11 +82,7 @@ impl Env {
                 Some(database_url(&self.pg_server, &name))
             }
         };
-        let space = Space {
-            backend,
-            data_dir,
-            pg_url,
-        };
+        let space = Space { data_dir, pg_url };
         drop(space.open_store().await?);
         Ok(space)
     }
@@ -104,7 +95,12 @@ impl Env {
     pub async fn pg_describe(&self) -> anyhow::Result<String> {
         let admin = self.admin().await?;
         let mut facts = Vec::new();
-        for setting in ["server_version", "fsync", "synchronous_commit", "shared_buffers"] {
+        for setting in [
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "shared_buffers",
+        ] {
             let row = admin.query_one(&format!("SHOW {setting}"), &[]).await?;
             facts.push(row.get::<_, String>(0));
         }
@@ -234,96 +230,6 @@ fn database_url(server: &str, database: &str) -> String {
         .split_once('/')
         .map_or(before_query, |(a, _)| a);
     format!("{scheme}{authority}/{database}{query}")
-}
-
-/// A cluster whose phases run `argv` (None: the phase has no step).
-pub fn cluster(build: Option<&[&str]>, push: Option<&[&str]>, activate: Option<&[&str]>) -> ClusterConfig {
-    let step = |argv: Option<&[&str]>| {
-        argv.map(|argv| StepConfig {
-            run: argv.iter().map(|s| s.to_string()).collect(),
-            timeout: Duration::from_secs(600),
-        })
-    };
-    ClusterConfig {
-        build: step(build),
-        push: step(push),
-        activate: step(activate),
-        env: Default::default(),
-    }
-}
-
-/// deployd serving on a port-0 listener inside this process.
-pub struct Daemon {
-    pub client: Client,
-    pub data_dir: PathBuf,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Daemon {
-    /// Start serving; answers before the daemon is ready (see [`Daemon::ready`]).
-    pub async fn launch(config: Config) -> anyhow::Result<Daemon> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (tx, rx) = oneshot::channel();
-        let data_dir = config.server.data_dir.clone();
-        let server = tokio::spawn(deployd::server::serve(listener, config, async {
-            let _ = rx.await;
-        }));
-        Ok(Daemon {
-            client: Client::new(&url, None)?,
-            data_dir,
-            shutdown: Some(tx),
-            server,
-        })
-    }
-
-    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
-        let daemon = Daemon::launch(config).await?;
-        daemon.ready().await?;
-        Ok(daemon)
-    }
-
-    /// Wait until the daemon answers `/readyz`. The listener is bound before
-    /// `serve` runs, so a request sent now is answered as soon as it serves.
-    pub async fn ready(&self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-        loop {
-            match self.client.readyz().await {
-                Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    return Err(anyhow!("deployd did not become ready: {e}"));
-                }
-                Err(_) if self.server.is_finished() => {
-                    return Err(anyhow!("deployd stopped before it was ready"));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
-    }
-
-    /// Upload a one-file source and return its digest.
-    pub async fn upload(&self, tag: &str) -> anyhow::Result<String> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(tag.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, "index.html", tag.as_bytes())?;
-        let bytes = builder.into_inner()?;
-        let sha = hex::encode(Sha256::digest(&bytes));
-        self.client.put_source(&sha, bytes).await?;
-        Ok(sha)
-    }
-
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(120), self.server)
-            .await
-            .context("deployd did not stop in time")??
-    }
 }
 
 /// Resident set size of this process.

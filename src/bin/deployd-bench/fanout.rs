@@ -10,7 +10,8 @@
 //! the client's share of the two cores stays small; they are still in the
 //! same process as the daemon.
 
-use crate::env::{self, Backend, Daemon, Env, Raw};
+use crate::daemon::{self, Daemon};
+use crate::env::{self, Backend, Env, Raw};
 use crate::report::{Report, int, num};
 use deployd::model::DeployRequest;
 use futures::StreamExt;
@@ -22,13 +23,20 @@ const LINES: usize = 20_000;
 const WAIT: Duration = Duration::from_secs(1200);
 
 pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
-    let audiences: &[usize] = if env.quick { &[1, 100, 500] } else { &[1, 100, 2000] };
+    let audiences: &[usize] = if env.quick {
+        &[1, 100, 500]
+    } else {
+        &[1, 100, 2000]
+    };
     let space = env.space(backend).await?;
     let mut config = space.config()?;
     let script = format!(
         "while [ ! -e \"$DEPLOY_DATA_DIR/go-$DEPLOY_ID\" ]; do sleep 0.01; done; seq -f 'line %.0f' 1 {LINES}"
     );
-    config.clusters.insert("chatty".into(), env::cluster(Some(&["/bin/sh", "-c", &script]), None, None));
+    config.clusters.insert(
+        "chatty".into(),
+        daemon::cluster(Some(&["/bin/sh", "-c", &script]), None, None),
+    );
     let daemon = Daemon::start(config).await?;
     let source = daemon.upload("fanout").await?;
     let raw = space.raw().await?;
@@ -37,21 +45,53 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
     let mut report = Report::new("fanout", backend.name());
     let table = report.table(
         &format!("{LINES} log lines of one build, delay from store commit to receipt"),
-        &["subscribers", "events checked", "errors", "p50 ms", "p99 ms", "max ms", "lines committed in s", "last receipt after go s"],
+        &[
+            "subscribers",
+            "events checked",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "lines committed in s",
+            "last receipt after go s",
+        ],
     );
     let mut goal = None;
     for &n in audiences {
-        let request = DeployRequest { source: source.clone(), git: None, message: None, on_conflict: None, idempotency_key: None };
-        let deployment = daemon.client.deploy(&format!("fan-{n}"), "chatty", &request).await?;
+        let request = DeployRequest {
+            source: source.clone(),
+            git: None,
+            message: None,
+            on_conflict: None,
+            idempotency_key: None,
+        };
+        let deployment = daemon
+            .client
+            .deploy(&format!("fan-{n}"), "chatty", &request)
+            .await?;
         let clock = Clock::now();
         let (ready_tx, mut ready_rx) = mpsc::channel(n);
-        let url = format!("{}v1/deployments/{}/events", daemon.client.base_url(), deployment.id);
+        let url = format!(
+            "{}v1/deployments/{}/events",
+            daemon.client.base_url(),
+            deployment.id
+        );
         let subscribers: Vec<_> = (0..n)
-            .map(|_| tokio::spawn(subscribe(http.clone(), url.clone(), ready_tx.clone(), clock.start)))
+            .map(|_| {
+                tokio::spawn(subscribe(
+                    http.clone(),
+                    url.clone(),
+                    ready_tx.clone(),
+                    clock.start,
+                ))
+            })
             .collect();
         drop(ready_tx);
         for _ in 0..n {
-            ready_rx.recv().await.ok_or_else(|| anyhow::anyhow!("a subscriber ended before the build started"))?;
+            ready_rx
+                .recv()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("a subscriber ended before the build started"))?;
         }
         let go = Instant::now();
         env::touch(&daemon.data_dir.join(format!("go-{}", deployment.id)))?;
@@ -61,13 +101,26 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
         }
         let commits = commit_times(&raw, deployment.id).await?;
         let result = delays(&clock, &commits, received);
-        let produced = (commits.last().map_or(0, |c| c.1) - commits.first().map_or(0, |c| c.1)) as f64 / 1e6;
-        let last = result.last_receipt.saturating_duration_since(go).as_secs_f64();
+        let produced =
+            (commits.last().map_or(0, |c| c.1) - commits.first().map_or(0, |c| c.1)) as f64 / 1e6;
+        let last = result
+            .last_receipt
+            .saturating_duration_since(go)
+            .as_secs_f64();
         table.row(vec![
-            int(n as i64), int(result.checked as i64), int(result.errors as i64),
-            num(result.p50_ms), num(result.p99_ms), num(result.max_ms), num(produced), num(last),
+            int(n as i64),
+            int(result.checked as i64),
+            int(result.errors as i64),
+            num(result.p50_ms),
+            num(result.p99_ms),
+            num(result.max_ms),
+            num(produced),
+            num(last),
         ]);
-        eprintln!("fanout: {n} subscribers: p99 {:.1} ms, {} errors", result.p99_ms, result.errors);
+        eprintln!(
+            "fanout: {n} subscribers: p99 {:.1} ms, {} errors",
+            result.p99_ms, result.errors
+        );
         goal = Some((n, result));
     }
     daemon.stop().await?;
@@ -97,8 +150,13 @@ struct Clock {
 impl Clock {
     fn now() -> Clock {
         let start = Instant::now();
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Clock { start, start_unix_us: unix.as_micros() as i64 }
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            start,
+            start_unix_us: unix.as_micros() as i64,
+        }
     }
 }
 
@@ -112,10 +170,25 @@ struct Received {
 }
 
 /// Follow one stream to its end, checking order as it goes.
-async fn subscribe(http: reqwest::Client, url: String, ready: mpsc::Sender<()>, start: Instant) -> anyhow::Result<Received> {
-    let response = http.get(&url).header("accept", "text/event-stream").send().await?.error_for_status()?;
+async fn subscribe(
+    http: reqwest::Client,
+    url: String,
+    ready: mpsc::Sender<()>,
+    start: Instant,
+) -> anyhow::Result<Received> {
+    let response = http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?
+        .error_for_status()?;
     let mut body = response.bytes_stream();
-    let mut seen = Received { at_us: Vec::with_capacity(LINES), seqs: Vec::with_capacity(LINES), errors: 0, last: Instant::now() };
+    let mut seen = Received {
+        at_us: Vec::with_capacity(LINES),
+        seqs: Vec::with_capacity(LINES),
+        errors: 0,
+        last: Instant::now(),
+    };
     let mut buffer: Vec<u8> = Vec::new();
     let mut last_seq = 0i64;
     let mut ready = Some(ready);
@@ -161,7 +234,12 @@ async fn subscribe(http: reqwest::Client, url: String, ready: mpsc::Sender<()>, 
                         let _ = ready.send(()).await;
                     }
                 }
-                "state" if data.contains("\"to\":\"succeeded\"") || data.contains("\"to\":\"failed\"") => ended = true,
+                "state"
+                    if data.contains("\"to\":\"succeeded\"")
+                        || data.contains("\"to\":\"failed\"") =>
+                {
+                    ended = true
+                }
                 _ => {}
             }
         }
@@ -209,8 +287,17 @@ struct Delays {
     last_receipt: Instant,
 }
 
-fn delays(clock: &Clock, commits: &[(i64, i64)], received: Vec<anyhow::Result<Received>>) -> Delays {
-    let commit_of = |seq: i64| commits.binary_search_by_key(&seq, |c| c.0).ok().map(|i| commits[i].1 - clock.start_unix_us);
+fn delays(
+    clock: &Clock,
+    commits: &[(i64, i64)],
+    received: Vec<anyhow::Result<Received>>,
+) -> Delays {
+    let commit_of = |seq: i64| {
+        commits
+            .binary_search_by_key(&seq, |c| c.0)
+            .ok()
+            .map(|i| commits[i].1 - clock.start_unix_us)
+    };
     let mut all: Vec<u32> = Vec::new();
     let mut errors = 0;
     let mut last_receipt = clock.start;

@@ -9,8 +9,9 @@
 //! rows whatever the table size, which isolates the cost of the table's size.
 
 use crate::env::{Backend, Env, Raw, Rng};
-use crate::fill::{self, APPS, CLUSTERS, HOT, HistoryFill};
+use crate::fill::{APPS, CLUSTERS, HOT, HistoryFill};
 use crate::report::{Report, Stats, int, num, text};
+use crate::sink;
 use deployd::model::{Deployment, GitInfo};
 use deployd::store::{DynStore, HistoryQuery};
 use std::time::{Duration, Instant};
@@ -46,7 +47,10 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
         &[10_000, 100_000, 1_000_000]
     };
     let mut report = Report::new("history", backend.name());
-    let fills = report.table("fill (direct bulk insert, not timed as a goal)", &["deployments", "seconds", "rows/s"]);
+    let fills = report.table(
+        "fill (direct bulk insert, not timed as a goal)",
+        &["deployments", "seconds", "rows/s"],
+    );
     let mut stores = Vec::new();
     for &size in sizes {
         let space = env.space(backend).await?;
@@ -82,8 +86,8 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
     }
     eprintln!("history: keyset queries measured; now the baseline");
     let baseline_runs = |size: usize| match size {
-        ..=10_000 => 30,
-        ..=100_000 => 10,
+        0..=10_000 => 30,
+        10_001..=100_000 => 10,
         _ => 5,
     };
     for round in 0..30 {
@@ -111,9 +115,9 @@ async fn fill_history(raw: &Raw, size: usize) -> anyhow::Result<Vec<Uuid>> {
         if chunk.deployments.is_empty() {
             break;
         }
-        fill::write(raw, chunk).await?;
+        sink::write(raw, chunk).await?;
     }
-    fill::finish(raw, plan.tail()).await?;
+    sink::finish(raw, plan.tail()).await?;
     Ok(plan.hot_ids)
 }
 
@@ -149,12 +153,16 @@ async fn measure_round(s: &mut Sized, rng: &mut Rng, keep: bool) -> anyhow::Resu
     rows[1] = newest(&s.store, HOT.0, Some(HOT.1), None, 20).await?.len();
     timings[1] = started.elapsed();
     let started = Instant::now();
-    rows[2] = newest(&s.store, HOT.0, Some(HOT.1), Some(cursor), PAGE_SIZE as u32).await?.len();
+    rows[2] = newest(&s.store, HOT.0, Some(HOT.1), Some(cursor), PAGE_SIZE as u32)
+        .await?
+        .len();
     timings[2] = started.elapsed();
     let started = Instant::now();
     let view = s.store.target(&app, cluster).await?;
     timings[3] = started.elapsed();
-    rows[3] = usize::from(view.active.is_some()) + usize::from(view.running.is_some()) + view.queued.len();
+    rows[3] = usize::from(view.active.is_some())
+        + usize::from(view.running.is_some())
+        + view.queued.len();
 
     if keep {
         for q in 0..QUERIES.len() {
@@ -169,13 +177,29 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
     let mut stats: Vec<[Stats; 4]> = Vec::new();
     let table = report.table(
         "keyset queries through the Store trait, one at a time (ms)",
-        &["query", "deployments", "n", "rows/answer", "p50", "p99", "max"],
+        &[
+            "query",
+            "deployments",
+            "n",
+            "rows/answer",
+            "p50",
+            "p99",
+            "max",
+        ],
     );
     for (q, name) in QUERIES.iter().enumerate() {
         for s in stores.iter_mut() {
             let st = Stats::of(&mut s.samples[q]);
             let rows = s.rows[q] as f64 / st.n.max(1) as f64;
-            table.row(vec![text(*name), int(s.size as i64), int(st.n as i64), num(rows), num(st.p50_ms), num(st.p99_ms), num(st.max_ms)]);
+            table.row(vec![
+                text(*name),
+                int(s.size as i64),
+                int(st.n as i64),
+                num(rows),
+                num(st.p50_ms),
+                num(st.p99_ms),
+                num(st.max_ms),
+            ]);
         }
     }
     for s in stores.iter_mut() {
@@ -187,7 +211,15 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
     }
     let table = report.table(
         "newest 20 of the busy target vs the old design (load all, filter in memory)",
-        &["deployments", "baseline n", "baseline p50 ms", "baseline p99 ms", "keyset p50 ms", "speed-up p50", "speed-up p99"],
+        &[
+            "deployments",
+            "baseline n",
+            "baseline p50 ms",
+            "baseline p99 ms",
+            "keyset p50 ms",
+            "speed-up p50",
+            "speed-up p99",
+        ],
     );
     let mut speedups = Vec::new();
     for (s, st) in stores.iter_mut().zip(&stats) {
@@ -195,12 +227,24 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
         let p50 = base.p50_ms / st[1].p50_ms;
         let p99 = base.p99_ms / st[1].p99_ms;
         speedups.push(p50);
-        table.row(vec![int(s.size as i64), int(base.n as i64), num(base.p50_ms), num(base.p99_ms), num(st[1].p50_ms), num(p50), num(p99)]);
+        table.row(vec![
+            int(s.size as i64),
+            int(base.n as i64),
+            num(base.p50_ms),
+            num(base.p99_ms),
+            num(st[1].p50_ms),
+            num(p50),
+            num(p99),
+        ]);
     }
 
     let (first, last) = (&stats[0], &stats[stats.len() - 1]);
     let largest = stores[stores.len() - 1].size;
-    let on = if backend == Backend::Postgres { "" } else { " (the goal is set for PostgreSQL)" };
+    let on = if backend == Backend::Postgres {
+        ""
+    } else {
+        " (the goal is set for PostgreSQL)"
+    };
     for (q, label) in [(0, "random target"), (1, "busy target")] {
         report.goal(
             &format!("newest 20 ({label}) p99 ≤ 2 ms at {largest}{on}"),
@@ -209,8 +253,14 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
         );
         let ratio = last[q].p99_ms / first[q].p99_ms;
         report.goal(
-            &format!("newest 20 ({label}) p99 at {largest} ≤ 1.5 × p99 at {}{on}", stores[0].size),
-            format!("{ratio:.2}× ({:.3} ms vs {:.3} ms)", last[q].p99_ms, first[q].p99_ms),
+            &format!(
+                "newest 20 ({label}) p99 at {largest} ≤ 1.5 × p99 at {}{on}",
+                stores[0].size
+            ),
+            format!(
+                "{ratio:.2}× ({:.3} ms vs {:.3} ms)",
+                last[q].p99_ms, first[q].p99_ms
+            ),
             ratio <= 1.5,
         );
     }
@@ -226,10 +276,14 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
 
 /// The old design: every deployment ever made, decoded, then filtered and
 /// sorted in memory.
-async fn load_all_and_filter(raw: &Raw, app: &str, cluster: &str) -> anyhow::Result<Vec<Deployment>> {
+async fn load_all_and_filter(
+    raw: &Raw,
+    app: &str,
+    cluster: &str,
+) -> anyhow::Result<Vec<Deployment>> {
     let mut all = load_all(raw).await?;
     all.retain(|d| d.app == app && d.cluster == cluster);
-    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    all.sort_by_key(|d| std::cmp::Reverse(d.created_at));
     all.truncate(20);
     Ok(all)
 }
@@ -248,8 +302,14 @@ async fn load_all(raw: &Raw) -> anyhow::Result<Vec<Deployment>> {
                         id: r.try_get(0)?,
                         app: r.try_get(1)?,
                         cluster: r.try_get(2)?,
-                        kind: r.try_get::<_, &str>(3)?.parse().map_err(anyhow::Error::msg)?,
-                        state: r.try_get::<_, &str>(4)?.parse().map_err(anyhow::Error::msg)?,
+                        kind: r
+                            .try_get::<_, &str>(3)?
+                            .parse()
+                            .map_err(anyhow::Error::msg)?,
+                        state: r
+                            .try_get::<_, &str>(4)?
+                            .parse()
+                            .map_err(anyhow::Error::msg)?,
                         active: false,
                         version: r.try_get(5)?,
                         source: r.try_get(6)?,
@@ -267,43 +327,48 @@ async fn load_all(raw: &Raw) -> anyhow::Result<Vec<Deployment>> {
                 })
                 .collect()
         }
-        Raw::Sqlite(conn) => Raw::sqlite(conn, |c| {
-            let mut stmt = c.prepare_cached(ALL_COLUMNS)?;
-            let mut rows = stmt.query([])?;
-            let mut all = Vec::new();
-            while let Some(r) = rows.next()? {
-                let time = |i: usize| -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
-                    let t: Option<String> = r.get(i)?;
-                    Ok(t.map(|t| chrono::DateTime::parse_from_rfc3339(&t).map(|t| t.to_utc())).transpose()?)
-                };
-                let git: Option<String> = r.get(8)?;
-                let uuid = |i: usize| -> anyhow::Result<Option<Uuid>> {
-                    let t: Option<String> = r.get(i)?;
-                    Ok(t.map(|t| Uuid::parse_str(&t)).transpose()?)
-                };
-                all.push(Deployment {
-                    id: uuid(0)?.unwrap_or_default(),
-                    app: r.get(1)?,
-                    cluster: r.get(2)?,
-                    kind: r.get::<_, String>(3)?.parse().map_err(anyhow::Error::msg)?,
-                    state: r.get::<_, String>(4)?.parse().map_err(anyhow::Error::msg)?,
-                    active: false,
-                    version: r.get(5)?,
-                    source: r.get(6)?,
-                    rollback_to: r.get(7)?,
-                    git: git.map(|g| serde_json::from_str(&g)).transpose()?,
-                    message: r.get(9)?,
-                    deployed_by: r.get(10)?,
-                    error: r.get(11)?,
-                    superseded_by: uuid(12)?,
-                    queue_position: None,
-                    created_at: time(13)?.unwrap_or_default(),
-                    started_at: time(14)?,
-                    finished_at: time(15)?,
-                });
-            }
-            Ok(all)
-        })
-        .await,
+        Raw::Sqlite(conn) => {
+            Raw::sqlite(conn, |c| {
+                let mut stmt = c.prepare_cached(ALL_COLUMNS)?;
+                let mut rows = stmt.query([])?;
+                let mut all = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let time = |i: usize| -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+                        let t: Option<String> = r.get(i)?;
+                        Ok(
+                            t.map(|t| chrono::DateTime::parse_from_rfc3339(&t).map(|t| t.to_utc()))
+                                .transpose()?,
+                        )
+                    };
+                    let git: Option<String> = r.get(8)?;
+                    let uuid = |i: usize| -> anyhow::Result<Option<Uuid>> {
+                        let t: Option<String> = r.get(i)?;
+                        Ok(t.map(|t| Uuid::parse_str(&t)).transpose()?)
+                    };
+                    all.push(Deployment {
+                        id: uuid(0)?.unwrap_or_default(),
+                        app: r.get(1)?,
+                        cluster: r.get(2)?,
+                        kind: r.get::<_, String>(3)?.parse().map_err(anyhow::Error::msg)?,
+                        state: r.get::<_, String>(4)?.parse().map_err(anyhow::Error::msg)?,
+                        active: false,
+                        version: r.get(5)?,
+                        source: r.get(6)?,
+                        rollback_to: r.get(7)?,
+                        git: git.map(|g| serde_json::from_str(&g)).transpose()?,
+                        message: r.get(9)?,
+                        deployed_by: r.get(10)?,
+                        error: r.get(11)?,
+                        superseded_by: uuid(12)?,
+                        queue_position: None,
+                        created_at: time(13)?.unwrap_or_default(),
+                        started_at: time(14)?,
+                        finished_at: time(15)?,
+                    });
+                }
+                Ok(all)
+            })
+            .await
+        }
     }
 }

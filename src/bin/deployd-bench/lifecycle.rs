@@ -10,7 +10,8 @@
 //! divided by the write transactions one deploy needs (counted, not assumed:
 //! every write stores at least one event, and these deploys print nothing).
 
-use crate::env::{self, Backend, Daemon, Env, Raw, Space};
+use crate::daemon::{self, Daemon};
+use crate::env::{self, Backend, Env, Raw, Space};
 use crate::report::{Report, Stats, int, num, text};
 use deployd::config::ConflictPolicy;
 use deployd::machine::State;
@@ -24,12 +25,21 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
     let space = env.space(backend).await?;
     let mut config = space.config()?;
     let no_op: &[&str] = &["/bin/true"];
-    config.clusters.insert("noop".into(), env::cluster(Some(no_op), Some(no_op), Some(no_op)));
-    config.clusters.insert("nosteps".into(), env::cluster(None, None, None));
+    config.clusters.insert(
+        "noop".into(),
+        daemon::cluster(Some(no_op), Some(no_op), Some(no_op)),
+    );
+    config
+        .clusters
+        .insert("nosteps".into(), daemon::cluster(None, None, None));
     let daemon = Daemon::start(config).await?;
     let source = daemon.upload("lifecycle").await?;
     let raw = space.raw().await?;
-    let probe = if env.quick { Duration::from_millis(500) } else { Duration::from_secs(3) };
+    let probe = if env.quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(3)
+    };
     let pool = match backend {
         Backend::Postgres => PG_POOL,
         Backend::Embedded => 1,
@@ -57,15 +67,35 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
             let commits = (probe_before + probe_after) / 2.0;
             let ceiling = commits / writes;
             let share = run.rate() / ceiling * 100.0;
-            let steps = if cluster == "noop" { "/bin/true" } else { "none" };
-            eprintln!("lifecycle: steps {steps} × {targets} targets: {:.1} deploys/s, {share:.0}% of the ceiling", run.rate());
+            let steps = if cluster == "noop" {
+                "/bin/true"
+            } else {
+                "none"
+            };
+            eprintln!(
+                "lifecycle: steps {steps} × {targets} targets: {:.1} deploys/s, {share:.0}% of the ceiling",
+                run.rate()
+            );
             let stats = Stats::of(&mut run.latencies);
             table.row(vec![
-                text(steps), int(targets as i64), int(stats.n as i64), int(run.failed as i64), num(run.rate()),
-                num(stats.p50_ms), num(stats.p99_ms), num(stats.max_ms), num(writes), int(writers as i64),
-                num(commits), num(ceiling), num(share),
+                text(steps),
+                int(targets as i64),
+                int(stats.n as i64),
+                int(run.failed as i64),
+                num(run.rate()),
+                num(stats.p50_ms),
+                num(stats.p99_ms),
+                num(stats.max_ms),
+                num(writes),
+                int(writers as i64),
+                num(commits),
+                num(ceiling),
+                num(share),
             ]);
-            goals.push((format!("≥ 50% of the ceiling, steps {steps}, {targets} targets"), share));
+            goals.push((
+                format!("≥ 50% of the ceiling, steps {steps}, {targets} targets"),
+                share,
+            ));
         }
     }
     daemon.stop().await?;
@@ -93,7 +123,13 @@ impl Run {
 }
 
 /// `targets` clients at once, each deploying `each` times in a row to its own target.
-async fn deploy_many(daemon: &Daemon, source: &str, cluster: &str, targets: usize, each: usize) -> anyhow::Result<Run> {
+async fn deploy_many(
+    daemon: &Daemon,
+    source: &str,
+    cluster: &str,
+    targets: usize,
+    each: usize,
+) -> anyhow::Result<Run> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..targets)
         .map(|t| {
@@ -131,7 +167,11 @@ async fn deploy_many(daemon: &Daemon, source: &str, cluster: &str, targets: usiz
             })
         })
         .collect();
-    let mut run = Run { wall: Duration::ZERO, latencies: Vec::new(), failed: 0 };
+    let mut run = Run {
+        wall: Duration::ZERO,
+        latencies: Vec::new(),
+        failed: 0,
+    };
     for task in tasks {
         let (latencies, failed) = task.await??;
         run.latencies.extend(latencies);
@@ -151,7 +191,12 @@ async fn counts(raw: &Raw) -> anyhow::Result<(i64, i64)> {
 
 /// Single-row committed inserts per second with `writers` connections at
 /// once, for `period`, into a table of the store's own database.
-pub async fn commit_rate(space: &Space, raw: &Raw, writers: usize, period: Duration) -> anyhow::Result<f64> {
+pub async fn commit_rate(
+    space: &Space,
+    raw: &Raw,
+    writers: usize,
+    period: Duration,
+) -> anyhow::Result<f64> {
     match raw {
         Raw::Pg(client) => {
             client
