@@ -331,28 +331,35 @@ impl Store for PgStore {
     }
 
     async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, StoreError> {
-        let key: [&(dyn ToSql + Sync); 2] = [&app, &cluster];
-        // Three independent reads, run concurrently.
-        let (active, mut running, queued) = futures::try_join!(
-            self.query(sql::ACTIVE, &key),
-            self.deployments(sql::RUNNING_ON_TARGET, &key),
-            self.deployments(sql::QUEUED_ON_TARGET, &key),
-        )?;
-        let active = match active.first() {
-            Some(row) => Some(ActiveInfo {
-                version: row.try_get("active_version")?,
-                deployment_id: row.try_get("active_deployment_id")?,
-                since: row.try_get("active_since")?,
-            }),
-            None => None,
-        };
-        Ok(TargetView {
+        let rows = self.query(sql::TARGET, &[&app, &cluster]).await?;
+        let mut view = TargetView {
             app: app.to_string(),
             cluster: cluster.to_string(),
-            active,
-            running: running.pop(),
-            queued,
-        })
+            active: None,
+            running: None,
+            queued: Vec::new(),
+        };
+        if let Some(row) = rows.first()
+            && let Some(deployment_id) = row.try_get("active_deployment_id")?
+        {
+            view.active = Some(ActiveInfo {
+                version: row.try_get("active_version")?,
+                deployment_id,
+                since: row.try_get("active_since")?,
+            });
+        }
+        for row in &rows {
+            if row.try_get::<_, Option<Uuid>>("id")?.is_none() {
+                continue;
+            }
+            let found = deployment(row)?;
+            if found.state == State::Queued {
+                view.queued.push(found);
+            } else {
+                view.running = Some(found);
+            }
+        }
+        Ok(view)
     }
 
     async fn versions(

@@ -25,13 +25,18 @@ macro_rules! deployment_columns {
 
 /// Deployments with `active` (the target's pointer names it) and
 /// `queue_position` (rank among the target's queued rows, by id).
+///
+/// `active` is a scalar subquery on the targets primary key, not `EXISTS`:
+/// PostgreSQL may run an `EXISTS` as a hashed subplan, which reads the whole
+/// targets table once per statement, a cost that grows with the number of
+/// targets; the scalar subquery is one index probe per row returned.
 macro_rules! select_deployments {
     () => {
         concat!(
             "SELECT ",
             deployment_columns!(),
-            ", EXISTS (SELECT 1 FROM targets t WHERE t.app = d.app AND t.cluster = d.cluster \
-                       AND t.active_deployment_id = d.id) AS active, \
+            ", COALESCE((SELECT t.active_deployment_id = d.id FROM targets t \
+                         WHERE t.app = d.app AND t.cluster = d.cluster), false) AS active, \
              CASE WHEN d.state = 'queued' THEN \
                  (SELECT count(*) FROM deployments q WHERE q.app = d.app AND q.cluster = d.cluster \
                   AND q.state = 'queued' AND q.id <= d.id) \
@@ -155,18 +160,23 @@ SELECT last_seq FROM d"
 pub const EVENTS_AFTER: &str = "SELECT seq, kind, data FROM deployment_events \
      WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
-pub const ACTIVE: &str = "SELECT active_version, active_deployment_id, active_since \
-     FROM targets WHERE app = $1 AND cluster = $2";
-
-pub const RUNNING_ON_TARGET: &str = concat!(
+/// The target view in one round trip: its active pointer, its running
+/// deployment, then its queued ones by id. One row per deployment, each
+/// carrying the pointer's columns; one row of NULL deployment columns when
+/// there is none (the pointer may still be there).
+pub const TARGET: &str = concat!(
+    "SELECT x.*, t.active_version, t.active_deployment_id, t.active_since \
+     FROM (SELECT 1) AS one \
+     LEFT JOIN targets t ON t.app = $1 AND t.cluster = $2 \
+     LEFT JOIN LATERAL (",
     select_deployments!(),
     "WHERE d.app = $1 AND d.cluster = $2 AND d.state IN ",
-    running!()
-);
-
-pub const QUEUED_ON_TARGET: &str = concat!(
+    running!(),
+    " UNION ALL (",
     select_deployments!(),
-    "WHERE d.app = $1 AND d.cluster = $2 AND d.state = 'queued' ORDER BY d.id"
+    "WHERE d.app = $1 AND d.cluster = $2 AND d.state = 'queued' ORDER BY d.id)\
+     ) AS x ON true \
+     ORDER BY x.state = 'queued', x.id"
 );
 
 macro_rules! select_versions {
