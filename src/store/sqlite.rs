@@ -4,7 +4,9 @@
 //! every call runs on tokio's blocking pool so the async runtime never waits
 //! on disk. Writes take an IMMEDIATE transaction, so a second process on the
 //! same file waits (busy timeout) instead of failing half-way, and what a
-//! write read at its start is still true when it commits.
+//! write read at its start is still true when it commits. Writes that
+//! queue up while one commits are group-committed together ([`batch`]),
+//! each in its own savepoint, so concurrent targets share an fsync.
 //!
 //! Encoding, chosen so that text order is the order that matters:
 //! - ids are lowercase hyphenated UUID text (UUIDv7 text sorts by time);
@@ -15,6 +17,7 @@
 //! [`read`] holds the queries and row decoding, [`write`] every statement
 //! that changes rows.
 
+mod batch;
 mod read;
 mod write;
 
@@ -46,6 +49,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Writes waiting for the next group commit ([`batch`]).
+    queue: Arc<Mutex<Vec<batch::Job>>>,
 }
 
 impl SqliteStore {
@@ -74,6 +79,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            queue: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -94,19 +100,26 @@ impl SqliteStore {
         .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
     }
 
-    /// Run `f` inside one IMMEDIATE transaction, committed only if it succeeds.
+    /// Run `f` inside an IMMEDIATE transaction, committed only if it
+    /// succeeds; writes queued meanwhile share the transaction and its
+    /// commit ([`batch`]), each in a savepoint of its own.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
+        let (job, outcome) = batch::job(f);
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(job);
+        let (conn, queue) = (Arc::clone(&self.conn), Arc::clone(&self.queue));
+        tokio::task::spawn_blocking(move || batch::flush(&conn, &queue))
+            .await
+            .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?;
+        outcome
+            .await
+            .map_err(|_| StoreError::Backend("sqlite: a write was lost with its batch".into()))?
     }
 
     /// Run `f` inside one read transaction, so multi-query answers come from
