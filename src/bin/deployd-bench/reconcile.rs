@@ -74,7 +74,12 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
         }
     }
     largest.sort_by(f64::total_cmp);
-    let median = largest[largest.len() / 2];
+    let middle = largest.len() / 2;
+    let median = if largest.len().is_multiple_of(2) {
+        (largest[middle - 1] + largest[middle]) / 2.0
+    } else {
+        largest[middle]
+    };
     let n = sizes[sizes.len() - 1];
     let on = if backend == Backend::Postgres {
         ""
