@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::events::EventHub;
 use crate::http::{self, AppState};
 use crate::machine::{Authority, State};
-use crate::source::SourceStore;
+use crate::source::{ExtractLimits, SourceStore};
 use crate::store::{
     Change, DynStore, StoreError, VersionChange, postgres::PgStore, sqlite::SqliteStore,
 };
@@ -29,8 +29,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&config.server.data_dir)?;
     let store = open_store(&config, &data_dir).await?;
-    let sources = SourceStore::new(data_dir.join("sources"), config.limits.upload_bytes)
-        .context("could not prepare the sources directory")?;
+    let sources = SourceStore::new(
+        data_dir.join("sources"),
+        config.limits.upload_bytes,
+        ExtractLimits {
+            max_bytes: config.limits.extracted_bytes,
+            max_entries: config.limits.extracted_entries,
+        },
+    )
+    .context("could not prepare the sources directory")?;
     let shared = Arc::new(Shared {
         hub: EventHub::new(store.clone()),
         store,
