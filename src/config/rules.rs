@@ -37,7 +37,9 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         return Some((at(&["store", "url"]), message.into()));
     }
     if config.auth.tokens.is_empty() && !config.server.listen.ip().is_loopback() {
-        let message = "with no [[auth.tokens]] auth is off, so only a loopback address is allowed";
+        let message = "auth is off (no [[auth.tokens]] configured), so only a loopback \
+            address is allowed; to enable auth, run `deployd token new NAME --role admin` \
+            and add the [[auth.tokens]] block it prints to the config file";
         return Some((at(&["server", "listen"]), message.into()));
     }
     config
