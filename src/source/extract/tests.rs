@@ -390,6 +390,40 @@ fn extension_headers_are_bounded_and_checked() {
 }
 
 #[test]
+fn overlong_names_paths_and_targets_are_refused() {
+    let cases = [
+        (format!("{}/f", "n".repeat(256)), None),
+        (format!("{}/f", ["d"; 1600].join("/")), None),
+        ("link".to_string(), Some(["d"; 1600].join("/"))),
+    ];
+    for (path, target) in cases {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = Header::new_gnu();
+        header.set_size(0);
+        match &target {
+            None => builder.append_data(&mut header, &path, io::empty()),
+            Some(target) => {
+                header.set_entry_type(EntryType::Symlink);
+                builder.append_link(&mut header, &path, target)
+            }
+        }
+        .unwrap();
+        let err = rejected(&builder.into_inner().unwrap(), &LIMITS);
+        assert_unsafe(err, &path);
+    }
+    // Just within the limits is fine.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = Header::new_gnu();
+    header.set_size(0);
+    let path = format!("{}/{}", "n".repeat(255), ["d"; 1400].join("/"));
+    builder
+        .append_data(&mut header, &path, io::empty())
+        .unwrap();
+    let scene = scene(&builder.into_inner().unwrap());
+    extract(&scene.archive, &scene.dest, &LIMITS).unwrap();
+}
+
+#[test]
 fn a_directory_is_never_replaced() {
     let archive = tar_of(vec![
         (raw_header(b"d", EntryType::Directory, 0), b""),

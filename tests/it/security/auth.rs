@@ -233,6 +233,8 @@ async fn a_cluster_scoped_token_stays_on_its_cluster() {
     assert_eq!(staged.deployed_by, "staging-bot");
     let page = bot.history("web", &on("staging")).await.unwrap();
     assert_eq!(page.deployments.len(), 1);
+    // Versions belong to the app, not to a cluster.
+    bot.versions("web", None, None).await.unwrap();
     // Unconfigured clusters are not named to a token that may not use them.
     let elsewhere = bot.deploy("web", "nowhere", &deploy_request(&source)).await;
     expect_error(&app, elsewhere, 403, "forbidden");

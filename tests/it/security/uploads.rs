@@ -5,6 +5,7 @@ use super::*;
 use crate::support::app::*;
 use std::io::Write;
 use tar::{EntryType, Header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A header with `name` written raw, so `..` and absolute paths get through.
 fn raw_header(name: &str, kind: EntryType, size: u64) -> Header {
@@ -196,6 +197,22 @@ async fn an_upload_one_byte_over_the_limit_is_413() {
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let streamed = app.client.put_source(&sha256_hex(&over), body).await;
     expect_error(&app, streamed, 413, "too_large");
+    assert_eq!(files(&app), before);
+
+    // A declared length over the limit is answered before any body is sent.
+    let address = app.url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "PUT /v1/sources/{} HTTP/1.1\r\nhost: {address}\r\n\
+         content-length: 10000000000\r\n\r\n",
+        sha256_hex(b"never sent")
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let read = tokio::time::timeout(WAIT, socket.read(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer[..read.unwrap().unwrap()]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too_large"), "{answer}");
     assert_eq!(files(&app), before);
 
     let sha = sha256_hex(&source);
