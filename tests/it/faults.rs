@@ -566,3 +566,62 @@ async fn an_actor_that_loses_its_lease_stops_its_step() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_database_share_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let db = fresh_database().await;
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Daemon::start(&write_config(
+        &a_dir,
+        Some(db.url()),
+        &gated_toml(&gate, "10m"),
+    ))
+    .await;
+    let b = Daemon::start(&write_config(
+        &b_dir,
+        Some(db.url()),
+        &gated_toml(&gate, "10m"),
+    ))
+    .await;
+    let first = upload_and_deploy(&a.client, "gated", ConflictPolicy::Reject).await;
+    let (leader, child) = step_pids(&a_dir.join("data"), first.id).await;
+
+    let bytes = tar_of(&[("index.html", "from b", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    b.client.put_source(&sha, bytes).await.unwrap();
+    let mut request = deploy_request(&sha);
+    request.on_conflict = Some(ConflictPolicy::Reject);
+    let refused = b.client.deploy("web", "gated", &request).await.unwrap_err();
+    let ClientError::Api {
+        status, details, ..
+    } = &refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        (*status, details["deployment_id"].as_str()),
+        (409, Some(first.id.to_string().as_str()))
+    );
+
+    request.on_conflict = Some(ConflictPolicy::Supersede);
+    let second = b.client.deploy("web", "gated", &request).await.unwrap();
+    let first_events = collect_events(&a.client, first.id, None).await;
+    assert!(
+        matches!(&first_events.last().unwrap().1, EventData::State(s) if s.to == State::Cancelled)
+    );
+    assert_eq!(
+        a.client.get(first.id).await.unwrap().superseded_by,
+        Some(second.id)
+    );
+    eventually("the superseded step on the other daemon to stop", || {
+        !alive(leader) && !alive(child)
+    })
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    let events = collect_events(&b.client, second.id, None).await;
+    assert!(matches!(&events.last().unwrap().1, EventData::State(s) if s.to == State::Succeeded));
+}
