@@ -36,11 +36,18 @@ pub use sql::{Param, history_sql};
 use sql::{deployment, parse_column, version_info};
 
 /// The schema, in order. Each is applied once and recorded in `schema_migrations`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    number: 1,
-    name: "init",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        number: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        number: 2,
+        name: "compaction",
+        sql: include_str!("../../migrations/postgres/0002_compaction.sql"),
+    },
+];
 
 /// The advisory lock key that serializes migrations ("deployd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0064_6570_6c6f_7964;

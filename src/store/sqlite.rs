@@ -35,11 +35,18 @@ use uuid::Uuid;
 pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// The schema, in order; applied ones are recorded in `schema_migrations`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    number: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        number: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        number: 2,
+        name: "compaction",
+        sql: include_str!("../../migrations/sqlite/0002_compaction.sql"),
+    },
+];
 
 /// How long a writer waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
