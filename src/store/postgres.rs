@@ -15,8 +15,8 @@
 //! Connections are plain TCP (`NoTls`).
 
 use super::{
-    Applied, Change, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment, Page, Store,
-    StoreError, VersionChange,
+    Applied, Change, CompactionReport, Created, DeletedVersion, HistoryQuery, LeaseInfo, Migration,
+    NewDeployment, Page, Retention, Store, StoreError, VersionChange,
 };
 use crate::machine::State;
 use crate::model::{
@@ -429,6 +429,40 @@ impl Store for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn compact(
+        &self,
+        policy: &Retention,
+        batch: u32,
+    ) -> Result<CompactionReport, StoreError> {
+        let (keep, cutoff, batch) = (
+            i64::from(policy.keep_per_target),
+            policy.cutoff(),
+            i64::from(batch),
+        );
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(sql::COMPACT_DEPLOYMENTS).await?;
+        let deployments_deleted = tx.execute(&statement, &[&keep, &cutoff, &batch]).await?;
+        // A new snapshot: this statement sees the deployments just deleted.
+        let statement = tx.prepare_cached(sql::COMPACT_VERSIONS).await?;
+        let rows = tx.query(&statement, &[&cutoff, &batch]).await?;
+        let versions_deleted = rows
+            .iter()
+            .map(|row| {
+                Ok(DeletedVersion {
+                    app: row.try_get("app")?,
+                    version: row.try_get("version")?,
+                    artifact: row.try_get("artifact")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        tx.commit().await?;
+        Ok(CompactionReport {
+            deployments_deleted,
+            versions_deleted,
+        })
     }
 }
 

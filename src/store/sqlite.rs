@@ -19,8 +19,8 @@ mod read;
 mod write;
 
 use super::{
-    Applied, Change, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment, Page, Store,
-    StoreError,
+    Applied, Change, CompactionReport, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment,
+    Page, Retention, Store, StoreError,
 };
 use crate::model::{Deployment, Event, EventData, TargetView, VersionInfo};
 use async_trait::async_trait;
@@ -263,6 +263,16 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn compact(
+        &self,
+        policy: &Retention,
+        batch: u32,
+    ) -> Result<CompactionReport, StoreError> {
+        let policy = *policy;
+        self.write(move |tx| write::compact(tx, &policy, batch))
             .await
     }
 }
