@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod machine;
+pub mod metrics;
 pub mod model;
 pub mod pack;
 pub mod pipeline;

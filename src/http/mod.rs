@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/supervisor", get(ops::supervisor))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .with_state(state)
 }
