@@ -9,6 +9,7 @@
 
 pub mod app_actor;
 pub mod client;
+pub mod compaction;
 pub mod config;
 pub mod events;
 pub mod http;

@@ -3,5 +3,6 @@
 mod cli_config;
 mod daemon;
 mod pg_schema;
+mod retention;
 mod store_contract;
 mod support;
