@@ -96,6 +96,9 @@ pub trait Store: Send + Sync + 'static {
     /// Running deployments whose lease ran out before `now`.
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
 
+    /// Running deployments whose stored phase deadline is before `before`.
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
+
     /// Running deployments held by `owner` (for shutdown and panics).
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError>;
 

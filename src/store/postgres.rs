@@ -416,6 +416,10 @@ impl Store for PgStore {
         self.leases(sql::EXPIRED_LEASES, &[&now]).await
     }
 
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.leases(sql::OVERDUE_PHASES, &[&before]).await
+    }
+
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
         self.leases(sql::OWNED_BY, &[&owner]).await
     }

@@ -251,6 +251,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.read(move |tx| read::leases(tx, read::LeaseFilter::DeadlineBefore(before)))
+            .await
+    }
+
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
         let owner = owner.to_string();
         self.read(move |tx| read::leases(tx, read::LeaseFilter::Owner(owner)))

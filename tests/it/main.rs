@@ -2,6 +2,7 @@
 
 mod cli_config;
 mod daemon;
+mod faults;
 mod pg_schema;
 mod retention;
 mod store_contract;

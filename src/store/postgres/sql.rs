@@ -206,6 +206,13 @@ pub const EXPIRED_LEASES: &str = concat!(
     " AND d.lease_expires_at < $1 ORDER BY d.id"
 );
 
+pub const OVERDUE_PHASES: &str = concat!(
+    select_deployments!(),
+    "WHERE d.state IN ",
+    running!(),
+    " AND d.phase_deadline < $1 ORDER BY d.id"
+);
+
 pub const OWNED_BY: &str = concat!(
     select_deployments!(),
     "WHERE d.state IN ",

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod pg;
+pub mod process;
 
 use deployd::store::DynStore;
 use deployd::store::sqlite::SqliteStore;
