@@ -115,6 +115,10 @@ impl Store for TimedStore {
         timed(self.inner.expired_leases(now)).await
     }
 
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        timed(self.inner.overdue_phases(before)).await
+    }
+
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
         timed(self.inner.owned_by(owner)).await
     }
