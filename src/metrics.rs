@@ -1,10 +1,11 @@
 //! The process's metrics, rendered as Prometheus text for `GET /metrics`.
 //!
 //! A small registry of atomics, so recording is a few relaxed atomic adds and
-//! never blocks or allocates: deployments by outcome, phase durations, queue
-//! depth, actor restarts, store latency and compaction. Values only the
-//! scraper's moment knows (resident actors, stream subscribers) are passed to
-//! [`Metrics::render`] as [`Live`] instead of being mirrored here.
+//! never blocks or allocates: deployments by outcome, phase durations,
+//! actor restarts, store latency and compaction. What the process already
+//! holds (resident actors, their queues, open streams) is read at scrape time
+//! and passed to [`Metrics::render`] as [`Live`] instead of being mirrored
+//! here, so it cannot drift.
 //!
 //! The daemon records into the one [`global`] registry; tests may build their
 //! own with [`Metrics::new`]. What must stay true: every series name starts
@@ -17,7 +18,7 @@ pub use timed_store::TimedStore;
 use crate::machine::State;
 use std::fmt::Write;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The text format version `render` writes, for the Content-Type header.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,13 +61,14 @@ pub fn global() -> &'static Metrics {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Live {
     pub resident_actors: usize,
+    /// Deployments queued behind a running one, over the resident actors.
+    pub queue_depth: usize,
     pub stream_subscribers: usize,
 }
 
 pub struct Metrics {
     deployments: [AtomicU64; OUTCOMES.len()],
     phases: [Histogram; PHASES.len()],
-    queue_depth: AtomicI64,
     actor_restarts: AtomicU64,
     store: Histogram,
     compaction_runs: AtomicU64,
@@ -87,7 +89,6 @@ impl Metrics {
         Metrics {
             deployments: Default::default(),
             phases: PHASES.map(|_| Histogram::new(PHASE_BUCKETS)),
-            queue_depth: AtomicI64::new(0),
             actor_restarts: AtomicU64::new(0),
             store: Histogram::new(STORE_BUCKETS),
             compaction_runs: AtomicU64::new(0),
@@ -110,12 +111,6 @@ impl Metrics {
         if let Some(i) = PHASES.iter().position(|s| *s == phase) {
             self.phases[i].observe(secs);
         }
-    }
-
-    /// Deployments were queued (positive) or left the queue (negative). A
-    /// delta, not a level: each target's actor knows only its own queue.
-    pub fn add_queue_depth(&self, delta: i64) {
-        self.queue_depth.fetch_add(delta, Relaxed);
     }
 
     /// The supervisor restarted a target's actor after a crash.
@@ -175,7 +170,7 @@ impl Metrics {
         out.gauge(
             "deployd_queue_depth",
             "Deployments waiting in a target's queue.",
-            self.queue_depth.load(Relaxed),
+            live.queue_depth,
         );
         out.gauge(
             "deployd_resident_actors",

@@ -30,13 +30,15 @@ pub async fn supervisor(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "resident": actors.len(), "actors": actors }))
 }
 
-/// Prometheus text. Resident actors and open streams are read now, so they
-/// are exact at the moment of the scrape.
+/// Prometheus text. Resident actors, their queues and open streams are read
+/// now, so they are exact at the moment of the scrape.
 pub async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let resident = state.supervisor.resident().await;
     let live = Live {
-        resident_actors: state.supervisor.resident().await.len(),
+        resident_actors: resident.len(),
+        queue_depth: resident.iter().map(|r| r.queue_length).sum(),
         stream_subscribers: state.shared.hub.total_subscribers(),
     };
     let text = metrics::global().render(live);

@@ -72,13 +72,12 @@ fn recordings_show_up_and_counters_only_grow() {
     metrics.deployment_finished(State::Failed);
     metrics.deployment_finished(State::Building); // not an outcome: ignored
     metrics.actor_restarted();
-    metrics.add_queue_depth(3);
-    metrics.add_queue_depth(-1);
     metrics.compaction_deleted(7, 2);
     metrics.compaction_run(true, 0.25);
     metrics.compaction_run(false, 0.5);
     let live = Live {
         resident_actors: 4,
+        queue_depth: 2,
         stream_subscribers: 9,
     };
     let first = parse(&metrics.render(live));
