@@ -494,17 +494,26 @@ impl TargetState {
         });
     }
 
-    pub(super) async fn renew_lease(&self) {
+    /// Extend the running deployment's lease. If it is no longer ours (the
+    /// lease lapsed, say during a store outage, and reconciliation ended the
+    /// deployment), stop its step and free the target here too.
+    pub(super) async fn renew_lease(&mut self, myself: &ActorRef<AppMsg>) {
         let Some(running) = &self.running else { return };
+        let id = running.deployment.id;
         let expires_at = crate::model::now() + self.shared.config.deploy.lease;
-        let ids = [running.deployment.id];
-        if let Err(e) = self
+        let renewed = self
             .shared
             .store
-            .renew_leases(&self.shared.instance, &ids, expires_at)
-            .await
-        {
-            tracing::warn!(deployment = %running.deployment.id, error = %e, "could not renew the lease");
+            .renew_leases(&self.shared.instance, &[id], expires_at)
+            .await;
+        match renewed {
+            Ok(0) => {
+                tracing::warn!(deployment = %id, "lost the lease; stopping the step");
+                running.cancel.cancel();
+                self.finish(myself, id).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "could not renew the lease"),
         }
     }
 

@@ -527,3 +527,42 @@ async fn eventually_ready(app: &TestApp) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_loses_its_lease_stops_its_step() {
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("gate");
+    let app = spawn_app(Backend::Sqlite, |c| {
+        c.deploy.lease = LEASE;
+        let build = format!(
+            "echo $$ > \"$DEPLOY_SOURCE_DIR/../pid\"; sleep 300 & echo $! > \"$DEPLOY_SOURCE_DIR/../child\"; while [ ! -e '{}' ]; do sleep 0.05; done",
+            gate.display()
+        );
+        c.clusters.insert("gated".into(), sh_cluster(Some(&build), None, None));
+    })
+    .await;
+    let d = app.deploy("web", "gated", "one").await;
+    let (leader, child) = step_pids(&app.data_dir, d.id).await;
+    // Another instance now holds the row, with a lease far in the future, so
+    // reconciliation will not touch it: only the renewal can tell the actor.
+    let db = rusqlite::Connection::open(app.data_dir.join("deployd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let taken = db
+        .execute(
+            "UPDATE deployments SET owner = 'another-instance', lease_expires_at = '2999-01-01T00:00:00.000000Z' WHERE id = ?1",
+            [d.id.to_string()],
+        )
+        .unwrap();
+    assert_eq!(taken, 1);
+    eventually("the step of a lost lease to be stopped", || {
+        !alive(leader) && !alive(child)
+    })
+    .await;
+    let view = app.client.target("web", "gated").await.unwrap();
+    assert_eq!(
+        view.running.map(|r| r.id),
+        Some(d.id),
+        "the record is the other owner's to settle"
+    );
+    app.stop().await;
+}

@@ -1,5 +1,6 @@
 //! The one integration test binary.
 
+mod cli;
 mod cli_config;
 mod daemon;
 mod faults;
