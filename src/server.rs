@@ -42,7 +42,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&config.server.data_dir)?;
-    let store = open_store(&config, &data_dir).await?;
+    let store = crate::metrics::TimedStore::wrap(open_store(&config, &data_dir).await?);
     let sources = SourceStore::new(data_dir.join("sources"), config.limits.upload_bytes)
         .context("could not prepare the sources directory")?;
     let shared = Arc::new(Shared {
@@ -63,6 +63,12 @@ pub async fn serve(
         supervisor.wake(&app, &cluster).await?;
     }
     tokio::spawn(reaper(shared.clone()));
+    let every = shared.config.deploy.compact_every;
+    tokio::spawn(crate::compaction::run(
+        shared.clone(),
+        every,
+        shared.stopping.clone(),
+    ));
 
     let router = http::router(AppState {
         shared: shared.clone(),
@@ -216,6 +222,7 @@ async fn settle(shared: &Shared, lease: &LeaseInfo, to: State, error: &str) -> b
         Ok(applied) => {
             tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "settled by reconciliation");
             shared.hub.publish(&[applied.event]);
+            crate::metrics::global().deployment_finished(to);
             crate::pipeline::kill_orphans(d.id);
             true
         }

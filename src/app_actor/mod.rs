@@ -218,6 +218,8 @@ struct Running {
     previous: Option<VersionInfo>,
     /// The artifact a rollback re-activates.
     rollback_artifact: Option<String>,
+    /// When the current phase began, for the phase-duration metric.
+    phase_since: chrono::DateTime<chrono::Utc>,
     /// Cancels the step if this state is dropped without a clean stop (a panic).
     _kill_on_drop: DropGuard,
 }

@@ -325,6 +325,7 @@ impl TargetState {
         let cap = OutputCap::new(self.shared.config.limits.output_bytes_per_deployment);
         let cancel = CancellationToken::new();
         self.running = Some(Running {
+            phase_since: deployment.started_at.unwrap_or(deployment.created_at),
             deployment,
             _kill_on_drop: cancel.clone().drop_guard(),
             cancel,
@@ -423,6 +424,7 @@ impl TargetState {
             Ok(next) if next.state.is_terminal() => self.finish(myself, next.id).await,
             Ok(next) => {
                 if let Some(running) = self.running.as_mut() {
+                    running.phase_since = crate::model::now();
                     running.deployment = next;
                 }
                 self.spawn_phase(myself);
@@ -560,9 +562,21 @@ impl TargetState {
     /// Store a machine-approved change, then broadcast its `state` event:
     /// write-ahead, so no subscriber sees a state the store lacks.
     async fn apply(&self, change: Change) -> Result<Deployment, StoreError> {
+        let (from, at) = (change.from, change.at);
         let applied = self.shared.store.transition(change).await?;
         let d = &applied.deployment;
         tracing::info!(deployment = %d.id, app = %d.app, cluster = %d.cluster, state = %d.state, "state changed");
+        let metrics = crate::metrics::global();
+        let since = match &self.running {
+            Some(running) if running.deployment.id == d.id && from != State::Queued => {
+                running.phase_since
+            }
+            _ => d.created_at,
+        };
+        metrics.phase_finished(from, (at - since).as_seconds_f64().max(0.0));
+        if d.state.is_terminal() {
+            metrics.deployment_finished(d.state);
+        }
         self.shared
             .hub
             .publish(std::slice::from_ref(&applied.event));

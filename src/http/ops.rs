@@ -27,7 +27,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 pub async fn supervisor(State(state): State<AppState>) -> Json<Value> {
     let actors: Vec<ResidentActor> = state.supervisor.resident().await;
-    Json(json!({ "resident": actors.len(), "actors": actors }))
+    let degraded = state.supervisor.degraded().await;
+    Json(json!({ "resident": actors.len(), "actors": actors, "degraded": degraded }))
 }
 
 /// Prometheus text. Resident actors, their queues and open streams are read

@@ -355,6 +355,25 @@ async fn six_panics_in_a_minute_degrade_the_target(backend: Backend) {
             "{error:?}"
         );
     }
+    // The supervisor hears of the sixth crash just after its caller's 503.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let url = format!("{}/v1/supervisor", app.url);
+        let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let listed = body["degraded"].as_array().is_some_and(|targets| {
+            targets
+                .iter()
+                .any(|t| t["app"] == "web" && t["crashes"] == 6)
+        });
+        if listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web/local never listed as degraded: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let plain = deploy_request(&source);
     let degraded = app.client.deploy("web", "local", &plain).await.unwrap_err();
     let ClientError::Api {
