@@ -2,34 +2,12 @@
 //! processes, the real client, on both stores.
 
 use crate::support::app::*;
+use crate::support::on_both_stores;
 use deployd::client::ClientError;
 use deployd::config::ConflictPolicy;
 use deployd::machine::{Kind, State};
 use deployd::model::{EventData, RollbackRequest};
 use futures::future::join_all;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     deploy_walks_every_phase_and_activates,

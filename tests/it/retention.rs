@@ -4,6 +4,7 @@
 //! `GET /metrics`.
 
 use crate::support::app::*;
+use crate::support::on_both_stores;
 use deployd::client::HistoryParams;
 use deployd::machine::State;
 use deployd::model::{Deployment, RollbackRequest};
@@ -11,29 +12,6 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     compaction_keeps_the_newest_active_and_rollback_targets,
