@@ -3,31 +3,69 @@
 
 use super::*;
 
+/// Run git in `dir` as a user with no git config of their own would.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "git {args:?}: {stdout}{stderr}");
+    stdout.trim().to_string()
+}
+
+/// The packed source's digest prefix deployctl reports on stderr.
+fn packed_sha(stderr: &str) -> &str {
+    stderr
+        .split("sha256 ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {stderr:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploy_packs_uploads_once_and_renders_phases() {
+async fn deploy_of_a_git_repo_packs_uploads_once_and_renders_phases() {
     let app = spawn_app(Backend::Sqlite, |_| {}).await;
     let dir = source_dir(&[
         ("index.html", "hello"),
         (".gitignore", "*.log\n"),
         ("debug.log", "not for the server"),
     ]);
-    let first = run(
-        &app.url,
-        &["deploy", "--app", "web", "--cluster", "local", path(&dir)],
-    )
-    .await;
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "first page"]);
+    let head = git(dir.path(), &["rev-parse", "HEAD"]);
+    let deploy = ["deploy", "--app", "web", "--cluster", "local", path(&dir)];
+
+    let first = run(&app.url, &deploy).await;
     assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
     assert!(first.stderr.contains("uploaded source"), "{}", first.stderr);
-    for line in ["✓ building", "✓ pushing", "✓ activating"] {
-        assert!(first.stdout.contains(line), "{line}: {}", first.stdout);
+    let mut rest = first.stdout.as_str();
+    for line in [
+        "✓ building",
+        "✓ pushing",
+        "✓ activating",
+        "succeeded: web v1 is active on local",
+    ] {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("{line:?} (in this order) in:\n{}", first.stdout));
+        rest = &rest[at + line.len()..];
     }
-    assert!(
-        first
-            .stdout
-            .contains("succeeded: web v1 is active on local"),
-        "{}",
-        first.stdout
-    );
+    let deployment = app.client.get(deployment_id(&first.stdout)).await.unwrap();
+    let git_info = deployment.git.expect("the deployment carries git facts");
+    assert_eq!(git_info.sha.as_deref(), Some(head.as_str()));
+    assert_eq!(git_info.branch.as_deref(), Some("main"));
+    assert_eq!(git_info.message.as_deref(), Some("first page"));
+    assert_eq!(git_info.author.as_deref(), Some("Ada <ada@example.com>"));
+    assert!(!git_info.dirty, "ignored files do not make the tree dirty");
     let current = app.data_dir.join("releases/web/local/current");
     assert_eq!(
         std::fs::read_to_string(current.join("index.html")).unwrap(),
@@ -37,24 +75,50 @@ async fn deploy_packs_uploads_once_and_renders_phases() {
         !current.join("debug.log").exists(),
         "gitignored files stay home"
     );
+    assert!(!current.join(".git").exists(), ".git stays home");
 
-    // Unchanged source: the server has it, so nothing is uploaded again.
-    let again = run(
-        &app.url,
-        &["deploy", "--app", "web", "--cluster", "local", path(&dir)],
-    )
-    .await;
+    // The same tree packs to the same digest, which the server has: nothing
+    // is uploaded again.
+    let again = run(&app.url, &deploy).await;
     assert_eq!(again.code, Some(0), "{}{}", again.stdout, again.stderr);
     assert!(
         again.stderr.contains("source already on server"),
         "{}",
         again.stderr
     );
+    assert_eq!(packed_sha(&again.stderr), packed_sha(&first.stderr));
+    let second = app.client.get(deployment_id(&again.stdout)).await.unwrap();
+    assert_eq!(second.source, deployment.source);
     assert!(
         again.stdout.contains("succeeded: web v2"),
         "{}",
         again.stdout
     );
+
+    // An uncommitted change: a new digest, uploaded, and the tree is dirty.
+    std::fs::write(dir.path().join("index.html"), "hello again").unwrap();
+    let changed = run(&app.url, &deploy).await;
+    assert_eq!(
+        changed.code,
+        Some(0),
+        "{}{}",
+        changed.stdout,
+        changed.stderr
+    );
+    assert!(
+        changed.stderr.contains("uploaded source"),
+        "{}",
+        changed.stderr
+    );
+    assert_ne!(packed_sha(&changed.stderr), packed_sha(&first.stderr));
+    let third = app
+        .client
+        .get(deployment_id(&changed.stdout))
+        .await
+        .unwrap();
+    let git_info = third.git.expect("git facts");
+    assert_eq!(git_info.sha.as_deref(), Some(head.as_str()));
+    assert!(git_info.dirty, "an uncommitted change makes the tree dirty");
     app.stop().await;
 }
 
@@ -225,11 +289,7 @@ async fn ctrl_c_detaches_and_never_cancels() {
         .expect("the first line in time")
         .unwrap()
         .expect("a first line");
-    let id: Uuid = first
-        .strip_prefix("deployment ")
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let id = deployment_id(&first);
     wait_for_log(&app.client, id, "waiting").await;
 
     let pid = child.id().expect("running") as i32;

@@ -1,6 +1,7 @@
 //! What happened: history (paged), versions, status, and rollback.
 
 use super::*;
+use deployd::model::{ConflictPolicy, DeployRequest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_versions_status_and_rollback() {
@@ -61,17 +62,10 @@ async fn history_versions_status_and_rollback() {
         versions.stdout
     );
 
+    // No --to: back to the version active before the current one.
     let rollback = run(
         &app.url,
-        &[
-            "rollback",
-            "--app",
-            "web",
-            "--cluster",
-            "local",
-            "--to",
-            "v1",
-        ],
+        &["rollback", "--app", "web", "--cluster", "local"],
     )
     .await;
     assert_eq!(
@@ -109,5 +103,98 @@ async fn history_versions_status_and_rollback() {
         "{}",
         status.stdout
     );
+
+    let forward = run(
+        &app.url,
+        &[
+            "rollback",
+            "--app",
+            "web",
+            "--cluster",
+            "local",
+            "--to",
+            "v2",
+        ],
+    )
+    .await;
+    assert_eq!(
+        forward.code,
+        Some(0),
+        "{}{}",
+        forward.stdout,
+        forward.stderr
+    );
+    assert!(
+        forward.stdout.contains("rolling web on local back to v2"),
+        "{}",
+        forward.stdout
+    );
+    assert!(
+        forward
+            .stdout
+            .contains("succeeded: web v2 is active on local"),
+        "{}",
+        forward.stdout
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_all_follows_the_pages_of_120_deployments() {
+    const COUNT: usize = 120;
+    let app = spawn_app(Backend::Sqlite, |c| {
+        c.clusters
+            .insert("bare".into(), sh_cluster(None, None, None));
+    })
+    .await;
+    let source = app.upload(&[("index.html", "hello", 0o644)]).await;
+    let request = DeployRequest {
+        on_conflict: Some(ConflictPolicy::Queue),
+        ..deploy_request(&source)
+    };
+    let mut created = Vec::new();
+    for _ in 0..COUNT {
+        let deployment = app.client.deploy("web", "bare", &request).await;
+        created.push(deployment.expect("deploy accepted").id);
+    }
+    // The queue runs in order: when the last ends, all have.
+    app.finished(created[COUNT - 1]).await;
+    created.reverse();
+
+    let args = ["history", "--app", "web", "--all", "--limit", "50"];
+    let text = run(&app.url, &args).await;
+    assert_eq!(text.code, Some(0), "{}", text.stderr);
+    let rows: Vec<&str> = text.stdout.lines().collect();
+    assert!(rows[0].starts_with("STATE "), "{}", rows[0]);
+    assert_eq!(rows.len(), 1 + COUNT, "{}", text.stdout);
+    assert!(
+        rows[1..].iter().all(|row| row.starts_with("succeeded ")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        !text.stderr.contains("older deployments"),
+        "{}",
+        text.stderr
+    );
+
+    let json = run(&app.url, &[&["--output", "json"], &args[..]].concat()).await;
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let page: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let listed: Vec<Uuid> = page["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    // Every one once, newest first.
+    assert_eq!(listed, created);
+    assert!(page["next_cursor"].is_null());
+
+    // Without --all: one page, and a hint that there is more.
+    let one = run(&app.url, &["history", "--app", "web", "--limit", "50"]).await;
+    assert_eq!(one.code, Some(0), "{}", one.stderr);
+    assert_eq!(one.stdout.lines().count(), 1 + 50, "{}", one.stdout);
+    assert!(one.stderr.contains("older deployments"), "{}", one.stderr);
     app.stop().await;
 }

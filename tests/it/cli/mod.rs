@@ -58,6 +58,16 @@ fn path(dir: &tempfile::TempDir) -> &str {
     dir.path().to_str().expect("a UTF-8 temp path")
 }
 
+/// The deployment named by deployctl's first line of progress,
+/// `deployment ID: ...`.
+fn deployment_id(stdout: &str) -> Uuid {
+    stdout
+        .strip_prefix("deployment ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no deployment id first in {stdout:?}"))
+}
+
 /// A build that waits for `gate` to exist, so a test decides when it ends.
 fn gated(gate: &Path) -> deployd::config::ClusterConfig {
     let build = format!(
