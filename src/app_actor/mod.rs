@@ -303,7 +303,7 @@ impl Actor for AppActor {
             AppMsg::PhaseDone { id, phase, result } => {
                 state.phase_done(&myself, id, phase, result).await
             }
-            AppMsg::RenewLease => state.renew_lease().await,
+            AppMsg::RenewLease => state.renew_lease(&myself).await,
             AppMsg::StartNext => state.start_next(&myself).await,
             AppMsg::IdleCheck(generation) => state.idle_check(&myself, generation),
         }

@@ -4,6 +4,7 @@
 //! store; they never change a deployment themselves. What must stay true:
 //! nothing is written when a request is answered with an error.
 
+mod admin;
 mod deployments;
 mod error;
 mod ops;
@@ -51,8 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/events", get(stream::events))
         .route("/v1/supervisor", get(ops::supervisor))
+        .route("/v1/admin/compact", post(admin::compact))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .with_state(state)
 }

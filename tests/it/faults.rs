@@ -527,3 +527,101 @@ async fn eventually_ready(app: &TestApp) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_loses_its_lease_stops_its_step() {
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("gate");
+    let app = spawn_app(Backend::Sqlite, |c| {
+        c.deploy.lease = LEASE;
+        let build = format!(
+            "echo $$ > \"$DEPLOY_SOURCE_DIR/../pid\"; sleep 300 & echo $! > \"$DEPLOY_SOURCE_DIR/../child\"; while [ ! -e '{}' ]; do sleep 0.05; done",
+            gate.display()
+        );
+        c.clusters.insert("gated".into(), sh_cluster(Some(&build), None, None));
+    })
+    .await;
+    let d = app.deploy("web", "gated", "one").await;
+    let (leader, child) = step_pids(&app.data_dir, d.id).await;
+    // Another instance now holds the row, with a lease far in the future, so
+    // reconciliation will not touch it: only the renewal can tell the actor.
+    let db = rusqlite::Connection::open(app.data_dir.join("deployd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let taken = db
+        .execute(
+            "UPDATE deployments SET owner = 'another-instance', lease_expires_at = '2999-01-01T00:00:00.000000Z' WHERE id = ?1",
+            [d.id.to_string()],
+        )
+        .unwrap();
+    assert_eq!(taken, 1);
+    eventually("the step of a lost lease to be stopped", || {
+        !alive(leader) && !alive(child)
+    })
+    .await;
+    let view = app.client.target("web", "gated").await.unwrap();
+    assert_eq!(
+        view.running.map(|r| r.id),
+        Some(d.id),
+        "the record is the other owner's to settle"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_database_share_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let db = fresh_database().await;
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Daemon::start(&write_config(
+        &a_dir,
+        Some(db.url()),
+        &gated_toml(&gate, "10m"),
+    ))
+    .await;
+    let b = Daemon::start(&write_config(
+        &b_dir,
+        Some(db.url()),
+        &gated_toml(&gate, "10m"),
+    ))
+    .await;
+    let first = upload_and_deploy(&a.client, "gated", ConflictPolicy::Reject).await;
+    let (leader, child) = step_pids(&a_dir.join("data"), first.id).await;
+
+    let bytes = tar_of(&[("index.html", "from b", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    b.client.put_source(&sha, bytes).await.unwrap();
+    let mut request = deploy_request(&sha);
+    request.on_conflict = Some(ConflictPolicy::Reject);
+    let refused = b.client.deploy("web", "gated", &request).await.unwrap_err();
+    let ClientError::Api {
+        status, details, ..
+    } = &refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        (*status, details["deployment_id"].as_str()),
+        (409, Some(first.id.to_string().as_str()))
+    );
+
+    request.on_conflict = Some(ConflictPolicy::Supersede);
+    let second = b.client.deploy("web", "gated", &request).await.unwrap();
+    let first_events = collect_events(&a.client, first.id, None).await;
+    assert!(
+        matches!(&first_events.last().unwrap().1, EventData::State(s) if s.to == State::Cancelled)
+    );
+    assert_eq!(
+        a.client.get(first.id).await.unwrap().superseded_by,
+        Some(second.id)
+    );
+    eventually("the superseded step on the other daemon to stop", || {
+        !alive(leader) && !alive(child)
+    })
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    let events = collect_events(&b.client, second.id, None).await;
+    assert!(matches!(&events.last().unwrap().1, EventData::State(s) if s.to == State::Succeeded));
+}

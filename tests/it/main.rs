@@ -5,5 +5,6 @@ mod cli_config;
 mod daemon;
 mod faults;
 mod pg_schema;
+mod retention;
 mod store_contract;
 mod support;

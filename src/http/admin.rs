@@ -1,0 +1,19 @@
+//! Operator actions that are not about one deployment.
+//!
+//! Auth is not wired yet; when it is, these need the `admin` role.
+
+use super::{ApiError, AppState};
+use crate::compaction;
+use crate::store::CompactionReport;
+use axum::Json;
+use axum::extract::State;
+
+/// `POST /v1/admin/compact`: run a full compaction now and answer what it
+/// deleted. Safe beside the background run: the store hands each deleted
+/// row to exactly one of them. The one exception to "nothing is written
+/// when the answer is an error": steps committed before a failing one stay
+/// done, which is harmless, since compaction only ever deletes what retention
+/// no longer keeps and repeating it is safe.
+pub async fn compact(State(state): State<AppState>) -> Result<Json<CompactionReport>, ApiError> {
+    Ok(Json(compaction::compact_once(&state.shared).await?))
+}
