@@ -122,8 +122,10 @@ async fn watch_resumes_across_a_daemon_restart_without_repeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_after_the_end_replays_everything() {
     let app = spawn_app(Backend::Sqlite, |c| {
-        let build = "echo compiling; echo 'warning: unused import' >&2";
-        let cluster = sh_cluster(Some(build), None, Some("echo switched"));
+        // One stream per step: a step's stdout and stderr may interleave
+        // either way.
+        let push = "echo 'warning: slow registry' >&2";
+        let cluster = sh_cluster(Some("echo compiling"), Some(push), Some("echo switched"));
         c.clusters.insert("noisy".into(), cluster);
     })
     .await;
@@ -135,8 +137,9 @@ async fn watch_after_the_end_replays_everything() {
     let expected = [
         &format!("deployment {id}: deploying web to noisy"),
         "    compiling",
-        "    warning: unused import",
         "✓ building",
+        "    warning: slow registry",
+        "✓ pushing",
         "    switched",
         "✓ activating",
         "succeeded: web v1 is active on noisy",
