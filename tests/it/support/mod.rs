@@ -3,6 +3,7 @@
 pub mod app;
 pub mod pg;
 pub mod process;
+pub mod proxy;
 
 use deployd::store::DynStore;
 use deployd::store::sqlite::SqliteStore;
