@@ -27,7 +27,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// A short request answers well within this; a cancel waits for the step's
-/// kill grace period, so it is generous. Uploads and streams have no limit.
+/// kill grace period, so it is generous. Uploads and streams have no limit:
+/// a build may run for many minutes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stream may be silent for minutes while a build runs; TCP keep-alive is
@@ -135,7 +136,9 @@ impl Client {
     }
 
     pub async fn source_exists(&self, sha256: &str) -> Result<bool, ClientError> {
-        let request = self.request(Method::HEAD, &["v1", "sources", sha256])?;
+        let request = self
+            .request(Method::HEAD, &["v1", "sources", sha256])?
+            .timeout(REQUEST_TIMEOUT);
         let response = request.send().await.map_err(transport)?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -153,7 +156,7 @@ impl Client {
     ) -> Result<SourceInfo, ClientError> {
         let request = self
             .request(Method::PUT, &["v1", "sources", sha256])?
-            .timeout(Duration::MAX)
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(body);
         json(self.send(request).await?).await
@@ -274,7 +277,6 @@ impl Client {
         let id = id.to_string();
         let mut request = self
             .request(Method::GET, &["v1", "deployments", &id, "events"])?
-            .timeout(Duration::MAX)
             .header(ACCEPT, EVENT_STREAM);
         if let Some(after) = after {
             request = request.header("Last-Event-ID", after.to_string());
@@ -293,7 +295,7 @@ impl Client {
     /// with the JSON Deployment instead (an idempotent repeat may) is followed
     /// through the events endpoint, which starts with the same Deployment.
     async fn create_stream(&self, request: RequestBuilder) -> Result<EventStream, ClientError> {
-        let request = request.timeout(Duration::MAX).header(ACCEPT, EVENT_STREAM);
+        let request = request.header(ACCEPT, EVENT_STREAM);
         let response = self.send(request).await?;
         if is_event_stream(&response) {
             return Ok(stream::parse_sse(response));
@@ -322,11 +324,7 @@ impl Client {
                 path.push(segment);
             }
         }
-        let request = self
-            .http
-            .request(method, url)
-            .timeout(REQUEST_TIMEOUT)
-            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        let request = self.http.request(method, url);
         Ok(match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -334,6 +332,9 @@ impl Client {
     }
 
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let request = request
+            .timeout(REQUEST_TIMEOUT)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
         json(self.send(request).await?).await
     }
 
@@ -375,17 +376,15 @@ fn transport(error: reqwest::Error) -> ClientError {
     ClientError::Unreachable(error_chain(&error))
 }
 
-/// reqwest's own message is only the outer layer ("error sending request");
-/// the cause (connection refused, reset) is what a user needs to see.
+/// reqwest's own message is the outer layer ("error sending request for
+/// url …"); the innermost cause (connection refused, reset, timed out) is
+/// what a user needs to see.
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    let mut innermost = error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
     }
-    text
+    innermost.to_string()
 }
 
 /// Turn a non-2xx answer into an error: our body when there is one,

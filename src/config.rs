@@ -84,6 +84,12 @@ pub struct DeployConfig {
     #[serde(with = "duration")]
     pub idle_actor_after: Duration,
     pub keep_per_target: u32,
+    /// Compaction never deletes a deployment or version younger than this.
+    #[serde(with = "duration")]
+    pub keep_min_age: Duration,
+    /// How often the background compaction runs.
+    #[serde(with = "duration")]
+    pub compact_every: Duration,
     /// How long a cancelled step gets between SIGTERM and SIGKILL.
     #[serde(with = "duration")]
     pub kill_grace: Duration,

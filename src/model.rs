@@ -165,6 +165,13 @@ pub struct TargetView {
     pub queued: Vec<Deployment>,
 }
 
+/// The current time at the precision the stores keep (microseconds), so a
+/// value read back equals the value written.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Cut `text` to at most [`MAX_ERROR_BYTES`] on a UTF-8 boundary.
 pub fn clip_error(text: &str) -> String {
     if text.len() <= MAX_ERROR_BYTES {

@@ -1,25 +1,39 @@
 //! Wiring: open the store, reconcile, start the supervisor, serve HTTP until
 //! the shutdown signal, then shut down in order.
 //!
-//! Start-up reconciles before it serves: expired leases become `interrupted`
-//! and targets with durable `queued` rows get their actor, which resumes them.
+//! Start-up reconciles before it serves: expired leases and overdue phases
+//! are settled, and targets with durable `queued` rows get their actor back,
+//! which resumes them in order. Shutdown: stop taking work, end open streams,
+//! give running steps `server.shutdown_grace`, then stop them and mark their
+//! deployments `interrupted`; queued ones stay queued for the next start.
 
 use crate::app_actor::Shared;
 use crate::config::Config;
 use crate::events::EventHub;
 use crate::http::{self, AppState};
 use crate::machine::{Authority, State};
+use crate::model::now;
 use crate::source::{ExtractLimits, SourceStore};
 use crate::store::{
-    Change, DynStore, StoreError, VersionChange, postgres::PgStore, sqlite::SqliteStore,
+    Change, DynStore, LeaseInfo, StoreError, VersionChange, postgres::PgStore, sqlite::SqliteStore,
 };
 use crate::supervisor::SupervisorHandle;
 use anyhow::Context;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How long past a phase's deadline (and the kill grace) reconciliation
+/// leaves a live owner to fail its own phase before doing it.
+const OWNER_MARGIN: Duration = Duration::from_secs(5);
+/// The reaper runs at a third of the lease, and at least this often (phase
+/// deadlines do not depend on the lease).
+const REAPER_MAX_PERIOD: Duration = Duration::from_secs(5);
+/// How often shutdown checks whether the running steps are done.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
 /// Serve deployd on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -28,7 +42,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&config.server.data_dir)?;
-    let store = open_store(&config, &data_dir).await?;
+    let store = crate::metrics::TimedStore::wrap(open_store(&config, &data_dir).await?);
     let sources = SourceStore::new(
         data_dir.join("sources"),
         config.limits.upload_bytes,
@@ -45,36 +59,44 @@ pub async fn serve(
         config: Arc::new(config),
         instance: uuid::Uuid::now_v7().to_string(),
         data_dir,
+        stopping: CancellationToken::new(),
     });
     tracing::info!(instance = %shared.instance, "reconciling before serving");
-    reap_expired(&shared)
+    reconcile(&shared)
         .await
         .context("start-up reconciliation failed")?;
     let (supervisor, _) = SupervisorHandle::start(shared.clone()).await?;
     for (app, cluster) in shared.store.queued_targets().await? {
-        supervisor.target(&app, &cluster).await?;
+        supervisor.wake(&app, &cluster).await?;
     }
-    let stop = CancellationToken::new();
-    tokio::spawn(reaper(shared.clone(), stop.clone()));
+    tokio::spawn(reaper(shared.clone()));
+    let every = shared.config.deploy.compact_every;
+    tokio::spawn(crate::compaction::run(
+        shared.clone(),
+        every,
+        shared.stopping.clone(),
+    ));
 
     let router = http::router(AppState {
         shared: shared.clone(),
         supervisor: supervisor.clone(),
     });
-    let hub = shared.hub.clone();
-    let stopping = stop.clone();
+    let stopping = shared.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: ending open streams");
-            stopping.cancel();
+            tracing::info!("shutting down: no new work, ending open streams");
+            stopping.stopping.cancel();
             // Open SSE streams would otherwise hold graceful shutdown forever.
-            hub.close();
+            stopping.hub.close();
         })
         .await
         .context("the HTTP server failed")?;
-    stop.cancel();
+    let grace = shared.config.server.shutdown_grace;
+    tracing::info!(grace = %humantime::format_duration(grace), "waiting for running steps");
+    wait_for_running(&shared, grace).await;
     supervisor.stop().await;
+    interrupt_owned(&shared).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -111,51 +133,110 @@ async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<DynStore
     Ok(store)
 }
 
+/// Until the grace runs out, wait for this instance's running deployments.
+async fn wait_for_running(shared: &Shared, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        match shared.store.owned_by(&shared.instance).await {
+            Ok(running) if running.is_empty() => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot see running deployments; not waiting");
+                return;
+            }
+        }
+        tokio::time::sleep(SHUTDOWN_POLL).await;
+    }
+}
+
+/// Mark what this instance still runs `interrupted`: the record says exactly
+/// what happened. The actors were stopped, which stopped their steps.
+async fn interrupt_owned(shared: &Shared) {
+    let owned = match shared.store.owned_by(&shared.instance).await {
+        Ok(owned) => owned,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mark running deployments interrupted; their leases will lapse");
+            return;
+        }
+    };
+    for lease in owned {
+        let error = format!(
+            "interrupted during {}: deployd shut down",
+            lease.deployment.state
+        );
+        settle(shared, &lease, State::Interrupted, &error).await;
+    }
+}
+
 /// Every lease period / 3, free targets whose running deployment's owner
-/// stopped renewing its lease (a crashed or partitioned instance).
-async fn reaper(shared: Arc<Shared>, stop: CancellationToken) {
-    let every = shared.config.deploy.lease / 3;
+/// stopped renewing its lease, and end phases past their stored deadline.
+async fn reaper(shared: Arc<Shared>) {
+    let every = (shared.config.deploy.lease / 3).min(REAPER_MAX_PERIOD);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = shared.stopping.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = reap_expired(&shared).await {
-            tracing::warn!(error = %e, "lease reaper failed; will try again");
+        if let Err(e) = reconcile(&shared).await {
+            tracing::warn!(error = %e, "reconciliation failed; will try again");
         }
     }
 }
 
-/// Mark running deployments whose lease expired `interrupted`, with an event
-/// naming the phase and the instance that held them.
-pub async fn reap_expired(shared: &Shared) -> Result<usize, StoreError> {
-    let now = chrono::Utc::now();
-    let mut reaped = 0;
+/// Settle what no live owner will: running deployments whose lease expired
+/// become `interrupted` (naming the phase and the instance), and those past
+/// their phase deadline (stored when the phase began, so it survives a
+/// restart) become `failed`. Their leftover step processes are killed.
+pub async fn reconcile(shared: &Shared) -> Result<usize, StoreError> {
+    let now = now();
+    let mut settled = 0;
     for lease in shared.store.expired_leases(now).await? {
-        let d = &lease.deployment;
         let owner = lease.owner.as_deref().unwrap_or("unknown");
         let error = format!(
             "interrupted during {}: instance {owner} stopped renewing its lease",
-            d.state
+            lease.deployment.state
         );
-        let Ok(change) = Change::new(
-            d,
-            State::Interrupted,
-            Authority::Reconciler,
-            VersionChange::Keep,
-            now,
-        ) else {
-            continue;
-        };
-        match shared.store.transition(change.with_error(&error)).await {
-            Ok(applied) => {
-                tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "reaped");
-                shared.hub.publish(&[applied.event]);
-                reaped += 1;
-            }
-            Err(StoreError::Stale { .. }) => {}
-            Err(e) => return Err(e),
+        settled += settle(shared, &lease, State::Interrupted, &error).await as usize;
+    }
+    // A live owner fails its own timed-out phase; give it the kill grace first.
+    let margin = shared.config.deploy.kill_grace + OWNER_MARGIN;
+    for lease in shared.store.overdue_phases(now - margin).await? {
+        let error = format!(
+            "{} timed out (deadline passed)",
+            step_name(lease.deployment.state)
+        );
+        settled += settle(shared, &lease, State::Failed, &error).await as usize;
+    }
+    Ok(settled)
+}
+
+fn step_name(state: State) -> &'static str {
+    match state {
+        State::Building => "build step",
+        State::Pushing => "push step",
+        _ => "activate step",
+    }
+}
+
+/// End one running deployment on behalf of reconciliation; true if this
+/// call did it (a compare-and-set: a live owner may have got there first).
+async fn settle(shared: &Shared, lease: &LeaseInfo, to: State, error: &str) -> bool {
+    let d = &lease.deployment;
+    let Ok(change) = Change::new(d, to, Authority::Reconciler, VersionChange::Keep, now()) else {
+        return false;
+    };
+    match shared.store.transition(change.with_error(error)).await {
+        Ok(applied) => {
+            tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "settled by reconciliation");
+            shared.hub.publish(&[applied.event]);
+            crate::metrics::global().deployment_finished(to);
+            crate::pipeline::kill_orphans(d.id);
+            true
+        }
+        Err(StoreError::Stale { .. }) => false,
+        Err(e) => {
+            tracing::warn!(deployment = %d.id, error = %e, "could not settle a deployment");
+            false
         }
     }
-    Ok(reaped)
 }

@@ -1,21 +1,41 @@
 //! The Supervisor: one per process. It resolves (app, cluster) to that
-//! target's [`AppActor`], spawning it linked on first use, and hears when one
-//! stops or fails.
+//! target's [`AppActor`], spawning it linked on first use, and decides what
+//! happens when one stops or fails — all in one `match` in
+//! `handle_supervisor_evt` (ractor's default would stop the supervisor itself
+//! when any child exits).
 //!
-//! What must stay true: exactly one live actor per target in this process, so
-//! the target's mailbox is the only place its deployments change here. The
-//! supervisor overrides `handle_supervisor_evt`; ractor's default would stop
-//! the supervisor itself when any child exits.
+//! What must stay true:
+//! - at most one *accepting* actor per target in this process: a draining
+//!   (passivating) actor is replaced in the registry, and requests it refused
+//!   are resent to the new one, so none is lost;
+//! - when an actor panics, its running deployment is failed with the panic's
+//!   message and its step is killed; the actor is restarted if work waits,
+//!   within a restart budget (OTP style), after which the target is degraded
+//!   (503) until the period passes; other targets are untouched.
 
-use crate::app_actor::{AppActor, AppHandle, AppMsg, Args, Shared, TargetError};
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+use crate::app_actor::{
+    ActorStats, AppActor, AppHandle, AppMsg, Args, Shared, Submit, Submitted, TargetError,
 };
-use std::collections::HashMap;
+use crate::machine::{Authority, State};
+use crate::model::Deployment;
+use crate::store::{Change, VersionChange};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
+    SupervisionEvent,
+};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request refused by a passivating actor is resent at most this often.
+const RESEND_ATTEMPTS: usize = 5;
+/// The restart budget: more than `RESTARTS` crashes within `PERIOD` degrade
+/// the target until the oldest of them is `PERIOD` old.
+const RESTARTS: usize = 5;
+const PERIOD: Duration = Duration::from_secs(60);
 
 type Target = (String, String);
 
@@ -25,11 +45,26 @@ pub struct SupervisorHandle {
     actor: ActorRef<SupMsg>,
 }
 
-/// What the supervisor knows of one resident actor.
+/// What `/v1/supervisor` shows of one resident actor.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ResidentActor {
     pub app: String,
     pub cluster: String,
+    pub running: Option<Uuid>,
+    pub queue_length: usize,
+    /// Requests sent to the actor that it has not taken up yet.
+    pub mailbox_length: usize,
+    pub restarts: usize,
+    pub idle_seconds: f64,
+}
+
+/// A target that crashed more often than the restart budget allows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DegradedTarget {
+    pub app: String,
+    pub cluster: String,
+    pub crashes: usize,
+    pub retry_after_seconds: u64,
 }
 
 impl SupervisorHandle {
@@ -41,18 +76,77 @@ impl SupervisorHandle {
         Ok((SupervisorHandle { actor }, join))
     }
 
-    /// The actor of (app, cluster), spawned if it is not resident.
-    pub async fn target(&self, app: &str, cluster: &str) -> Result<AppHandle, TargetError> {
+    /// Hand a deploy or rollback to the target's actor.
+    pub async fn submit(
+        &self,
+        app: &str,
+        cluster: &str,
+        submit: Submit,
+    ) -> Result<Submitted, TargetError> {
+        self.with_target(app, cluster, |target| {
+            let submit = submit.clone();
+            async move { target.submit(submit).await }
+        })
+        .await
+    }
+
+    /// Cancel deployment `id` of the target.
+    pub async fn cancel(
+        &self,
+        app: &str,
+        cluster: &str,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Deployment, TargetError> {
+        self.with_target(app, cluster, |target| {
+            let reason = reason.clone();
+            async move { target.cancel(id, reason).await }
+        })
+        .await
+    }
+
+    /// Make sure the target has a resident actor (it resumes queued work).
+    pub async fn wake(&self, app: &str, cluster: &str) -> Result<(), TargetError> {
+        self.resolve(app, cluster).await.map(drop)
+    }
+
+    /// Run `request` against the target's actor; if the actor was
+    /// passivating and did not take it, resend it to a fresh one.
+    async fn with_target<T, F, Fut>(
+        &self,
+        app: &str,
+        cluster: &str,
+        request: F,
+    ) -> Result<T, TargetError>
+    where
+        F: Fn(AppHandle) -> Fut,
+        Fut: Future<Output = Result<T, TargetError>>,
+    {
+        for _ in 0..RESEND_ATTEMPTS {
+            match request(self.resolve(app, cluster).await?).await {
+                Err(TargetError::Retry) => tokio::task::yield_now().await,
+                answer => return answer,
+            }
+        }
+        Err(TargetError::Unavailable(
+            "the target's actor kept stopping".to_string(),
+        ))
+    }
+
+    async fn resolve(&self, app: &str, cluster: &str) -> Result<AppHandle, TargetError> {
         let key = (app.to_string(), cluster.to_string());
         match self
             .actor
             .call(|reply| SupMsg::Resolve(key, reply), Some(CALL_TIMEOUT))
             .await
         {
-            Ok(ractor::rpc::CallResult::Success(Ok(actor))) => Ok(AppHandle::new(actor)),
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(TargetError::Unavailable(e)),
-            Ok(other) => Err(TargetError::Unavailable(format!("supervisor: {other:?}"))),
-            Err(e) => Err(TargetError::Unavailable(format!("supervisor: {e}"))),
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+            Ok(_) => Err(TargetError::Unavailable(
+                "the supervisor did not answer".to_string(),
+            )),
+            Err(e) => Err(TargetError::Unavailable(format!(
+                "the supervisor is not running: {e}"
+            ))),
         }
     }
 
@@ -64,28 +158,47 @@ impl SupervisorHandle {
         }
     }
 
-    /// Whether the supervisor is running.
-    pub fn is_alive(&self) -> bool {
-        matches!(self.actor.get_status(), ractor::ActorStatus::Running)
+    /// Targets refusing requests after too many crashes.
+    pub async fn degraded(&self) -> Vec<DegradedTarget> {
+        match self.actor.call(SupMsg::Degraded, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(list)) => list,
+            _ => Vec::new(),
+        }
     }
 
-    /// Stop the supervisor and, with it, every target actor.
+    /// Whether the supervisor is running.
+    pub fn is_alive(&self) -> bool {
+        self.actor.get_status() == ActorStatus::Running
+    }
+
+    /// Stop every target actor (their running steps are stopped), then the
+    /// supervisor itself.
     pub async fn stop(&self) {
+        let _ = self.actor.call(SupMsg::StopAll, Some(CALL_TIMEOUT)).await;
         let _ = self.actor.stop_and_wait(None, Some(CALL_TIMEOUT)).await;
     }
 }
 
 pub enum SupMsg {
-    Resolve(Target, RpcReplyPort<Result<ActorRef<AppMsg>, String>>),
+    Resolve(Target, RpcReplyPort<Result<AppHandle, TargetError>>),
     Resident(RpcReplyPort<Vec<ResidentActor>>),
+    Degraded(RpcReplyPort<Vec<DegradedTarget>>),
+    StopAll(RpcReplyPort<()>),
 }
 
 struct Supervisor;
 
 struct Registry {
     shared: Arc<Shared>,
-    targets: HashMap<Target, ActorRef<AppMsg>>,
+    targets: HashMap<Target, Resident>,
     by_id: HashMap<ActorId, Target>,
+    /// Recent crash times per target, for the restart budget.
+    crashes: HashMap<Target, VecDeque<Instant>>,
+}
+
+struct Resident {
+    actor: ActorRef<AppMsg>,
+    stats: Arc<ActorStats>,
 }
 
 impl Actor for Supervisor {
@@ -102,6 +215,7 @@ impl Actor for Supervisor {
             shared,
             targets: HashMap::new(),
             by_id: HashMap::new(),
+            crashes: HashMap::new(),
         })
     }
 
@@ -117,25 +231,39 @@ impl Actor for Supervisor {
                 let _ = reply.send(answer);
             }
             SupMsg::Resident(reply) => {
-                let list = state
-                    .targets
-                    .keys()
-                    .map(|(app, cluster)| ResidentActor {
-                        app: app.clone(),
-                        cluster: cluster.clone(),
+                let _ = reply.send(state.resident());
+            }
+            SupMsg::Degraded(reply) => {
+                let targets: Vec<Target> = state.crashes.keys().cloned().collect();
+                let degraded = targets
+                    .into_iter()
+                    .filter_map(|target| {
+                        let retry_after = state.degraded(&target)?;
+                        let crashes = state.crashes.get(&target).map_or(0, VecDeque::len);
+                        Some(DegradedTarget {
+                            app: target.0,
+                            cluster: target.1,
+                            crashes,
+                            retry_after_seconds: retry_after.as_secs().max(1),
+                        })
                     })
                     .collect();
-                let _ = reply.send(list);
+                let _ = reply.send(degraded);
+            }
+            SupMsg::StopAll(reply) => {
+                for resident in state.targets.values() {
+                    resident.actor.stop(Some("shutting down".to_string()));
+                }
+                let _ = reply.send(());
             }
         }
         Ok(())
     }
 
-    /// Every child exit is handled here, explicitly; the supervisor itself
-    /// keeps running whatever a child does.
+    /// Every child exit is decided here; the supervisor itself keeps running.
     async fn handle_supervisor_evt(
         &self,
-        _: ActorRef<SupMsg>,
+        myself: ActorRef<SupMsg>,
         event: SupervisionEvent,
         state: &mut Registry,
     ) -> Result<(), ActorProcessingErr> {
@@ -146,8 +274,14 @@ impl Actor for Supervisor {
                 }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some((app, cluster)) = state.forget(&cell) {
-                    tracing::error!(%app, %cluster, %error, "target actor failed");
+                if let Some(target) = state.forget(&cell) {
+                    let (app, cluster) = target.clone();
+                    let restarts = state.record_crash(&target);
+                    crate::metrics::global().actor_restarted();
+                    tracing::error!(%app, %cluster, %error, restarts, "target actor crashed");
+                    let shared = state.shared.clone();
+                    let supervisor = SupervisorHandle { actor: myself };
+                    tokio::spawn(recover(shared, supervisor, target, error.to_string()));
                 }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
@@ -156,36 +290,152 @@ impl Actor for Supervisor {
     }
 }
 
+/// After a crash: fail the deployment the actor was running (its step was
+/// killed when the actor's state dropped), then restart the actor if work is
+/// queued — unless the target is degraded, in which case the next request
+/// after the budget period restarts it.
+async fn recover(shared: Arc<Shared>, supervisor: SupervisorHandle, target: Target, error: String) {
+    let (app, cluster) = &target;
+    let message = format!("the target's actor crashed: {error}");
+    if let Ok(owned) = shared.store.owned_by(&shared.instance).await {
+        for lease in owned
+            .iter()
+            .filter(|l| &l.deployment.app == app && &l.deployment.cluster == cluster)
+        {
+            let d = &lease.deployment;
+            crate::pipeline::kill_orphans(d.id);
+            let Ok(change) = Change::new(
+                d,
+                State::Failed,
+                Authority::Actor,
+                VersionChange::Keep,
+                crate::model::now(),
+            ) else {
+                continue;
+            };
+            match shared.store.transition(change.with_error(&message)).await {
+                Ok(applied) => {
+                    shared.hub.publish(&[applied.event]);
+                    crate::metrics::global().deployment_finished(State::Failed);
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = %d.id, error = %e, "could not fail the crashed actor's deployment")
+                }
+            }
+        }
+    }
+    match shared.store.target(app, cluster).await {
+        Ok(view) if !view.queued.is_empty() => {
+            if let Err(e) = supervisor.wake(app, cluster).await {
+                tracing::warn!(%app, %cluster, error = %e, "not restarting the target's actor");
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Registry {
     async fn resolve(
         &mut self,
         supervisor: ActorCell,
         target: Target,
-    ) -> Result<ActorRef<AppMsg>, String> {
-        if let Some(actor) = self.targets.get(&target) {
-            return Ok(actor.clone());
+    ) -> Result<AppHandle, TargetError> {
+        if let Some(retry_after) = self.degraded(&target) {
+            return Err(TargetError::Degraded { retry_after });
         }
+        if let Some(resident) = self.targets.get(&target) {
+            // A passivating actor refuses new work; a fresh one takes its place.
+            if matches!(
+                resident.actor.get_status(),
+                ActorStatus::Running | ActorStatus::Starting
+            ) {
+                return Ok(AppHandle::new(
+                    resident.actor.clone(),
+                    resident.stats.clone(),
+                ));
+            }
+        }
+        let stats = Arc::new(ActorStats::default());
         let args = Args {
             shared: self.shared.clone(),
             app: target.0.clone(),
             cluster: target.1.clone(),
+            stats: stats.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, AppActor, args, supervisor)
             .await
             .map_err(|e| {
-                format!(
+                TargetError::Unavailable(format!(
                     "could not start the actor of {}/{}: {e}",
                     target.0, target.1
-                )
+                ))
             })?;
         self.by_id.insert(actor.get_id(), target.clone());
-        self.targets.insert(target, actor.clone());
-        Ok(actor)
+        let handle = AppHandle::new(actor.clone(), stats.clone());
+        self.targets.insert(target, Resident { actor, stats });
+        Ok(handle)
     }
 
+    /// Forget an actor that exited; the registry keeps a newer actor of the
+    /// same target if one already took its place.
     fn forget(&mut self, cell: &ActorCell) -> Option<Target> {
         let target = self.by_id.remove(&cell.get_id())?;
-        self.targets.remove(&target);
+        if self
+            .targets
+            .get(&target)
+            .is_some_and(|r| r.actor.get_id() == cell.get_id())
+        {
+            self.targets.remove(&target);
+        }
         Some(target)
+    }
+
+    /// Count a crash; returns how many fell within the budget period.
+    fn record_crash(&mut self, target: &Target) -> usize {
+        let crashes = self.crashes.entry(target.clone()).or_default();
+        let now = Instant::now();
+        crashes.retain(|at| now.duration_since(*at) < PERIOD);
+        crashes.push_back(now);
+        crashes.len()
+    }
+
+    /// Degraded: more than the budget's crashes in the period. Returns how
+    /// long until the target takes requests again.
+    fn degraded(&mut self, target: &Target) -> Option<Duration> {
+        let crashes = self.crashes.get_mut(target)?;
+        let now = Instant::now();
+        crashes.retain(|at| now.duration_since(*at) < PERIOD);
+        if crashes.is_empty() {
+            self.crashes.remove(target);
+            return None;
+        }
+        let oldest = *crashes.front()?;
+        (crashes.len() > RESTARTS).then(|| PERIOD - now.duration_since(oldest))
+    }
+
+    fn resident(&self) -> Vec<ResidentActor> {
+        self.targets
+            .iter()
+            .map(|((app, cluster), resident)| {
+                let stats = &resident.stats;
+                ResidentActor {
+                    app: app.clone(),
+                    cluster: cluster.clone(),
+                    running: *stats.running.lock().expect("stats lock"),
+                    queue_length: stats.queued.load(Ordering::Relaxed),
+                    mailbox_length: stats.pending.load(Ordering::Relaxed),
+                    restarts: self
+                        .crashes
+                        .get(&(app.clone(), cluster.clone()))
+                        .map_or(0, VecDeque::len),
+                    idle_seconds: stats
+                        .last_active
+                        .lock()
+                        .expect("stats lock")
+                        .elapsed()
+                        .as_secs_f64(),
+                }
+            })
+            .collect()
     }
 }

@@ -7,22 +7,28 @@
 //!   compare-and-set, and is broadcast only after it was stored;
 //! - long work never runs in `handle`: a phase runs in a task the actor holds
 //!   ([`phase`]), which reports back with [`AppMsg::PhaseDone`];
-//! - a phase result for a deployment that is no longer running here is ignored.
+//! - a phase result for a deployment that is no longer running here is ignored;
+//! - an actor passivates only when idle, by draining itself: a request that
+//!   reaches it while it drains is answered [`TargetError::Retry`], and the
+//!   supervisor hands it to a fresh actor, so no message is lost;
+//! - if the actor dies (a panic), its running step is killed by the drop guard.
 
 mod phase;
+mod target;
 
-use crate::config::{ConflictPolicy, StepConfig};
-use crate::machine::{Authority, Kind, State};
-use crate::model::{Deployment, EventData, GitInfo, QueuedInfo, Truncated, VersionInfo};
+use crate::config::ConflictPolicy;
+use crate::machine::{Kind, State};
+use crate::model::{Deployment, GitInfo, VersionInfo};
 use crate::pipeline::OutputCap;
-use crate::store::{Change, Created, Lease, NewDeployment, StoreError, VersionChange};
+use crate::store::StoreError;
+use phase::PhaseResult;
 pub use phase::Shared;
-use phase::{PhaseJob, PhaseResult};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use std::time::{Duration, Instant};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 /// How long a caller waits for the actor's answer before giving up.
@@ -66,6 +72,13 @@ pub enum TargetError {
     IdempotencyMismatch,
     #[error("the target's actor is not answering: {0}")]
     Unavailable(String),
+    /// The actor is passivating and did not handle the request: send it to
+    /// a fresh actor.
+    #[error("the target's actor is stopping; retry")]
+    Retry,
+    /// The target's actor crashed too often; requests wait until `until`.
+    #[error("the target is degraded after repeated actor crashes")]
+    Degraded { retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,11 +87,12 @@ pub enum TargetError {
 #[derive(Clone)]
 pub struct AppHandle {
     actor: ActorRef<AppMsg>,
+    stats: Arc<ActorStats>,
 }
 
 impl AppHandle {
-    pub fn new(actor: ActorRef<AppMsg>) -> AppHandle {
-        AppHandle { actor }
+    pub fn new(actor: ActorRef<AppMsg>, stats: Arc<ActorStats>) -> AppHandle {
+        AppHandle { actor, stats }
     }
 
     pub async fn submit(&self, submit: Submit) -> Result<Submitted, TargetError> {
@@ -98,15 +112,21 @@ impl AppHandle {
         &self,
         message: impl FnOnce(RpcReplyPort<Result<T, TargetError>>) -> AppMsg,
     ) -> Result<T, TargetError> {
-        match self.actor.call(message, Some(CALL_TIMEOUT)).await {
+        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        let answer = self.actor.call(message, Some(CALL_TIMEOUT)).await;
+        match answer {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
             Ok(ractor::rpc::CallResult::Timeout) => {
                 Err(TargetError::Unavailable("timed out".to_string()))
             }
-            Ok(ractor::rpc::CallResult::SenderError) => {
-                Err(TargetError::Unavailable("the actor stopped".to_string()))
+            Ok(ractor::rpc::CallResult::SenderError) => Err(TargetError::Unavailable(
+                "the actor stopped while handling the request".to_string(),
+            )),
+            // Never enqueued: the actor is draining or gone. Safe to resend.
+            Err(_) => {
+                self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                Err(TargetError::Retry)
             }
-            Err(e) => Err(TargetError::Unavailable(e.to_string())),
         }
     }
 }
@@ -127,6 +147,8 @@ pub enum AppMsg {
     RenewLease,
     /// Try again to start the head of the queue.
     StartNext,
+    /// Passivate if still idle since the check numbered `generation` was set.
+    IdleCheck(u64),
 }
 
 impl std::fmt::Debug for AppMsg {
@@ -137,6 +159,7 @@ impl std::fmt::Debug for AppMsg {
             AppMsg::PhaseDone { id, phase, .. } => write!(f, "PhaseDone({id}, {phase})"),
             AppMsg::RenewLease => f.write_str("RenewLease"),
             AppMsg::StartNext => f.write_str("StartNext"),
+            AppMsg::IdleCheck(g) => write!(f, "IdleCheck({g})"),
         }
     }
 }
@@ -147,6 +170,29 @@ pub struct Args {
     pub shared: Arc<Shared>,
     pub app: String,
     pub cluster: String,
+    pub stats: Arc<ActorStats>,
+}
+
+/// What the supervisor can see of an actor without asking it (asking would
+/// make the supervisor wait on a busy target).
+#[derive(Debug)]
+pub struct ActorStats {
+    /// Requests sent to the actor and not yet taken from its mailbox.
+    pub pending: AtomicUsize,
+    pub queued: AtomicUsize,
+    pub running: Mutex<Option<Uuid>>,
+    pub last_active: Mutex<Instant>,
+}
+
+impl Default for ActorStats {
+    fn default() -> ActorStats {
+        ActorStats {
+            pending: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            running: Mutex::new(None),
+            last_active: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 pub struct TargetState {
@@ -156,6 +202,11 @@ pub struct TargetState {
     running: Option<Running>,
     queue: VecDeque<Deployment>,
     lease_timer: Option<tokio::task::JoinHandle<()>>,
+    stats: Arc<ActorStats>,
+    /// Set once the actor decided to passivate; requests get `Retry`.
+    draining: bool,
+    /// Only the newest scheduled idle check may passivate the actor.
+    idle_generation: u64,
 }
 
 /// The deployment whose phases this actor is running.
@@ -167,6 +218,10 @@ struct Running {
     previous: Option<VersionInfo>,
     /// The artifact a rollback re-activates.
     rollback_artifact: Option<String>,
+    /// When the current phase began, for the phase-duration metric.
+    phase_since: chrono::DateTime<chrono::Utc>,
+    /// Cancels the step if this state is dropped without a clean stop (a panic).
+    _kill_on_drop: DropGuard,
 }
 
 impl Actor for AppActor {
@@ -186,6 +241,9 @@ impl Actor for AppActor {
             running: None,
             queue: VecDeque::new(),
             lease_timer: None,
+            stats: args.stats,
+            draining: false,
+            idle_generation: 0,
         })
     }
 
@@ -201,6 +259,7 @@ impl Actor for AppActor {
             .target(&state.app, &state.cluster)
             .await?;
         state.queue = view.queued.into();
+        state.publish_stats();
         if view.running.is_some() {
             // Held by another instance, or by a dead one the reaper will free.
             myself.send_after(state.shared.config.deploy.lease / 3, || AppMsg::StartNext);
@@ -216,21 +275,41 @@ impl Actor for AppActor {
         message: AppMsg,
         state: &mut TargetState,
     ) -> Result<(), ActorProcessingErr> {
+        if matches!(
+            message,
+            AppMsg::Submit(..) | AppMsg::Cancel(..) | AppMsg::PhaseDone { .. }
+        ) {
+            *state.stats.last_active.lock().expect("stats lock") = Instant::now();
+        }
         match message {
             AppMsg::Submit(submit, reply) => {
-                let answer = state.submit(&myself, *submit).await;
+                state.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                #[cfg(feature = "test-hooks")]
+                if submit.message == TEST_PANIC {
+                    panic!("injected by a test: {TEST_PANIC}");
+                }
+                let answer = match state.draining {
+                    true => Err(TargetError::Retry),
+                    false => state.submit(&myself, *submit).await,
+                };
                 let _ = reply.send(answer);
             }
             AppMsg::Cancel(id, reason, reply) => {
-                let answer = state.cancel(&myself, id, reason).await;
+                state.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                let answer = match state.draining {
+                    true => Err(TargetError::Retry),
+                    false => state.cancel(&myself, id, reason).await,
+                };
                 let _ = reply.send(answer);
             }
             AppMsg::PhaseDone { id, phase, result } => {
                 state.phase_done(&myself, id, phase, result).await
             }
-            AppMsg::RenewLease => state.renew_lease().await,
+            AppMsg::RenewLease => state.renew_lease(&myself).await,
             AppMsg::StartNext => state.start_next(&myself).await,
+            AppMsg::IdleCheck(generation) => state.idle_check(&myself, generation),
         }
+        state.publish_stats();
         Ok(())
     }
 
@@ -249,510 +328,7 @@ impl Actor for AppActor {
     }
 }
 
-impl TargetState {
-    async fn submit(
-        &mut self,
-        myself: &ActorRef<AppMsg>,
-        submit: Submit,
-    ) -> Result<Submitted, TargetError> {
-        let store = self.shared.store.clone();
-        if let Some(key) = &submit.idempotency_key
-            && let Some((deployment, hash)) = store
-                .find_by_idempotency_key(&self.app, &self.cluster, key)
-                .await?
-        {
-            if hash != submit.request_hash {
-                return Err(TargetError::IdempotencyMismatch);
-            }
-            return Ok(Submitted {
-                deployment,
-                repeated: true,
-            });
-        }
-        let rollback_to = match submit.kind {
-            Kind::Rollback => Some(self.rollback_target(submit.version.as_deref()).await?),
-            Kind::Deploy => None,
-        };
-        let holder = self.holder();
-        if let (Some(holder), ConflictPolicy::Reject) = (holder, submit.policy) {
-            return Err(TargetError::InProgress(Box::new(holder.clone())));
-        }
-        let new = NewDeployment {
-            id: Uuid::now_v7(),
-            app: self.app.clone(),
-            cluster: self.cluster.clone(),
-            kind: submit.kind,
-            source: submit.source,
-            rollback_to: rollback_to.map(|v| v.version),
-            git: submit.git,
-            message: submit.message,
-            deployed_by: submit.deployed_by,
-            idempotency_key: submit.idempotency_key,
-            request_hash: submit.request_hash.clone(),
-            created_at: chrono::Utc::now(),
-        };
-        let deployment = match store.create(new).await? {
-            Created::New(deployment) => deployment,
-            // Another instance created it under the same key meanwhile.
-            Created::Existing {
-                deployment,
-                same_request,
-            } => {
-                if !same_request {
-                    return Err(TargetError::IdempotencyMismatch);
-                }
-                return Ok(Submitted {
-                    deployment,
-                    repeated: true,
-                });
-            }
-        };
-        if let Ok(first) = store.events_after(deployment.id, 0, 1).await {
-            self.shared.hub.publish(&first);
-        }
-        if holder.is_some() && submit.policy == ConflictPolicy::Supersede {
-            self.supersede(deployment.id).await;
-        }
-        // The deployment directly ahead of the new one, if any.
-        let waiting_for = self
-            .queue
-            .back()
-            .map(|d| d.id)
-            .or(self.running.as_ref().map(|r| r.deployment.id));
-        self.queue.push_back(deployment.clone());
-        match waiting_for {
-            Some(waiting_for) => {
-                let position = self.queue.len() as i64;
-                let info = QueuedInfo {
-                    position,
-                    waiting_for,
-                };
-                let _ = self
-                    .shared
-                    .hub
-                    .append(deployment.id, &[EventData::Queued(info)])
-                    .await;
-            }
-            None => self.start_next(myself).await,
-        }
-        let deployment = store.get(deployment.id).await?.unwrap_or(deployment);
-        Ok(Submitted {
-            deployment,
-            repeated: false,
-        })
-    }
-
-    /// The deployment a new request would wait for: the running one, else the
-    /// head of the queue.
-    fn holder(&self) -> Option<&Deployment> {
-        self.running
-            .as_ref()
-            .map(|r| &r.deployment)
-            .or(self.queue.front())
-    }
-
-    async fn rollback_target(&self, version: Option<&str>) -> Result<VersionInfo, TargetError> {
-        let store = &self.shared.store;
-        let found = match version {
-            Some(v) => store.version(&self.app, v).await?,
-            None => store.previous_version(&self.app, &self.cluster).await?,
-        };
-        found.ok_or_else(|| TargetError::NotFound {
-            kind: "version",
-            what: match version {
-                Some(v) => format!("{v} of app {}", self.app),
-                None => format!(
-                    "active before the current one on {}/{}",
-                    self.app, self.cluster
-                ),
-            },
-        })
-    }
-
-    /// Cancel the running and every queued deployment in favour of `by`.
-    async fn supersede(&mut self, by: Uuid) {
-        for queued in std::mem::take(&mut self.queue) {
-            let _ = self
-                .end(&queued, State::Cancelled, "superseded", Some(by))
-                .await;
-        }
-        if let Some(running) = self.running.take() {
-            running.cancel.cancel();
-            let _ = self
-                .end(
-                    &running.deployment,
-                    State::Cancelled,
-                    "superseded",
-                    Some(by),
-                )
-                .await;
-            self.after_running_ended(running.deployment.id);
-        }
-    }
-
-    async fn cancel(
-        &mut self,
-        myself: &ActorRef<AppMsg>,
-        id: Uuid,
-        reason: Option<String>,
-    ) -> Result<Deployment, TargetError> {
-        let why = match &reason {
-            Some(reason) => format!("cancelled: {reason}"),
-            None => "cancelled".to_string(),
-        };
-        if self.running.as_ref().is_some_and(|r| r.deployment.id == id) {
-            let running = self.running.take().expect("checked above");
-            running.cancel.cancel();
-            let ended = self
-                .end(&running.deployment, State::Cancelled, &why, None)
-                .await;
-            self.after_running_ended(id);
-            self.start_next(myself).await;
-            return ended;
-        }
-        if let Some(at) = self.queue.iter().position(|d| d.id == id) {
-            let queued = self.queue.remove(at).expect("position is in range");
-            let ended = self.end(&queued, State::Cancelled, &why, None).await;
-            self.announce_positions().await;
-            return ended;
-        }
-        // Not ours to run: ended already, or held by another instance.
-        let deployment = self
-            .shared
-            .store
-            .get(id)
-            .await?
-            .ok_or(TargetError::NotFound {
-                kind: "deployment",
-                what: id.to_string(),
-            })?;
-        self.end(&deployment, State::Cancelled, &why, None).await
-    }
-
-    /// Move `deployment` to a terminal state through the machine and the store.
-    async fn end(
-        &self,
-        deployment: &Deployment,
-        to: State,
-        error: &str,
-        superseded_by: Option<Uuid>,
-    ) -> Result<Deployment, TargetError> {
-        let refused = |_| TargetError::InvalidTransition {
-            from: deployment.state,
-            to,
-        };
-        let mut change = Change::new(
-            deployment,
-            to,
-            Authority::Actor,
-            VersionChange::Keep,
-            chrono::Utc::now(),
-        )
-        .map_err(refused)?;
-        if to != State::Succeeded {
-            change = change.with_error(error);
-        }
-        if let Some(by) = superseded_by {
-            change = change.with_superseded_by(by);
-        }
-        match self.shared.store.transition(change).await {
-            Ok(applied) => {
-                self.shared.hub.publish(&[applied.event]);
-                Ok(applied.deployment)
-            }
-            Err(StoreError::Stale { current, .. }) => {
-                Err(TargetError::InvalidTransition { from: current, to })
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Start the head of the queue if nothing runs.
-    async fn start_next(&mut self, myself: &ActorRef<AppMsg>) {
-        while self.running.is_none() {
-            let Some(next) = self.queue.pop_front() else {
-                return;
-            };
-            match self.start(myself, &next).await {
-                Ok(()) => {
-                    self.announce_positions().await;
-                    return;
-                }
-                Err(TargetError::Store(
-                    StoreError::TargetBusy { .. } | StoreError::Unavailable(_),
-                )) => {
-                    // Another instance still holds the target, or the store is
-                    // away: keep the order and try again shortly.
-                    self.queue.push_front(next);
-                    myself.send_after(RETRY_AFTER, || AppMsg::StartNext);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(deployment = %next.id, error = %e, "could not start a queued deployment");
-                    let _ = self
-                        .end(&next, State::Failed, &format!("could not start: {e}"), None)
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn start(
-        &mut self,
-        myself: &ActorRef<AppMsg>,
-        queued: &Deployment,
-    ) -> Result<(), TargetError> {
-        let store = &self.shared.store;
-        let current = store.get(queued.id).await?.ok_or(TargetError::NotFound {
-            kind: "deployment",
-            what: queued.id.to_string(),
-        })?;
-        let view = store.target(&self.app, &self.cluster).await?;
-        let previous = match &view.active {
-            Some(active) => store.version(&self.app, &active.version).await?,
-            None => None,
-        };
-        let (version, rollback_artifact) = match (&current.kind, &current.rollback_to) {
-            (Kind::Rollback, Some(v)) => {
-                let info = self.rollback_target(Some(v)).await?;
-                (VersionChange::Set(info.version), Some(info.artifact))
-            }
-            _ => (VersionChange::Keep, None),
-        };
-        let first = current.kind.first_phase();
-        let refused = |_| TargetError::InvalidTransition {
-            from: current.state,
-            to: first,
-        };
-        let change = Change::new(
-            &current,
-            first,
-            Authority::Actor,
-            version,
-            chrono::Utc::now(),
-        )
-        .map_err(refused)?;
-        let change = self.with_lease_and_deadline(change);
-        let applied = store.transition(change).await?;
-        self.shared
-            .hub
-            .publish(std::slice::from_ref(&applied.event));
-        let cap = OutputCap::new(self.shared.config.limits.output_bytes_per_deployment);
-        self.running = Some(Running {
-            deployment: applied.deployment,
-            cancel: CancellationToken::new(),
-            cap: Arc::new(Mutex::new(cap)),
-            previous,
-            rollback_artifact,
-        });
-        let lease = self.shared.config.deploy.lease;
-        self.lease_timer = Some(myself.send_interval(lease / 3, || AppMsg::RenewLease));
-        self.spawn_phase(myself);
-        Ok(())
-    }
-
-    /// A running phase gets a lease and a deadline; both are stored, so they
-    /// survive a restart of this process.
-    fn with_lease_and_deadline(&self, change: Change) -> Change {
-        let now = chrono::Utc::now();
-        let lease = Lease {
-            owner: self.shared.instance.clone(),
-            expires_at: now + self.shared.config.deploy.lease,
-        };
-        let change = change.with_lease(lease);
-        match self.step_config(change.to) {
-            Some(step) => change.with_deadline(now + step.timeout),
-            None => change,
-        }
-    }
-
-    fn step_config(&self, phase: State) -> Option<StepConfig> {
-        let cluster = self.shared.config.clusters.get(&self.cluster)?;
-        match phase {
-            State::Building => cluster.build.clone(),
-            State::Pushing => cluster.push.clone(),
-            State::Activating => cluster.activate.clone(),
-            _ => None,
-        }
-    }
-
-    /// Run the running deployment's current phase in a task of its own.
-    fn spawn_phase(&self, myself: &ActorRef<AppMsg>) {
-        let running = self
-            .running
-            .as_ref()
-            .expect("a phase runs only for the running deployment");
-        let deployment = running.deployment.clone();
-        let artifact = running.rollback_artifact.clone();
-        let job = PhaseJob {
-            shared: self.shared.clone(),
-            step: self.step_config(deployment.state),
-            env: phase::step_env(
-                &self.shared,
-                &deployment,
-                running.previous.as_ref(),
-                artifact,
-            ),
-            deployment,
-            cancel: running.cancel.clone(),
-            cap: running.cap.clone(),
-        };
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            let (id, phase) = (job.deployment.id, job.deployment.state);
-            let result = job.run().await;
-            let _ = myself.cast(AppMsg::PhaseDone { id, phase, result });
-        });
-    }
-
-    async fn phase_done(
-        &mut self,
-        myself: &ActorRef<AppMsg>,
-        id: Uuid,
-        phase: State,
-        result: PhaseResult,
-    ) {
-        let Some(running) = &self.running else { return };
-        if running.deployment.id != id || running.deployment.state != phase {
-            tracing::debug!(deployment = %id, %phase, "ignoring a stale phase result");
-            return;
-        }
-        let deployment = running.deployment.clone();
-        let outcome = match result.clone() {
-            PhaseResult::Done { artifact } => self.advance(&deployment, artifact).await,
-            PhaseResult::Failed(error) => {
-                self.record_truncation(&deployment).await;
-                self.end(&deployment, State::Failed, &error, None).await
-            }
-        };
-        match outcome {
-            Ok(next) if next.state.is_terminal() => self.finish(myself, next.id).await,
-            Ok(next) => {
-                if let Some(running) = self.running.as_mut() {
-                    running.deployment = next;
-                }
-                self.spawn_phase(myself);
-            }
-            Err(TargetError::Store(StoreError::Unavailable(e))) => {
-                // Keep the result until the store can record it (or the lease
-                // lapses and the reaper marks the deployment interrupted).
-                tracing::warn!(deployment = %id, error = %e, "store unavailable; will retry recording the phase result");
-                myself.send_after(RETRY_AFTER, move || AppMsg::PhaseDone { id, phase, result });
-            }
-            Err(e) => {
-                // Changed behind our back (cancelled by another instance, reaped):
-                // it is no longer ours to run.
-                tracing::warn!(deployment = %id, error = %e, "deployment changed elsewhere; letting it go");
-                if let Some(running) = &self.running {
-                    running.cancel.cancel();
-                }
-                self.finish(myself, id).await;
-            }
-        }
-    }
-
-    /// The next phase after `phase` succeeded.
-    async fn advance(
-        &self,
-        deployment: &Deployment,
-        artifact: Option<String>,
-    ) -> Result<Deployment, TargetError> {
-        let (to, version) = match deployment.state {
-            State::Building => {
-                let artifact = artifact.unwrap_or_else(|| {
-                    format!("source:{}", deployment.source.clone().unwrap_or_default())
-                });
-                (State::Pushing, VersionChange::Mint { artifact })
-            }
-            State::Pushing => (State::Activating, VersionChange::Keep),
-            _ => (State::Succeeded, VersionChange::Keep),
-        };
-        if to == State::Succeeded {
-            self.record_truncation(deployment).await;
-        }
-        let refused = |_| TargetError::InvalidTransition {
-            from: deployment.state,
-            to,
-        };
-        let change = Change::new(
-            deployment,
-            to,
-            Authority::Actor,
-            version,
-            chrono::Utc::now(),
-        )
-        .map_err(refused)?;
-        let change = if to.is_running() {
-            self.with_lease_and_deadline(change)
-        } else {
-            change
-        };
-        let applied = self.shared.store.transition(change).await?;
-        self.shared
-            .hub
-            .publish(std::slice::from_ref(&applied.event));
-        Ok(applied.deployment)
-    }
-
-    /// One `truncated` event before the final state, if output was dropped.
-    async fn record_truncation(&self, deployment: &Deployment) {
-        let Some(running) = &self.running else { return };
-        let dropped = running.cap.lock().expect("output cap lock").dropped_lines();
-        if dropped > 0 {
-            let event = EventData::Truncated(Truncated {
-                dropped_lines: dropped,
-            });
-            let _ = self.shared.hub.append(deployment.id, &[event]).await;
-        }
-    }
-
-    async fn finish(&mut self, myself: &ActorRef<AppMsg>, id: Uuid) {
-        self.running = None;
-        self.after_running_ended(id);
-        self.start_next(myself).await;
-    }
-
-    /// Stop renewing the lease and clear the workspace of a deployment that ended.
-    fn after_running_ended(&mut self, id: Uuid) {
-        if let Some(timer) = self.lease_timer.take() {
-            timer.abort();
-        }
-        let workspace = phase::workspace(&self.shared, id);
-        tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(workspace);
-        });
-    }
-
-    async fn renew_lease(&self) {
-        let Some(running) = &self.running else { return };
-        let expires_at = chrono::Utc::now() + self.shared.config.deploy.lease;
-        let ids = [running.deployment.id];
-        if let Err(e) = self
-            .shared
-            .store
-            .renew_leases(&self.shared.instance, &ids, expires_at)
-            .await
-        {
-            tracing::warn!(deployment = %running.deployment.id, error = %e, "could not renew the lease");
-        }
-    }
-
-    /// Tell every queued deployment its position and what it waits for.
-    async fn announce_positions(&self) {
-        let mut ahead = self.running.as_ref().map(|r| r.deployment.id);
-        for (index, queued) in self.queue.iter().enumerate() {
-            if let Some(waiting_for) = ahead {
-                let info = QueuedInfo {
-                    position: index as i64 + 1,
-                    waiting_for,
-                };
-                let _ = self
-                    .shared
-                    .hub
-                    .append(queued.id, &[EventData::Queued(info)])
-                    .await;
-            }
-            ahead = Some(queued.id);
-        }
-    }
-}
+/// A deploy whose message is this makes the actor panic, when built with the
+/// `test-hooks` feature (tests only; release builds have no such hook).
+#[cfg(feature = "test-hooks")]
+pub const TEST_PANIC: &str = "deployd-test-hooks: panic";

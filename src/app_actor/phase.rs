@@ -32,6 +32,8 @@ pub struct Shared {
     pub instance: String,
     /// Absolute data dir, as steps see it.
     pub data_dir: PathBuf,
+    /// Cancelled when the server shuts down: nothing new starts after it.
+    pub stopping: CancellationToken,
 }
 
 /// How a phase ended, as far as the actor is concerned.

@@ -1,1 +1,360 @@
-fn main() {}
+//! deployctl: the command line for deployd. It parses a command, calls the
+//! typed [`Client`], and renders what comes back; the server owns every
+//! deployment. So Ctrl-C while watching only detaches, and a dropped
+//! connection is resumed, never retried as a second deploy.
+//!
+//! Exit codes, which scripts rely on: 0 the deployment succeeded or the
+//! command did its job; 1 the deployment ended failed, cancelled or
+//! interrupted; 2 a usage or request error (the server said 4xx); 3 the
+//! server is unreachable or failed (5xx); 130 detached with Ctrl-C before
+//! the deployment ended.
+
+// Under deployctl/ rather than src/bin/, where Cargo would take each file
+// for a binary of its own.
+#[path = "deployctl/progress.rs"]
+mod progress;
+#[path = "deployctl/show.rs"]
+mod show;
+
+use clap::builder::TypedValueParser;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use deployd::client::{Client, ClientError, follow, resume};
+use deployd::machine::State;
+use deployd::model::{ConflictPolicy, DeployRequest, RollbackRequest};
+use deployd::pack::{self, PackError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "deployctl",
+    version,
+    about = "Deploy apps with deployd, and watch them go"
+)]
+struct Cli {
+    /// The deployd server.
+    #[arg(
+        long,
+        env = "DEPLOYD_URL",
+        default_value = "http://127.0.0.1:7171",
+        global = true
+    )]
+    server: String,
+    /// Bearer token, when the server has auth on.
+    #[arg(long, env = "DEPLOYD_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// `json` prints the API's objects, one per line for streams.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pack DIR, upload it unless the server has it, deploy it and watch.
+    Deploy {
+        #[command(flatten)]
+        target: Target,
+        /// The source directory; .gitignore and .deployignore apply.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Re-activate an earlier version (no build) and watch.
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+        /// The version to go back to; default: the one active before.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Cancel a running or queued deployment.
+    Cancel {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Follow a deployment's progress (replayed from its start) to its end.
+    Watch { id: Uuid },
+    /// What is active, running and queued on a target, or on every cluster
+    /// the app was recently deployed to.
+    Status {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// An app's deployments, newest first.
+    History {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, value_parser = state_parser())]
+        state: Option<State>,
+        /// Deployments per page (1-500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: Option<u32>,
+        /// Follow the pages to the oldest deployment.
+        #[arg(long)]
+        all: bool,
+    },
+    /// An app's versions, newest first.
+    Versions {
+        #[arg(long)]
+        app: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: Option<u32>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The app to act on.
+    #[arg(long)]
+    app: String,
+    /// The cluster it runs on.
+    #[arg(long)]
+    cluster: String,
+}
+
+#[derive(clap::Args)]
+struct Options {
+    /// A note kept with the deployment.
+    #[arg(long, short)]
+    message: Option<String>,
+    /// What to do when the target is busy; default: the server's setting.
+    #[arg(long, value_enum)]
+    on_conflict: Option<OnConflict>,
+    /// Print the deployment id and return instead of watching.
+    #[arg(long)]
+    detach: bool,
+    /// Repeating a request with the same key answers the first deployment.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnConflict {
+    Reject,
+    Queue,
+    Supersede,
+}
+
+impl From<OnConflict> for ConflictPolicy {
+    fn from(value: OnConflict) -> Self {
+        match value {
+            OnConflict::Reject => ConflictPolicy::Reject,
+            OnConflict::Queue => ConflictPolicy::Queue,
+            OnConflict::Supersede => ConflictPolicy::Supersede,
+        }
+    }
+}
+
+fn state_parser() -> impl clap::builder::TypedValueParser<Value = State> {
+    clap::builder::PossibleValuesParser::new(State::ALL.map(State::as_str))
+        .map(|name| name.parse::<State>().expect("offered names parse"))
+}
+
+pub const SUCCEEDED: u8 = 0;
+pub const ENDED_BADLY: u8 = 1;
+pub const REQUEST_ERROR: u8 = 2;
+pub const SERVER_ERROR: u8 = 3;
+pub const DETACHED: u8 = 130;
+
+/// Why a command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot pack the source: {0}")]
+    Pack(#[from] PackError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // SAFETY: nothing else runs yet, and SIG_DFL is a valid disposition. A
+    // closed stdout (`deployctl watch ID | head`) then ends us quietly, as it
+    // does any Unix filter, instead of panicking in println!.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let server = cli.server.clone();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => ExitCode::from(report(&failure, &server)),
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let output = cli.output;
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "deployctl", &mut std::io::stdout());
+        return Ok(SUCCEEDED);
+    }
+    let client = Client::new(&cli.server, cli.token)
+        .map_err(|error| Failure::Usage(format!("--server: {error}")))?;
+    match cli.command {
+        Command::Deploy {
+            target,
+            dir,
+            options,
+        } => deploy(&client, output, target, dir, options).await,
+        Command::Rollback {
+            target,
+            to,
+            options,
+        } => rollback(&client, output, target, to, options).await,
+        Command::Cancel { id, reason } => {
+            let deployment = client.cancel(id, reason).await?;
+            show::deployment_line(output, &deployment);
+            Ok(SUCCEEDED)
+        }
+        Command::Watch { id } => progress::watch(&client, follow(&client, id, None), output).await,
+        Command::Status { app, cluster } => show::status(&client, output, &app, cluster).await,
+        Command::History {
+            app,
+            cluster,
+            state,
+            limit,
+            all,
+        } => {
+            let params = deployd::client::HistoryParams {
+                cluster,
+                state,
+                limit,
+                cursor: None,
+            };
+            show::history(&client, output, &app, params, all).await
+        }
+        Command::Versions { app, limit, all } => {
+            show::versions(&client, output, &app, limit, all).await
+        }
+        Command::Completions { .. } => unreachable!("answered before connecting"),
+    }
+}
+
+async fn deploy(
+    client: &Client,
+    output: Output,
+    target: Target,
+    dir: PathBuf,
+    options: Options,
+) -> Result<u8, Failure> {
+    let packed = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || pack::pack_dir(&dir))
+            .await
+            .map_err(|error| Failure::Usage(format!("packing stopped: {error}")))??
+    };
+    let size = indicatif::HumanBytes(packed.bytes.len() as u64);
+    eprintln!(
+        "packed {}: {} files, {size}, sha256 {}",
+        dir.display(),
+        packed.files,
+        &packed.sha256[..12]
+    );
+    if client.source_exists(&packed.sha256).await? {
+        eprintln!("source already on server");
+    } else {
+        client.put_source(&packed.sha256, packed.bytes).await?;
+        eprintln!("uploaded source ({size})");
+    }
+    let request = DeployRequest {
+        source: packed.sha256,
+        git: pack::git_info(&dir),
+        message: options.message,
+        on_conflict: options.on_conflict.map(Into::into),
+        idempotency_key: options.idempotency_key,
+    };
+    if options.detach {
+        let deployment = client
+            .deploy(&target.app, &target.cluster, &request)
+            .await?;
+        show::detached(output, &deployment);
+        return Ok(SUCCEEDED);
+    }
+    let stream = client
+        .deploy_stream(&target.app, &target.cluster, &request)
+        .await?;
+    progress::watch(client, resume(client, stream), output).await
+}
+
+async fn rollback(
+    client: &Client,
+    output: Output,
+    target: Target,
+    to: Option<String>,
+    options: Options,
+) -> Result<u8, Failure> {
+    let request = RollbackRequest {
+        version: to,
+        message: options.message,
+        on_conflict: options.on_conflict.map(Into::into),
+        idempotency_key: options.idempotency_key,
+    };
+    if options.detach {
+        let deployment = client
+            .rollback(&target.app, &target.cluster, &request)
+            .await?;
+        show::detached(output, &deployment);
+        return Ok(SUCCEEDED);
+    }
+    let stream = client
+        .rollback_stream(&target.app, &target.cluster, &request)
+        .await?;
+    progress::watch(client, resume(client, stream), output).await
+}
+
+/// Say why the command failed, on stderr, and pick its exit code.
+fn report(failure: &Failure, server: &str) -> u8 {
+    match failure {
+        Failure::Client(ClientError::Api {
+            status,
+            code,
+            message,
+            details,
+        }) => {
+            eprintln!("error: {message} ({code})");
+            for line in show::error_details(code, details) {
+                eprintln!("  {line}");
+            }
+            if *status >= 500 {
+                SERVER_ERROR
+            } else {
+                REQUEST_ERROR
+            }
+        }
+        Failure::Client(ClientError::Unreachable(reason)) => {
+            eprintln!("error: cannot reach deployd at {server}: {reason}");
+            SERVER_ERROR
+        }
+        Failure::Client(error @ (ClientError::Server { .. } | ClientError::Protocol(_))) => {
+            eprintln!("error: {error}");
+            SERVER_ERROR
+        }
+        Failure::Pack(_) | Failure::Usage(_) => {
+            eprintln!("error: {failure}");
+            REQUEST_ERROR
+        }
+    }
+}

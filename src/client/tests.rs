@@ -23,6 +23,17 @@ impl Canned {
     fn request(&self, index: usize) -> String {
         self.requests.lock().unwrap()[index].to_lowercase()
     }
+
+    /// The one `Accept` header of a request (a second one would be a bug).
+    fn accept(&self, index: usize) -> String {
+        let head = self.request(index);
+        let values: Vec<&str> = head
+            .lines()
+            .filter_map(|line| line.strip_prefix("accept: "))
+            .collect();
+        assert_eq!(values.len(), 1, "{head}");
+        values[0].to_string()
+    }
 }
 
 /// Answer the n-th connection with `replies[n]`, then close it.
@@ -177,6 +188,7 @@ async fn api_errors_carry_the_servers_code_and_details() {
     let head = server.request(0);
     assert!(head.starts_with("post /v1/apps/web/clusters/prod/deployments "));
     assert!(head.contains("authorization: bearer s3cret"));
+    assert_eq!(server.accept(0), "application/json");
 }
 
 #[tokio::test]
@@ -249,7 +261,7 @@ async fn events_parse_ids_kinds_and_data_and_skip_keepalives() {
     let head = server.request(0);
     assert!(head.starts_with(&format!("get /v1/deployments/{id}/events ")));
     assert!(head.contains("last-event-id: 5"), "{head}");
-    assert!(head.contains("accept: text/event-stream"), "{head}");
+    assert_eq!(server.accept(0), "text/event-stream");
 }
 
 #[tokio::test]

@@ -29,6 +29,10 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         let key = at(&["deploy", "keep_per_target"]);
         return Some((key, "must be greater than 0".into()));
     }
+    if config.deploy.compact_every < Duration::from_secs(1) {
+        let key = at(&["deploy", "compact_every"]);
+        return Some((key, "must be at least 1s".into()));
+    }
     if let Some(url) = &config.store.url
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {

@@ -133,11 +133,10 @@ async fn submit_and_answer(
     submit: Submit,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let target = state.supervisor.target(app, cluster).await?;
     let Submitted {
         deployment,
         repeated,
-    } = target.submit(submit).await?;
+    } = state.supervisor.submit(app, cluster, submit).await?;
     let status = if repeated {
         StatusCode::OK
     } else {
@@ -175,11 +174,11 @@ pub async fn cancel(
         }
         .into());
     }
-    let target = state
+    let cancelled = state
         .supervisor
-        .target(&deployment.app, &deployment.cluster)
+        .cancel(&deployment.app, &deployment.cluster, id, request.reason)
         .await?;
-    Ok(Json(target.cancel(id, request.reason).await?))
+    Ok(Json(cancelled))
 }
 
 pub async fn history(

@@ -129,6 +129,12 @@ impl From<TargetError> for ApiError {
                 tracing::warn!(%cause, "target unavailable");
                 ApiError::unavailable("the target is unavailable; try again shortly")
             }
+            TargetError::Degraded { retry_after } => ApiError::unavailable(format!(
+                "the target is degraded after repeated actor crashes; try again in {}s",
+                retry_after.as_secs().max(1)
+            ))
+            .with_details(json!({ "reason": "degraded", "retry_after_seconds": retry_after.as_secs().max(1) })),
+            TargetError::Retry => ApiError::unavailable("the target is restarting; try again"),
             TargetError::Store(e) => e.into(),
         }
     }

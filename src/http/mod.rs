@@ -7,6 +7,7 @@
 //! written when a request is answered with an error, and every error, axum's
 //! own rejections included, has API.md's one shape.
 
+mod admin;
 pub mod auth;
 mod deployments;
 mod error;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/events", get(stream::events))
         .route("/v1/supervisor", get(ops::supervisor))
+        .route("/v1/admin/compact", post(admin::compact))
         .route_layer(axum::middleware::from_fn_with_state(
             tokens,
             auth::authenticate,
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

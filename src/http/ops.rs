@@ -1,10 +1,12 @@
-//! Operations: liveness, readiness and what the supervisor holds.
+//! Operations: liveness, readiness, metrics and what the supervisor holds.
 
 use super::{ApiError, AppState, Caller};
 use crate::config::Role;
+use crate::metrics::{self, Live};
 use crate::supervisor::ResidentActor;
 use axum::Json;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 pub async fn healthz() -> Json<Value> {
@@ -31,5 +33,25 @@ pub async fn supervisor(
 ) -> Result<Json<Value>, ApiError> {
     caller.may_everything(Role::Admin)?;
     let actors: Vec<ResidentActor> = state.supervisor.resident().await;
-    Ok(Json(json!({ "resident": actors.len(), "actors": actors })))
+    let degraded = state.supervisor.degraded().await;
+    Ok(Json(json!({
+        "resident": actors.len(),
+        "actors": actors,
+        "degraded": degraded
+    })))
+}
+
+/// Prometheus text. Resident actors, their queues and open streams are read
+/// now, so they are exact at the moment of the scrape.
+pub async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let resident = state.supervisor.resident().await;
+    let live = Live {
+        resident_actors: resident.len(),
+        queue_depth: resident.iter().map(|r| r.queue_length).sum(),
+        stream_subscribers: state.shared.hub.total_subscribers(),
+    };
+    let text = metrics::global().render(live);
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
 }

@@ -250,3 +250,39 @@ fn describe(status: ExitStatus) -> String {
         (None, None) => format!("ended with {status}"),
     }
 }
+
+/// Kill every process on this machine that carries `DEPLOY_ID=<id>` in its
+/// environment: what is left of a step whose daemon died (kill -9) or whose
+/// actor crashed. Steps inherit that variable down their process tree, so
+/// this finds grandchildren too; a process that cleared its environment
+/// escapes, as it would escape its process group by `setsid`.
+/// Returns how many processes were signalled. Linux only (reads /proc).
+pub fn kill_orphans(deployment: uuid::Uuid) -> usize {
+    let needle = format!("DEPLOY_ID={deployment}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            // SAFETY: plain kill(2) on a pid read from /proc.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}

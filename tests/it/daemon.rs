@@ -2,34 +2,12 @@
 //! processes, the real client, on both stores.
 
 use crate::support::app::*;
+use crate::support::on_both_stores;
 use deployd::client::ClientError;
 use deployd::config::ConflictPolicy;
 use deployd::machine::{Kind, State};
 use deployd::model::{EventData, RollbackRequest};
 use futures::future::join_all;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     deploy_walks_every_phase_and_activates,
@@ -50,6 +28,7 @@ on_both_stores!(
     fifty_queued_deploys_never_overlap,
     different_targets_run_in_parallel,
     history_and_versions_page_by_cursor,
+    output_over_the_cap_ends_with_one_truncated_event,
 );
 
 /// A cluster whose build waits until a file appears, so tests control when
@@ -649,6 +628,50 @@ async fn history_and_versions_page_by_cursor(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(next.versions[0].version, "v5");
+    app.stop().await;
+}
+
+async fn output_over_the_cap_ends_with_one_truncated_event(backend: Backend) {
+    let app = spawn_app(backend, |c| {
+        c.limits.output_bytes_per_deployment = 2_000;
+        let build = "for i in $(seq 1 300); do echo \"line $i of the build output\"; done";
+        let push = "echo pushed";
+        c.clusters
+            .insert("loud".into(), sh_cluster(Some(build), Some(push), None));
+    })
+    .await;
+    let d = app.deploy("web", "loud", "one").await;
+    let events = app.events_until_end(d.id).await;
+    let logs: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, EventData::Log(_)))
+        .collect();
+    let bytes: usize = logs
+        .iter()
+        .map(|(_, e)| match e {
+            EventData::Log(l) => l.line.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        bytes <= 2_000 && !logs.is_empty(),
+        "{bytes} bytes of output kept"
+    );
+    let truncated: Vec<u64> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            EventData::Truncated(t) => Some(t.dropped_lines),
+            _ => None,
+        })
+        .collect();
+    // 300 build lines and 1 push line; what was not kept was dropped, and said so once.
+    assert_eq!(truncated, vec![301 - logs.len() as u64]);
+    let at = events
+        .iter()
+        .position(|(_, e)| matches!(e, EventData::Truncated(_)))
+        .unwrap();
+    assert_eq!(at, events.len() - 2, "just before the final state event");
+    assert_eq!(app.client.get(d.id).await.unwrap().state, State::Succeeded);
     app.stop().await;
 }
 

@@ -1,8 +1,11 @@
 //! The one integration test binary.
 
+mod cli;
 mod cli_config;
 mod daemon;
+mod faults;
 mod pg_schema;
+mod retention;
 mod security;
 mod store_contract;
 mod support;

@@ -91,10 +91,11 @@ pub async fn raw(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.expect("a body");
+    // Errors are JSON; /metrics is text, kept as a string.
     let body = if text.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     Raw {
         status,

@@ -71,7 +71,7 @@ async fn a_missing_or_wrong_token_is_401_and_health_stays_open() {
         .await
         .unwrap();
     assert_eq!(basic.status(), 401);
-    for open in ["/healthz", "/readyz"] {
+    for open in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(raw(&app, Method::GET, open, None, None).await.status, 200);
     }
     assert_eq!(files(&app), before, "a refused request wrote something");
@@ -241,7 +241,7 @@ async fn a_cluster_scoped_token_stays_on_its_cluster() {
 }
 
 #[tokio::test]
-async fn the_supervisor_view_needs_an_admin_of_everything() {
+async fn supervisor_and_compaction_need_an_admin_of_everything() {
     let app = spawn_with_tokens(Backend::Sqlite).await;
     for token in [CI_WEB, READER, STAGING, WEB_ADMIN] {
         let answer = raw(&app, Method::GET, "/v1/supervisor", Some(token), None).await;
@@ -251,6 +251,12 @@ async fn the_supervisor_view_needs_an_admin_of_everything() {
     let answer = raw(&app, Method::GET, "/v1/supervisor", Some(ADMIN), None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body["actors"].is_array());
+    for token in [CI_WEB, READER, WEB_ADMIN] {
+        let answer = raw(&app, Method::POST, "/v1/admin/compact", Some(token), None).await;
+        assert_eq!(answer.status, 403, "{token}");
+    }
+    let answer = raw(&app, Method::POST, "/v1/admin/compact", Some(ADMIN), None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
 /// The built daemon, with none of this process's `DEPLOYD_*` variables.
