@@ -338,6 +338,7 @@ fn redaction_hides_the_password_and_the_hashes() {
     assert!(shown.contains("[clusters.local.build]"), "{shown}");
     let debug = format!("{config:?}");
     assert!(!debug.contains("hunter2"), "Debug must not show it either");
+    assert!(!debug.contains(HASH), "nor a token's hash");
 }
 
 #[test]
