@@ -84,6 +84,12 @@ pub struct DeployConfig {
     #[serde(with = "duration")]
     pub idle_actor_after: Duration,
     pub keep_per_target: u32,
+    /// Compaction never deletes a deployment or version younger than this.
+    #[serde(with = "duration")]
+    pub keep_min_age: Duration,
+    /// How often the background compaction runs.
+    #[serde(with = "duration")]
+    pub compact_every: Duration,
     /// How long a cancelled step gets between SIGTERM and SIGKILL.
     #[serde(with = "duration")]
     pub kill_grace: Duration,
@@ -135,7 +141,7 @@ pub enum Role {
     Admin,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub name: String,
@@ -146,6 +152,19 @@ pub struct TokenConfig {
     pub apps: Vec<String>,
     #[serde(default = "everything")]
     pub clusters: Vec<String>,
+}
+
+/// Written by hand so that `{:?}` of a config never shows a token's hash.
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("sha256", &"***")
+            .field("role", &self.role)
+            .field("apps", &self.apps)
+            .field("clusters", &self.clusters)
+            .finish()
+    }
 }
 
 fn everything() -> Vec<String> {

@@ -9,10 +9,12 @@
 
 pub mod app_actor;
 pub mod client;
+pub mod compaction;
 pub mod config;
 pub mod events;
 pub mod http;
 pub mod machine;
+pub mod metrics;
 pub mod model;
 pub mod pack;
 pub mod pipeline;

@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use deployd::config::Config;
+use deployd::config::{Config, Role};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +33,32 @@ enum Command {
     Migrate(ConfigArgs),
     /// Print the effective config with secrets hidden; exit 2 if it is invalid.
     CheckConfig(ConfigArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token, once, and the `[[auth.tokens]]` block that
+    /// admits it (the config keeps only the token's sha256).
+    New(NewToken),
+}
+
+#[derive(Args)]
+struct NewToken {
+    /// The token's name; deployments made with it record it as `deployed_by`.
+    name: String,
+    /// read: read only; deploy: also upload, deploy, roll back and cancel;
+    /// admin: everything.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// Apps the token may touch, comma-separated; `*` for all.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    apps: Vec<String>,
+    /// Clusters the token may touch, comma-separated; `*` for all.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    clusters: Vec<String>,
 }
 
 #[derive(Args)]
@@ -56,7 +82,13 @@ struct ServeArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    let config = match load_config(&command) {
+    let (config_args, listen) = match &command {
+        // Needs no config: it only prints what to add to one.
+        Command::Token(TokenCommand::New(new)) => return new_token(new),
+        Command::Serve(serve) => (&serve.config, serve.listen),
+        Command::Migrate(args) | Command::CheckConfig(args) => (args, None),
+    };
+    let config = match load_config(config_args, listen) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("deployd: {error:#}");
@@ -70,6 +102,7 @@ async fn main() -> ExitCode {
         }
         Command::Serve(_) => serve(config).await,
         Command::Migrate(_) => migrate(config).await,
+        Command::Token(_) => Ok(()), // answered above
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,11 +114,7 @@ async fn main() -> ExitCode {
 }
 
 /// The config a command runs with: the layers, then `--listen` over them.
-fn load_config(command: &Command) -> anyhow::Result<Config> {
-    let (args, listen) = match command {
-        Command::Serve(serve) => (&serve.config, serve.listen),
-        Command::Migrate(args) | Command::CheckConfig(args) => (args, None),
-    };
+fn load_config(args: &ConfigArgs, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
     let mut config = Config::load(args.config.as_deref()).context("invalid configuration")?;
     if let Some(listen) = listen {
         config.server.listen = listen;
@@ -95,6 +124,41 @@ fn load_config(command: &Command) -> anyhow::Result<Config> {
             .with_context(|| format!("--listen {listen}"))?;
     }
     Ok(config)
+}
+
+/// `deployd token new`: the token on the first line, alone, so a script can
+/// take it; then the config block. The entry is checked by the config's own
+/// rules before anything is printed.
+fn new_token(new: &NewToken) -> ExitCode {
+    let minted =
+        deployd::http::auth::mint(&new.name, new.role, new.apps.clone(), new.clusters.clone());
+    let (token, entry) = match minted {
+        Ok(minted) => minted,
+        Err(error) => {
+            eprintln!("deployd: cannot read random bytes: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let block = deployd::http::auth::config_block(&entry);
+    if let Err(error) = Config::from_sources(Some(&block), Vec::new()) {
+        eprintln!("deployd: {error}");
+        return ExitCode::from(2);
+    }
+    println!("{token}");
+    println!();
+    println!("# Add this to the deployd config. The token above is shown only now;");
+    println!("# give it to the client (deployctl reads DEPLOYD_TOKEN).");
+    print!("{block}");
+    ExitCode::SUCCESS
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "read" => Ok(Role::Read),
+        "deploy" => Ok(Role::Deploy),
+        "admin" => Ok(Role::Admin),
+        _ => Err("expected read, deploy or admin".to_string()),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

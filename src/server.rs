@@ -13,7 +13,7 @@ use crate::events::EventHub;
 use crate::http::{self, AppState};
 use crate::machine::{Authority, State};
 use crate::model::now;
-use crate::source::SourceStore;
+use crate::source::{ExtractLimits, SourceStore};
 use crate::store::{
     Change, DynStore, LeaseInfo, StoreError, VersionChange, postgres::PgStore, sqlite::SqliteStore,
 };
@@ -42,9 +42,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&config.server.data_dir)?;
-    let store = open_store(&config, &data_dir).await?;
-    let sources = SourceStore::new(data_dir.join("sources"), config.limits.upload_bytes)
-        .context("could not prepare the sources directory")?;
+    let store = crate::metrics::TimedStore::wrap(open_store(&config, &data_dir).await?);
+    let sources = SourceStore::new(
+        data_dir.join("sources"),
+        config.limits.upload_bytes,
+        ExtractLimits {
+            max_bytes: config.limits.extracted_bytes,
+            max_entries: config.limits.extracted_entries,
+        },
+    )
+    .context("could not prepare the sources directory")?;
     let shared = Arc::new(Shared {
         hub: EventHub::new(store.clone()),
         store,
@@ -63,6 +70,12 @@ pub async fn serve(
         supervisor.wake(&app, &cluster).await?;
     }
     tokio::spawn(reaper(shared.clone()));
+    let every = shared.config.deploy.compact_every;
+    tokio::spawn(crate::compaction::run(
+        shared.clone(),
+        every,
+        shared.stopping.clone(),
+    ));
 
     let router = http::router(AppState {
         shared: shared.clone(),
@@ -216,6 +229,7 @@ async fn settle(shared: &Shared, lease: &LeaseInfo, to: State, error: &str) -> b
         Ok(applied) => {
             tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "settled by reconciliation");
             shared.hub.publish(&[applied.event]);
+            crate::metrics::global().deployment_finished(to);
             crate::pipeline::kill_orphans(d.id);
             true
         }

@@ -4,12 +4,15 @@
 //! digest: it streams to a temp file in the same directory (never whole in
 //! memory), is hashed as it goes, fsynced and renamed into place. A reader
 //! never sees a partial or wrong file, and a failed or abandoned upload leaves
-//! nothing behind. Extraction, which treats every archive as hostile, lives in
-//! [`extract`](extract()) and its module.
+//! nothing behind. Before the rename the archive is [`scan`]ned by every
+//! extraction rule, so a hostile or oversized archive is refused at upload
+//! and never stored. Extraction, which treats every archive as hostile again
+//! (limits may have changed since the upload), lives in [`extract`](extract())
+//! and its module.
 
 mod extract;
 
-pub use extract::{ExtractLimits, ExtractStats, extract};
+pub use extract::{ExtractLimits, ExtractStats, MAX_PATH, extract, scan};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -26,8 +29,10 @@ pub enum SourceError {
     InvalidDigest(String),
     #[error("upload does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: String, actual: String },
-    #[error("source is over the limit of {limit}")]
+    #[error("source is over the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("source has more than {limit} entries")]
+    TooManyEntries { limit: u64 },
     #[error("unsafe archive entry {path:?}: {reason}")]
     Unsafe { path: String, reason: String },
     #[error("corrupt archive: {0}")]
@@ -43,6 +48,7 @@ pub enum SourceError {
 pub struct SourceStore {
     dir: PathBuf,
     upload_limit: u64,
+    extract_limits: ExtractLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +63,14 @@ const TEMP_PREFIX: &str = ".upload-";
 
 impl SourceStore {
     /// Creates `dir` if needed and deletes temp files a crash left behind:
-    /// an interrupted upload is never resumed.
-    pub fn new(dir: PathBuf, upload_limit: u64) -> io::Result<SourceStore> {
+    /// an interrupted upload is never resumed. Uploads are refused over
+    /// `upload_limit` bytes, or when they would not extract within
+    /// `extract_limits`.
+    pub fn new(
+        dir: PathBuf,
+        upload_limit: u64,
+        extract_limits: ExtractLimits,
+    ) -> io::Result<SourceStore> {
         fs::create_dir_all(&dir)?;
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -70,7 +82,11 @@ impl SourceStore {
                 remove_if_present(&entry.path())?;
             }
         }
-        Ok(SourceStore { dir, upload_limit })
+        Ok(SourceStore {
+            dir,
+            upload_limit,
+            extract_limits,
+        })
     }
 
     pub fn exists(&self, sha256: &str) -> bool {
@@ -83,7 +99,8 @@ impl SourceStore {
         self.dir.join(format!("{sha256}.tar"))
     }
 
-    /// Streams `body` into the store under `sha256`, checking the digest.
+    /// Streams `body` into the store under `sha256`, checking the digest, then
+    /// scans it by the extraction rules. On any error nothing is kept.
     pub async fn put<S, E>(&self, sha256: &str, mut body: S) -> Result<PutOutcome, SourceError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -124,6 +141,10 @@ impl SourceStore {
         file.flush().await?;
         file.sync_all().await?;
         drop(file);
+        let (scanned, limits) = (temp.path.clone(), self.extract_limits);
+        tokio::task::spawn_blocking(move || scan(&scanned, &limits))
+            .await
+            .map_err(io::Error::other)??;
 
         let path = self.path(sha256);
         if tokio::fs::try_exists(&path).await? {
@@ -223,30 +244,47 @@ mod tests {
         }
     }
 
+    const LIMITS: ExtractLimits = ExtractLimits {
+        max_bytes: 1 << 20,
+        max_entries: 10,
+    };
+
+    /// A tar of one file `name` holding `data`.
+    fn tar_file(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, data).unwrap();
+        builder.into_inner().unwrap()
+    }
+
     #[tokio::test]
     async fn put_stores_a_source_once_under_its_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SourceStore::new(dir.path().join("sources"), 1024).unwrap();
-        let digest = sha(b"hello world");
+        let store = SourceStore::new(dir.path().join("sources"), 1 << 20, LIMITS).unwrap();
+        let tar = tar_file("index.html", b"hello world");
+        let digest = sha(&tar);
         assert!(!store.exists(&digest));
         let put = store
-            .put(&digest, body(&[b"hello", b" ", b"world"]))
+            .put(&digest, body(&[&tar[..100], &tar[100..]]))
             .await
             .unwrap();
+        let size = tar.len() as u64;
         assert_eq!(
             put,
             PutOutcome {
-                size: 11,
+                size,
                 created: true
             }
         );
         assert!(store.exists(&digest));
-        assert_eq!(fs::read(store.path(&digest)).unwrap(), b"hello world");
-        let again = store.put(&digest, body(&[b"hello world"])).await.unwrap();
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), tar);
+        let again = store.put(&digest, body(&[&tar])).await.unwrap();
         assert_eq!(
             again,
             PutOutcome {
-                size: 11,
+                size,
                 created: false
             }
         );
@@ -259,21 +297,24 @@ mod tests {
     #[tokio::test]
     async fn put_leaves_nothing_behind_on_mismatch_limit_or_body_error() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SourceStore::new(dir.path().to_path_buf(), 10).unwrap();
+        let tar = tar_file("f", b"x");
+        let limit = tar.len() as u64;
+        let store = SourceStore::new(dir.path().to_path_buf(), limit, LIMITS).unwrap();
         let err = store
-            .put(&sha(b"expected"), body(&[b"actual"]))
+            .put(&sha(b"expected"), body(&[&tar]))
             .await
             .unwrap_err();
         assert!(
-            matches!(err, SourceError::DigestMismatch { ref actual, .. } if *actual == sha(b"actual"))
+            matches!(err, SourceError::DigestMismatch { ref actual, .. } if *actual == sha(&tar))
         );
-        let eleven = [b'x'; 11];
+        let mut over = tar.clone();
+        over.push(0);
         let err = store
-            .put(&sha(&eleven), body(&[&eleven[..5], &eleven[5..]]))
+            .put(&sha(&over), body(&[&over[..5], &over[5..]]))
             .await
             .unwrap_err();
         assert!(
-            matches!(err, SourceError::TooLarge { limit: 10 }),
+            matches!(err, SourceError::TooLarge { limit: l } if l == limit),
             "{err:?}"
         );
         let failing = futures::stream::iter(vec![
@@ -292,10 +333,63 @@ mod tests {
             "{:?}",
             files_in(dir.path())
         );
-        let ten = [b'x'; 10];
         assert!(
-            store.put(&sha(&ten), body(&[&ten])).await.unwrap().created,
+            store.put(&sha(&tar), body(&[&tar])).await.unwrap().created,
             "exactly the limit is fine"
+        );
+    }
+
+    #[tokio::test]
+    async fn put_scans_and_refuses_what_would_not_extract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SourceStore::new(dir.path().to_path_buf(), 1 << 20, LIMITS).unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append_link(&mut link, "root", "/").unwrap();
+        let hostile = builder.into_inner().unwrap();
+        let err = store
+            .put(&sha(&hostile), body(&[&hostile]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SourceError::Unsafe { ref path, .. } if path == "root"),
+            "{err:?}"
+        );
+
+        let big = tar_file("big", &vec![0u8; 2 << 20]);
+        let err = store.put(&sha(&big), body(&[&big])).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::TooLarge { limit } if limit == 1 << 20),
+            "{err:?}"
+        );
+
+        let mut builder = tar::Builder::new(Vec::new());
+        for i in 0..11 {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            builder
+                .append_data(&mut header, format!("f{i}"), io::empty())
+                .unwrap();
+        }
+        let many = builder.into_inner().unwrap();
+        let err = store.put(&sha(&many), body(&[&many])).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::TooManyEntries { limit: 10 }),
+            "{err:?}"
+        );
+
+        let garbage = vec![0x42u8; 1000];
+        let err = store
+            .put(&sha(&garbage), body(&[&garbage]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SourceError::Corrupt(_)), "{err:?}");
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "{:?}",
+            files_in(dir.path())
         );
     }
 
@@ -304,7 +398,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(format!("{TEMP_PREFIX}0190")), b"half").unwrap();
         fs::write(dir.path().join(format!("{}.tar", sha(b"x"))), b"x").unwrap();
-        SourceStore::new(dir.path().to_path_buf(), 10).unwrap();
+        SourceStore::new(dir.path().to_path_buf(), 10, LIMITS).unwrap();
         assert_eq!(files_in(dir.path()), [format!("{}.tar", sha(b"x"))]);
     }
 }

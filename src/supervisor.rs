@@ -58,6 +58,15 @@ pub struct ResidentActor {
     pub idle_seconds: f64,
 }
 
+/// A target that crashed more often than the restart budget allows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DegradedTarget {
+    pub app: String,
+    pub cluster: String,
+    pub crashes: usize,
+    pub retry_after_seconds: u64,
+}
+
 impl SupervisorHandle {
     /// Start the supervisor.
     pub async fn start(
@@ -149,6 +158,14 @@ impl SupervisorHandle {
         }
     }
 
+    /// Targets refusing requests after too many crashes.
+    pub async fn degraded(&self) -> Vec<DegradedTarget> {
+        match self.actor.call(SupMsg::Degraded, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(list)) => list,
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether the supervisor is running.
     pub fn is_alive(&self) -> bool {
         self.actor.get_status() == ActorStatus::Running
@@ -165,6 +182,7 @@ impl SupervisorHandle {
 pub enum SupMsg {
     Resolve(Target, RpcReplyPort<Result<AppHandle, TargetError>>),
     Resident(RpcReplyPort<Vec<ResidentActor>>),
+    Degraded(RpcReplyPort<Vec<DegradedTarget>>),
     StopAll(RpcReplyPort<()>),
 }
 
@@ -215,6 +233,23 @@ impl Actor for Supervisor {
             SupMsg::Resident(reply) => {
                 let _ = reply.send(state.resident());
             }
+            SupMsg::Degraded(reply) => {
+                let targets: Vec<Target> = state.crashes.keys().cloned().collect();
+                let degraded = targets
+                    .into_iter()
+                    .filter_map(|target| {
+                        let retry_after = state.degraded(&target)?;
+                        let crashes = state.crashes.get(&target).map_or(0, VecDeque::len);
+                        Some(DegradedTarget {
+                            app: target.0,
+                            cluster: target.1,
+                            crashes,
+                            retry_after_seconds: retry_after.as_secs().max(1),
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(degraded);
+            }
             SupMsg::StopAll(reply) => {
                 for resident in state.targets.values() {
                     resident.actor.stop(Some("shutting down".to_string()));
@@ -242,6 +277,7 @@ impl Actor for Supervisor {
                 if let Some(target) = state.forget(&cell) {
                     let (app, cluster) = target.clone();
                     let restarts = state.record_crash(&target);
+                    crate::metrics::global().actor_restarted();
                     tracing::error!(%app, %cluster, %error, restarts, "target actor crashed");
                     let shared = state.shared.clone();
                     let supervisor = SupervisorHandle { actor: myself };
@@ -278,7 +314,10 @@ async fn recover(shared: Arc<Shared>, supervisor: SupervisorHandle, target: Targ
                 continue;
             };
             match shared.store.transition(change.with_error(&message)).await {
-                Ok(applied) => shared.hub.publish(&[applied.event]),
+                Ok(applied) => {
+                    shared.hub.publish(&[applied.event]);
+                    crate::metrics::global().deployment_finished(State::Failed);
+                }
                 Err(e) => {
                     tracing::warn!(deployment = %d.id, error = %e, "could not fail the crashed actor's deployment")
                 }

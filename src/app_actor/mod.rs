@@ -218,6 +218,8 @@ struct Running {
     previous: Option<VersionInfo>,
     /// The artifact a rollback re-activates.
     rollback_artifact: Option<String>,
+    /// When the current phase began, for the phase-duration metric.
+    phase_since: chrono::DateTime<chrono::Utc>,
     /// Cancels the step if this state is dropped without a clean stop (a panic).
     _kill_on_drop: DropGuard,
 }
@@ -303,7 +305,7 @@ impl Actor for AppActor {
             AppMsg::PhaseDone { id, phase, result } => {
                 state.phase_done(&myself, id, phase, result).await
             }
-            AppMsg::RenewLease => state.renew_lease().await,
+            AppMsg::RenewLease => state.renew_lease(&myself).await,
             AppMsg::StartNext => state.start_next(&myself).await,
             AppMsg::IdleCheck(generation) => state.idle_check(&myself, generation),
         }

@@ -40,8 +40,11 @@ impl TargetState {
             Kind::Rollback => Some(self.rollback_target(submit.version.as_deref()).await?),
             Kind::Deploy => None,
         };
-        let holder = self.holder();
-        if let (Some(holder), ConflictPolicy::Reject) = (holder, submit.policy) {
+        let holder = match self.holder() {
+            Some(holder) => Some(holder.clone()),
+            None => self.foreign_holder().await?,
+        };
+        if let (Some(holder), ConflictPolicy::Reject) = (&holder, submit.policy) {
             return Err(TargetError::InProgress(Box::new(holder.clone())));
         }
         let new = NewDeployment {
@@ -77,8 +80,8 @@ impl TargetState {
         if let Ok(first) = store.events_after(deployment.id, 0, 1).await {
             self.shared.hub.publish(&first);
         }
-        if holder.is_some() && submit.policy == ConflictPolicy::Supersede {
-            self.supersede(deployment.id).await;
+        if let (Some(holder), ConflictPolicy::Supersede) = (&holder, submit.policy) {
+            self.supersede(holder, deployment.id).await;
         }
         // The deployment directly ahead of the new one, if any.
         let waiting_for = self
@@ -109,6 +112,14 @@ impl TargetState {
         })
     }
 
+    /// What another instance runs or queues on this target (several
+    /// deployd may share one PostgreSQL): only asked when this actor holds
+    /// nothing itself.
+    async fn foreign_holder(&self) -> Result<Option<Deployment>, StoreError> {
+        let view = self.shared.store.target(&self.app, &self.cluster).await?;
+        Ok(view.running.or(view.queued.into_iter().next()))
+    }
+
     /// The deployment a new request would wait for: the running one, else the
     /// head of the queue.
     fn holder(&self) -> Option<&Deployment> {
@@ -137,7 +148,15 @@ impl TargetState {
     }
 
     /// Cancel the running and every queued deployment in favour of `by`.
-    async fn supersede(&mut self, by: Uuid) {
+    /// Another instance's holder is cancelled through the store; its actor
+    /// sees the change when it next renews the lease, and lets go.
+    async fn supersede(&mut self, holder: &Deployment, by: Uuid) {
+        if self.running.is_none() && self.queue.is_empty() {
+            let _ = self
+                .end(holder, State::Cancelled, "superseded", Some(by))
+                .await;
+            return;
+        }
         for queued in std::mem::take(&mut self.queue) {
             let _ = self
                 .end(&queued, State::Cancelled, "superseded", Some(by))
@@ -306,6 +325,7 @@ impl TargetState {
         let cap = OutputCap::new(self.shared.config.limits.output_bytes_per_deployment);
         let cancel = CancellationToken::new();
         self.running = Some(Running {
+            phase_since: deployment.started_at.unwrap_or(deployment.created_at),
             deployment,
             _kill_on_drop: cancel.clone().drop_guard(),
             cancel,
@@ -404,6 +424,7 @@ impl TargetState {
             Ok(next) if next.state.is_terminal() => self.finish(myself, next.id).await,
             Ok(next) => {
                 if let Some(running) = self.running.as_mut() {
+                    running.phase_since = crate::model::now();
                     running.deployment = next;
                 }
                 self.spawn_phase(myself);
@@ -494,17 +515,26 @@ impl TargetState {
         });
     }
 
-    pub(super) async fn renew_lease(&self) {
+    /// Extend the running deployment's lease. If it is no longer ours (the
+    /// lease lapsed, say during a store outage, and reconciliation ended the
+    /// deployment), stop its step and free the target here too.
+    pub(super) async fn renew_lease(&mut self, myself: &ActorRef<AppMsg>) {
         let Some(running) = &self.running else { return };
+        let id = running.deployment.id;
         let expires_at = crate::model::now() + self.shared.config.deploy.lease;
-        let ids = [running.deployment.id];
-        if let Err(e) = self
+        let renewed = self
             .shared
             .store
-            .renew_leases(&self.shared.instance, &ids, expires_at)
-            .await
-        {
-            tracing::warn!(deployment = %running.deployment.id, error = %e, "could not renew the lease");
+            .renew_leases(&self.shared.instance, &[id], expires_at)
+            .await;
+        match renewed {
+            Ok(0) => {
+                tracing::warn!(deployment = %id, "lost the lease; stopping the step");
+                running.cancel.cancel();
+                self.finish(myself, id).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "could not renew the lease"),
         }
     }
 
@@ -532,9 +562,21 @@ impl TargetState {
     /// Store a machine-approved change, then broadcast its `state` event:
     /// write-ahead, so no subscriber sees a state the store lacks.
     async fn apply(&self, change: Change) -> Result<Deployment, StoreError> {
+        let (from, at) = (change.from, change.at);
         let applied = self.shared.store.transition(change).await?;
         let d = &applied.deployment;
         tracing::info!(deployment = %d.id, app = %d.app, cluster = %d.cluster, state = %d.state, "state changed");
+        let metrics = crate::metrics::global();
+        let since = match &self.running {
+            Some(running) if running.deployment.id == d.id && from != State::Queued => {
+                running.phase_since
+            }
+            _ => d.created_at,
+        };
+        metrics.phase_finished(from, (at - since).as_seconds_f64().max(0.0));
+        if d.state.is_terminal() {
+            metrics.deployment_finished(d.state);
+        }
         self.shared
             .hub
             .publish(std::slice::from_ref(&applied.event));

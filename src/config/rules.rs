@@ -29,6 +29,10 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         let key = at(&["deploy", "keep_per_target"]);
         return Some((key, "must be greater than 0".into()));
     }
+    if config.deploy.compact_every < Duration::from_secs(1) {
+        let key = at(&["deploy", "compact_every"]);
+        return Some((key, "must be at least 1s".into()));
+    }
     if let Some(url) = &config.store.url
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
@@ -37,7 +41,9 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         return Some((at(&["store", "url"]), message.into()));
     }
     if config.auth.tokens.is_empty() && !config.server.listen.ip().is_loopback() {
-        let message = "with no [[auth.tokens]] auth is off, so only a loopback address is allowed";
+        let message = "auth is off (no [[auth.tokens]] configured), so only a loopback \
+            address is allowed; to enable auth, run `deployd token new NAME --role admin` \
+            and add the [[auth.tokens]] block it prints to the config file";
         return Some((at(&["server", "listen"]), message.into()));
     }
     config

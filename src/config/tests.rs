@@ -194,6 +194,18 @@ fn a_bad_duration_is_named_with_its_value() {
 }
 
 #[test]
+fn compaction_keys_default_and_are_checked() {
+    let config = load("", &[]).expect("defaults load");
+    assert_eq!(config.deploy.keep_min_age, Duration::from_secs(86_400));
+    assert_eq!(config.deploy.compact_every, Duration::from_secs(600));
+    let (key, message, _) = invalid(load("[deploy]\ncompact_every = \"0s\"\n", &[]));
+    assert_eq!(
+        (key.as_str(), message.as_str()),
+        ("deploy.compact_every", "must be at least 1s")
+    );
+}
+
+#[test]
 fn bad_values_are_named() {
     let (key, _, _) = invalid(load("[limits]\nupload_bytes = \"lots\"\n", &[]));
     assert_eq!(key, "limits.upload_bytes");
@@ -326,6 +338,7 @@ fn redaction_hides_the_password_and_the_hashes() {
     assert!(shown.contains("[clusters.local.build]"), "{shown}");
     let debug = format!("{config:?}");
     assert!(!debug.contains("hunter2"), "Debug must not show it either");
+    assert!(!debug.contains(HASH), "nor a token's hash");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Deploy, rollback, read, list and cancel deployments.
 
 use super::stream::progress;
-use super::{ApiError, AppState, check_name, parse_json, read_body};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, check_name, parse_json, read_body};
 use crate::app_actor::{Submit, Submitted};
+use crate::config::Role;
 use crate::machine::{Kind, State as Phase};
 use crate::model::{
     CancelRequest, DeployRequest, Deployment, GitInfo, HistoryPage, RollbackRequest,
@@ -11,7 +12,7 @@ use crate::source::check_digest;
 use crate::store::{HistoryQuery, MAX_PAGE, version_number};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -23,16 +24,15 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 const MAX_GIT_FIELD_BYTES: usize = 1024;
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 const DEFAULT_PAGE: u32 = 20;
-/// Who deploys while auth is off.
-const ANONYMOUS: &str = "anonymous";
 
 pub async fn deploy(
     State(state): State<AppState>,
-    Path((app, cluster)): Path<(String, String)>,
+    caller: Caller,
+    ApiPath((app, cluster)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_target(&state, &app, &cluster)?;
+    check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
     let request: DeployRequest = parse_json(&read_body(body).await?)?;
     check_digest(&request.source).map_err(|_| {
         ApiError::invalid(
@@ -70,7 +70,7 @@ pub async fn deploy(
         version: None,
         git: request.git,
         message: request.message.unwrap_or_default(),
-        deployed_by: ANONYMOUS.to_string(),
+        deployed_by: caller.name,
         policy: request
             .on_conflict
             .unwrap_or(state.shared.config.deploy.on_conflict),
@@ -81,11 +81,12 @@ pub async fn deploy(
 
 pub async fn rollback(
     State(state): State<AppState>,
-    Path((app, cluster)): Path<(String, String)>,
+    caller: Caller,
+    ApiPath((app, cluster)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_target(&state, &app, &cluster)?;
+    check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
     let request: RollbackRequest = parse_json(&read_body(body).await?)?;
     if let Some(version) = &request.version
         && version_number(version).is_none()
@@ -114,7 +115,7 @@ pub async fn rollback(
         version: request.version,
         git: None,
         message: request.message.unwrap_or_default(),
-        deployed_by: ANONYMOUS.to_string(),
+        deployed_by: caller.name,
         policy: request
             .on_conflict
             .unwrap_or(state.shared.config.deploy.on_conflict),
@@ -149,21 +150,23 @@ async fn submit_and_answer(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(find(&state, id).await?))
+    Ok(Json(find(&state, &caller, Role::Read, id).await?))
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
     body: Body,
 ) -> Result<Json<Deployment>, ApiError> {
     let id = parse_id(&id)?;
     let request: CancelRequest = parse_json(&read_body(body).await?)?;
     check_text("reason", request.reason.as_deref(), MAX_MESSAGE_BYTES)?;
-    let deployment = find(&state, id).await?;
+    let deployment = find(&state, &caller, Role::Deploy, id).await?;
     if deployment.state.is_terminal() {
         return Err(crate::app_actor::TargetError::InvalidTransition {
             from: deployment.state,
@@ -180,8 +183,9 @@ pub async fn cancel(
 
 pub async fn history(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    caller: Caller,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(params): ApiQuery,
 ) -> Result<Json<HistoryPage>, ApiError> {
     check_name("app", &app)?;
     check_params(&params, &["cluster", "state", "limit", "cursor"])?;
@@ -189,6 +193,7 @@ pub async fn history(
     if let Some(cluster) = &cluster {
         check_name("cluster", cluster)?;
     }
+    caller.may(Role::Read, &app, cluster.as_deref())?;
     let phase = match params.get("state") {
         Some(s) => Some(
             s.parse::<Phase>()
@@ -243,7 +248,7 @@ pub(super) fn check_params(
 }
 
 /// A history cursor is the last id of the previous page, in simple hex form.
-fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
+pub(super) fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
     let invalid = || ApiError::invalid("cursor", "the cursor is not one this server handed out");
     if cursor.len() != 32 {
         return Err(invalid());
@@ -260,19 +265,46 @@ pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::invalid("id", format!("{id:?} is not a deployment id")))
 }
 
-pub(super) async fn find(state: &AppState, id: Uuid) -> Result<Deployment, ApiError> {
-    state
-        .shared
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("deployment", format!("deployment {id} not found")))
+/// Deployment `id`, if the caller has `role` on its app and cluster. A
+/// deployment of another app is 403 (the id exists), and nothing of it is
+/// shown.
+pub(super) async fn find(
+    state: &AppState,
+    caller: &Caller,
+    role: Role,
+    id: Uuid,
+) -> Result<Deployment, ApiError> {
+    let deployment =
+        state.shared.store.get(id).await?.ok_or_else(|| {
+            ApiError::not_found("deployment", format!("deployment {id} not found"))
+        })?;
+    let (app, cluster) = (&deployment.app, Some(deployment.cluster.as_str()));
+    if let Err(denied) = caller.may(role, app, cluster) {
+        if caller.may(Role::Read, app, cluster).is_ok() {
+            return Err(denied); // its own deployment: the role is what is missing
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token {:?} may not see deployment {id}", caller.name),
+        ));
+    }
+    Ok(deployment)
 }
 
-/// Both names valid, and the cluster configured.
-pub(super) fn check_target(state: &AppState, app: &str, cluster: &str) -> Result<(), ApiError> {
+/// Both names valid, the caller has `role` on them, and the cluster is
+/// configured (checked last, so a caller learns nothing of clusters it may
+/// not use).
+pub(super) fn check_target(
+    state: &AppState,
+    caller: &Caller,
+    role: Role,
+    app: &str,
+    cluster: &str,
+) -> Result<(), ApiError> {
     check_name("app", app)?;
     check_name("cluster", cluster)?;
+    caller.may(role, app, Some(cluster))?;
     if !state.shared.config.clusters.contains_key(cluster) {
         return Err(ApiError::not_found(
             "cluster",

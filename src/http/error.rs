@@ -156,6 +156,12 @@ impl From<SourceError> for ApiError {
                 format!("the source is larger than the limit of {limit} bytes"),
             )
             .with_details(json!({ "limit": limit })),
+            SourceError::TooManyEntries { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the source has more than the limit of {limit} entries"),
+            )
+            .with_details(json!({ "limit": limit })),
             SourceError::Unsafe { path, reason } => ApiError::invalid(
                 "source",
                 format!("the source has an unsafe entry {path:?}: {reason}"),

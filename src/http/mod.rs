@@ -1,9 +1,14 @@
 //! The HTTP API of API.md: the router on one screen, one file per resource.
 //!
 //! Handlers validate input, then call the supervisor's handles or read the
-//! store; they never change a deployment themselves. What must stay true:
-//! nothing is written when a request is answered with an error.
+//! store; they never change a deployment themselves. Every `/v1` route runs
+//! behind [`auth::authenticate`] and each handler asks the [`Caller`] before it
+//! acts; `/healthz` and `/readyz` are open. What must stay true: nothing is
+//! written when a request is answered with an error, and every error, axum's
+//! own rejections included, has API.md's one shape.
 
+mod admin;
+pub mod auth;
 mod deployments;
 mod error;
 mod ops;
@@ -11,14 +16,22 @@ mod sources;
 mod stream;
 mod targets;
 
+#[cfg(test)]
+mod proptests;
+
+pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::app_actor::Shared;
 use crate::supervisor::SupervisorHandle;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Largest JSON request body accepted.
@@ -31,7 +44,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let tokens = Arc::new(auth::Tokens::from_config(&state.shared.config.auth));
+    let api = Router::new()
         .route(
             "/v1/sources/{sha256}",
             put(sources::put).head(sources::head),
@@ -51,10 +65,53 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/events", get(stream::events))
         .route("/v1/supervisor", get(ops::supervisor))
+        .route("/v1/admin/compact", post(admin::compact))
+        .route_layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(api)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Path parameters; a path that does not decode is a 400 in our shape.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::invalid("path", rejection.body_text())),
+        }
+    }
+}
+
+/// Query parameters as text; a query that does not decode is a 400 in our
+/// shape. Handlers refuse unknown keys with `check_params`.
+pub(crate) struct ApiQuery(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        type Params = axum::extract::Query<HashMap<String, String>>;
+        match Params::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(params)) => Ok(ApiQuery(params)),
+            Err(rejection) => Err(ApiError::invalid("query", rejection.body_text())),
+        }
+    }
 }
 
 /// Read a JSON request body of at most [`JSON_BODY_LIMIT`] bytes.
@@ -63,7 +120,7 @@ pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         .await
         .map_err(|_| {
             ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("the request body is larger than {JSON_BODY_LIMIT} bytes, or broke off"),
             )
@@ -71,12 +128,16 @@ pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        .with_details(serde_json::json!({ "kind": "endpoint" }))
+}
+
+async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
     )
-    .with_details(serde_json::json!({ "kind": "endpoint" }))
 }
 
 /// App and cluster names: `^[a-z0-9][a-z0-9-]{0,62}$`.
@@ -101,29 +162,99 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A JSON body, strictly: unknown fields and malformed JSON are 400s that say
-/// what is wrong. An empty body reads as `{}` where `T` allows it.
+/// A JSON object body, strictly: unknown fields and malformed JSON are 400s whose
+/// `details.field` names the offending field (`body` when no field is to
+/// blame). An empty body reads as `{}` where `T` allows it.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| {
-        let field = e.to_string();
-        let field = field
-            .split('`')
-            .nth(1)
-            .filter(|_| e.is_data())
-            .unwrap_or("body")
-            .to_string();
-        ApiError::invalid(&field, format!("invalid JSON body: {e}"))
-    })
+    // serde would also read a struct from an array; API.md's bodies are objects.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid("body", "the body must be a JSON object"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        // The path ends at the bad field, or at the unknown key itself.
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match missing {
+            Some(name) if path == "." => name.to_string(),
+            Some(name) => format!("{path}.{name}"),
+            None if inner.is_data() && !path.is_empty() && path != "." => path,
+            None => "body".to_string(),
+        };
+        json_error(&field, &inner)
+    })?;
+    deserializer.end().map_err(|e| json_error("body", &e))?;
+    Ok(value)
+}
+
+fn json_error(field: &str, error: &serde_json::Error) -> ApiError {
+    ApiError::invalid(
+        field,
+        format!("invalid JSON body: {}", clip(&error.to_string())),
+    )
+}
+
+/// Error messages echo parts of the request; keep them short.
+fn clip(text: &str) -> String {
+    const MAX: usize = 300;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        use crate::model::DeployRequest;
+        let field = |body: &str| {
+            let error = parse_json::<DeployRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                (error.status, error.code),
+                (StatusCode::BAD_REQUEST, "invalid_argument")
+            );
+            error.details["field"].as_str().unwrap().to_string()
+        };
+        let sha = "0".repeat(64);
+        assert_eq!(
+            field(&format!(r#"{{"source":"{sha}","bogus":1}}"#)),
+            "bogus"
+        );
+        assert_eq!(
+            field(&format!(r#"{{"source":"{sha}","on_conflict":"never"}}"#)),
+            "on_conflict"
+        );
+        assert_eq!(
+            field(&format!(
+                r#"{{"source":"{sha}","git":{{"sha":"x","x":1}}}}"#
+            )),
+            "git.x"
+        );
+        assert_eq!(field(r#"{"source": 7}"#), "source");
+        assert_eq!(field("{}"), "source");
+        assert_eq!(field(r#"{"source": "#), "body");
+        assert_eq!(field(&format!(r#"{{"source":"{sha}"}} trailing"#)), "body");
+        assert!(
+            parse_json::<crate::model::CancelRequest>(b"  ").is_ok(),
+            "blank is {{}}"
+        );
+    }
 
     #[test]
     fn names_follow_the_api_pattern() {

@@ -1,9 +1,12 @@
-//! Operations: liveness, readiness and what the supervisor holds.
+//! Operations: liveness, readiness, metrics and what the supervisor holds.
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
+use crate::config::Role;
+use crate::metrics::{self, Live};
 use crate::supervisor::ResidentActor;
 use axum::Json;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 pub async fn healthz() -> Json<Value> {
@@ -16,14 +19,39 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         return Err(ApiError::unavailable("the supervisor is not running"));
     }
     if let Err(e) = state.shared.store.ping().await {
-        return Err(ApiError::unavailable(format!(
-            "the store does not answer: {e}"
-        )));
+        // The cause may name hosts or users: it goes to the log, not the answer.
+        tracing::warn!(error = %e, "readiness: the store does not answer");
+        return Err(ApiError::unavailable("the store does not answer"));
     }
     Ok(Json(json!({ "status": "ready" })))
 }
 
-pub async fn supervisor(State(state): State<AppState>) -> Json<Value> {
+/// Spans every app, so only an admin of everything may look.
+pub async fn supervisor(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.may_everything(Role::Admin)?;
     let actors: Vec<ResidentActor> = state.supervisor.resident().await;
-    Json(json!({ "resident": actors.len(), "actors": actors }))
+    let degraded = state.supervisor.degraded().await;
+    Ok(Json(json!({
+        "resident": actors.len(),
+        "actors": actors,
+        "degraded": degraded
+    })))
+}
+
+/// Prometheus text. Resident actors, their queues and open streams are read
+/// now, so they are exact at the moment of the scrape.
+pub async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let resident = state.supervisor.resident().await;
+    let live = Live {
+        resident_actors: resident.len(),
+        queue_depth: resident.iter().map(|r| r.queue_length).sum(),
+        stream_subscribers: state.shared.hub.total_subscribers(),
+    };
+    let text = metrics::global().render(live);
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
 }

@@ -5,12 +5,12 @@
 //! after the final state event or when the server shuts down.
 
 use super::deployments::{check_params, find, parse_id};
-use super::{ApiError, AppState};
-use axum::extract::{Path, Query, State};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller};
+use crate::config::Role;
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 use uuid::Uuid;
@@ -19,8 +19,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let id = parse_id(&id)?;
@@ -43,7 +44,7 @@ pub async fn events(
             })?,
         None => 0,
     };
-    find(&state, id).await?;
+    find(&state, &caller, Role::Read, id).await?;
     Ok(progress(&state, id, after))
 }
 

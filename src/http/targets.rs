@@ -1,27 +1,32 @@
 //! The target view and an app's versions.
 
-use super::deployments::{check_params, parse_limit};
-use super::{ApiError, AppState, check_name};
+use super::deployments::{check_params, check_target, parse_limit};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, check_name};
+use crate::config::Role;
 use crate::model::{TargetView, VersionsPage};
 use crate::store::version_number;
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use std::collections::HashMap;
+use axum::extract::State;
 
 pub async fn target(
     State(state): State<AppState>,
-    Path((app, cluster)): Path<(String, String)>,
+    caller: Caller,
+    ApiPath((app, cluster)): ApiPath<(String, String)>,
 ) -> Result<Json<TargetView>, ApiError> {
-    super::deployments::check_target(&state, &app, &cluster)?;
+    check_target(&state, &caller, Role::Read, &app, &cluster)?;
     Ok(Json(state.shared.store.target(&app, &cluster).await?))
 }
 
+/// Versions belong to the app, not to a cluster: any token that may read
+/// the app on some cluster may list them.
 pub async fn versions(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    caller: Caller,
+    ApiPath(app): ApiPath<String>,
+    ApiQuery(params): ApiQuery,
 ) -> Result<Json<VersionsPage>, ApiError> {
     check_name("app", &app)?;
+    caller.may_app(Role::Read, &app)?;
     check_params(&params, &["limit", "cursor"])?;
     let before = match params.get("cursor") {
         Some(cursor) => Some(version_number(cursor).ok_or_else(|| {

@@ -16,17 +16,28 @@
 //!   of it is written, so a gzip bomb stops at its first header;
 //! - modes keep only the executable bit (0755 or 0644), ownership is never set.
 //!
+//! - names are at most 255 bytes, paths and link targets at most
+//!   [`MAX_PATH`] bytes, so what passes the rules can also be created.
+//!
 //! GNU long names and pax headers are decoded here too (the archive is read
 //! raw) so their size can be bounded before they are read into memory.
 //! On any error `dest` is removed whole.
+//!
+//! [`scan`] applies the same rules without writing: the one walk below runs
+//! over a [`Tree`], which is the real directory for [`extract`] and an
+//! in-memory model of it for [`scan`]. An upload is scanned before it is
+//! stored, so a hostile archive is refused at the door; what passes the scan
+//! passes extraction under the same limits.
+
+mod tree;
 
 use super::SourceError;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use tree::{Disk, Model, Node, Tree};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtractLimits {
@@ -51,12 +62,7 @@ pub fn extract(
     limits: &ExtractLimits,
 ) -> Result<ExtractStats, SourceError> {
     fs::create_dir(dest)?;
-    let mut extractor = Extractor {
-        dest,
-        limits,
-        stats: ExtractStats::default(),
-        declared: 0,
-    };
+    let mut extractor = Extractor::new(Disk::new(dest), limits);
     let result = extractor.run(archive);
     if result.is_err()
         && let Err(e) = fs::remove_dir_all(dest)
@@ -66,13 +72,26 @@ pub fn extract(
     result.map(|()| extractor.stats)
 }
 
+/// Checks a tar or gzipped tar by every rule of [`extract`], writing nothing:
+/// the same answer `extract` would give, without a directory to clean up.
+/// Blocking, like `extract`.
+pub fn scan(archive: &Path, limits: &ExtractLimits) -> Result<ExtractStats, SourceError> {
+    let mut extractor = Extractor::new(Model::default(), limits);
+    extractor.run(archive).map(|()| extractor.stats)
+}
+
 /// The largest GNU long name or pax header read into memory.
 const MAX_META: u64 = 64 * 1024;
 /// Extension headers allowed in a row before the member they describe.
 const MAX_META_RUN: u32 = 4;
+/// The longest name of one path component (Linux's NAME_MAX).
+const MAX_NAME: usize = 255;
+/// The longest entry path or link target, leaving room below PATH_MAX for
+/// the directory the source is extracted into.
+pub const MAX_PATH: usize = 3072;
 
-struct Extractor<'a> {
-    dest: &'a Path,
+struct Extractor<'a, T: Tree> {
+    tree: T,
     limits: &'a ExtractLimits,
     stats: ExtractStats,
     /// Declared sizes of every entry so far, written or skipped.
@@ -88,7 +107,16 @@ struct Meta {
     run: u32,
 }
 
-impl Extractor<'_> {
+impl<'a, T: Tree> Extractor<'a, T> {
+    fn new(tree: T, limits: &'a ExtractLimits) -> Self {
+        Extractor {
+            tree,
+            limits,
+            stats: ExtractStats::default(),
+            declared: 0,
+        }
+    }
+
     fn run(&mut self, archive: &Path) -> Result<(), SourceError> {
         let mut file = fs::File::open(archive)?;
         let mut magic = [0u8; 2];
@@ -116,7 +144,7 @@ impl Extractor<'_> {
             }
             self.stats.entries += 1;
             if self.stats.entries > self.limits.max_entries {
-                return Err(SourceError::TooLarge {
+                return Err(SourceError::TooManyEntries {
                     limit: self.limits.max_entries,
                 });
             }
@@ -173,7 +201,6 @@ impl Extractor<'_> {
             };
         }
         self.prepare_parents(&rel, &shown)?;
-        let target = self.dest.join(&rel);
         // Old (pre-POSIX) archives mark a directory by a trailing slash.
         let old_style_dir = kind == tar::EntryType::Regular && raw_path.ends_with(b"/");
         match if old_style_dir {
@@ -181,36 +208,33 @@ impl Extractor<'_> {
         } else {
             kind
         } {
-            tar::EntryType::Directory => match fs::symlink_metadata(&target) {
-                Ok(existing) if existing.is_dir() => Ok(()),
-                Ok(_) => Err(unsafe_entry("replaces an earlier non-directory")),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    Ok(fs::DirBuilder::new().mode(0o755).create(&target)?)
-                }
-                Err(e) => Err(e.into()),
+            tar::EntryType::Directory => match self.tree.node(&rel)? {
+                Some(Node::Dir) => Ok(()),
+                Some(_) => Err(unsafe_entry("replaces an earlier non-directory")),
+                None => Ok(self.tree.make_dir(&rel)?),
             },
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.clear(&target, &shown)?;
+                self.clear(&rel, &shown)?;
                 let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
                 let mode = if executable { 0o755 } else { 0o644 };
-                self.write_file(entry, &target, mode, &shown)
+                self.write_file(entry, &rel, mode, &shown)
             }
             tar::EntryType::Symlink => {
                 let link = raw_link.ok_or_else(|| unsafe_entry("symlink without a target"))?;
                 symlink_stays_inside(&rel, link).map_err(unsafe_entry)?;
-                self.clear(&target, &shown)?;
-                Ok(std::os::unix::fs::symlink(
-                    OsStr::from_bytes(link),
-                    &target,
-                )?)
+                self.clear(&rel, &shown)?;
+                Ok(self.tree.symlink(&rel, OsStr::from_bytes(link))?)
             }
             tar::EntryType::Link => {
                 let link = raw_link.ok_or_else(|| unsafe_entry("hard link without a target"))?;
                 let original =
                     relative(link).map_err(|r| unsafe_entry(&format!("hard link target {r}")))?;
+                if original == rel {
+                    return Err(unsafe_entry("hard link to itself"));
+                }
                 self.check_link_original(&original).map_err(unsafe_entry)?;
-                self.clear(&target, &shown)?;
-                Ok(fs::hard_link(self.dest.join(&original), &target)?)
+                self.clear(&rel, &shown)?;
+                Ok(self.tree.hard_link(&original, &rel)?)
             }
             tar::EntryType::Char | tar::EntryType::Block => {
                 Err(unsafe_entry("device files are not allowed"))
@@ -225,17 +249,17 @@ impl Extractor<'_> {
 
     /// Creates missing parent directories, refusing to pass through anything
     /// that is not a real directory (an earlier symlink above all).
-    fn prepare_parents(&self, rel: &Path, shown: &str) -> Result<(), SourceError> {
-        let mut dir = self.dest.to_path_buf();
+    fn prepare_parents(&mut self, rel: &Path, shown: &str) -> Result<(), SourceError> {
+        let mut dir = PathBuf::new();
         let Some(parent) = rel.parent() else {
             return Ok(());
         };
         for part in parent.components() {
             dir.push(part);
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(meta) => {
-                    let what = if meta.file_type().is_symlink() {
+            match self.tree.node(&dir)? {
+                Some(Node::Dir) => {}
+                Some(node) => {
+                    let what = if node == Node::Symlink {
                         "an earlier symlink"
                     } else {
                         "an earlier file"
@@ -245,10 +269,7 @@ impl Extractor<'_> {
                         reason: format!("passes through {what}"),
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::DirBuilder::new().mode(0o755).create(&dir)?
-                }
-                Err(e) => return Err(e.into()),
+                None => self.tree.make_dir(&dir)?,
             }
         }
         Ok(())
@@ -256,30 +277,25 @@ impl Extractor<'_> {
 
     /// Makes room for a non-directory entry: an earlier file or link at that
     /// path is removed (never opened or followed); a directory stays.
-    fn clear(&self, target: &Path, shown: &str) -> Result<(), SourceError> {
-        match fs::symlink_metadata(target) {
-            Ok(meta) if meta.is_dir() => Err(SourceError::Unsafe {
+    fn clear(&mut self, rel: &Path, shown: &str) -> Result<(), SourceError> {
+        match self.tree.node(rel)? {
+            Some(Node::Dir) => Err(SourceError::Unsafe {
                 path: shown.to_string(),
                 reason: "replaces an earlier directory".to_string(),
             }),
-            Ok(_) => Ok(fs::remove_file(target)?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+            Some(_) => Ok(self.tree.remove(rel)?),
+            None => Ok(()),
         }
     }
 
     fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        target: &Path,
+        rel: &Path,
         mode: u32,
         shown: &str,
     ) -> Result<(), SourceError> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(target)?;
+        let mut file = self.tree.create_file(rel, mode)?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut written: u64 = 0;
         loop {
@@ -311,14 +327,25 @@ impl Extractor<'_> {
     /// A hard link's original must be a regular file already extracted,
     /// reached through real directories only.
     fn check_link_original(&self, original: &Path) -> Result<(), &'static str> {
-        let mut path = self.dest.to_path_buf();
+        if original.as_os_str().is_empty() {
+            return Err("hard link target is the source root");
+        }
+        let mut path = PathBuf::new();
         let mut parts = original.components().peekable();
         while let Some(part) = parts.next() {
             path.push(part);
-            let meta =
-                fs::symlink_metadata(&path).map_err(|_| "hard link target is not extracted yet")?;
-            let last = parts.peek().is_none();
-            if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+            let node = self
+                .tree
+                .node(&path)
+                .ok()
+                .flatten()
+                .ok_or("hard link target is not extracted yet")?;
+            let wanted = if parts.peek().is_none() {
+                Node::File
+            } else {
+                Node::Dir
+            };
+            if node != wanted {
                 return Err("hard link target is not a regular file inside the source");
             }
         }
@@ -331,9 +358,15 @@ fn relative(raw: &[u8]) -> Result<PathBuf, &'static str> {
     if raw.contains(&0) {
         return Err("contains a NUL byte");
     }
+    if raw.len() > MAX_PATH {
+        return Err("is longer than 3072 bytes");
+    }
     let mut rel = PathBuf::new();
     for component in Path::new(OsStr::from_bytes(raw)).components() {
         match component {
+            Component::Normal(part) if part.len() > MAX_NAME => {
+                return Err("has a name longer than 255 bytes");
+            }
             Component::Normal(part) => rel.push(part),
             Component::CurDir => {}
             Component::ParentDir => return Err("has a `..` component"),
@@ -348,6 +381,9 @@ fn relative(raw: &[u8]) -> Result<PathBuf, &'static str> {
 fn symlink_stays_inside(link: &Path, target: &[u8]) -> Result<(), &'static str> {
     if target.is_empty() || target.contains(&0) {
         return Err("symlink target is empty or has a NUL byte");
+    }
+    if target.len() > MAX_PATH {
+        return Err("symlink target is longer than 3072 bytes");
     }
     let mut depth = link.components().count().saturating_sub(1);
     let mut seen_name = false;
@@ -420,507 +456,4 @@ fn corrupt(e: io::Error) -> SourceError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-    use std::os::unix::fs::PermissionsExt;
-    use tar::{EntryType, Header};
-
-    const LIMITS: ExtractLimits = ExtractLimits {
-        max_bytes: 1 << 20,
-        max_entries: 100,
-    };
-
-    /// Every path under `root`, relative, without following symlinks.
-    fn tree(root: &Path) -> BTreeSet<String> {
-        let mut found = BTreeSet::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                found.insert(path.strip_prefix(root).unwrap().display().to_string());
-                if fs::symlink_metadata(&path).unwrap().is_dir() {
-                    stack.push(path);
-                }
-            }
-        }
-        found
-    }
-
-    /// A header with `name` written raw, so `..` and absolute paths get through.
-    fn raw_header(name: &[u8], kind: EntryType, size: u64) -> Header {
-        let mut header = Header::new_gnu();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name);
-        header.set_entry_type(kind);
-        header.set_size(size);
-        header.set_mode(0o644);
-        header
-    }
-
-    fn link_header(name: &[u8], kind: EntryType, target: &[u8]) -> Header {
-        let mut header = raw_header(name, kind, 0);
-        header.set_link_name_literal(target).unwrap();
-        header
-    }
-
-    /// A tar of `(header, data)` pairs, checksums filled in.
-    fn tar_of(entries: Vec<(Header, &[u8])>) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (mut header, data) in entries {
-            header.set_cksum();
-            builder.append(&header, data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    fn pax(records: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = String::new();
-        for (key, value) in records {
-            let body = format!(" {key}={value}\n");
-            let mut len = body.len() + 1;
-            while len.to_string().len() + body.len() != len {
-                len += 1;
-            }
-            out.push_str(&format!("{len}{body}"));
-        }
-        out.into_bytes()
-    }
-
-    /// Writes `archive` next to (not inside) the extraction root and extracts
-    /// it into `<root>/a/b/dest`, so an escape by `..` would land in `root`.
-    struct Scene {
-        _archives: tempfile::TempDir,
-        archive: PathBuf,
-        root: tempfile::TempDir,
-        dest: PathBuf,
-    }
-
-    fn scene(archive: &[u8]) -> Scene {
-        let archives = tempfile::tempdir().unwrap();
-        let path = archives.path().join("source.tar");
-        fs::write(&path, archive).unwrap();
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir_all(root.path().join("a/b")).unwrap();
-        let dest = root.path().join("a/b/dest");
-        Scene {
-            _archives: archives,
-            archive: path,
-            root,
-            dest,
-        }
-    }
-
-    fn rejected(archive: &[u8], limits: &ExtractLimits) -> SourceError {
-        let scene = scene(archive);
-        let err =
-            extract(&scene.archive, &scene.dest, limits).expect_err("extraction should be refused");
-        let left: Vec<_> = tree(scene.root.path()).into_iter().collect();
-        assert_eq!(
-            left,
-            ["a", "a/b"],
-            "something stayed or escaped after {err}"
-        );
-        err
-    }
-
-    fn assert_unsafe(err: SourceError, expected_path: &str) {
-        match err {
-            SourceError::Unsafe { path, .. } => assert_eq!(path, expected_path),
-            other => panic!("expected Unsafe for {expected_path}, got {other:?}"),
-        }
-    }
-
-    fn happy_tar() -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut dir = Header::new_gnu();
-        dir.set_entry_type(EntryType::Directory);
-        dir.set_mode(0o755);
-        dir.set_size(0);
-        builder
-            .append_data(&mut dir.clone(), "./", io::empty())
-            .unwrap();
-        builder.append_data(&mut dir, "app", io::empty()).unwrap();
-        let mut file = Header::new_gnu();
-        file.set_mode(0o644);
-        file.set_size(6);
-        builder
-            .append_data(&mut file.clone(), "app/src/lib/main.txt", &b"hello\n"[..])
-            .unwrap();
-        file.set_mode(0o4755); // setuid must not survive
-        file.set_size(10);
-        builder
-            .append_data(&mut file.clone(), "app/build.sh", &b"#!/bin/sh\n"[..])
-            .unwrap();
-        let long = format!("app/{}/deep.txt", "d".repeat(120)); // a GNU long name
-        file.set_mode(0o644);
-        file.set_size(4);
-        builder.append_data(&mut file, &long, &b"deep"[..]).unwrap();
-        let mut link = Header::new_gnu();
-        link.set_entry_type(EntryType::Symlink);
-        link.set_size(0);
-        builder
-            .append_link(&mut link.clone(), "app/current", "src/lib/main.txt")
-            .unwrap();
-        builder
-            .append_link(&mut link, "app/src/up", "../build.sh")
-            .unwrap();
-        let mut hard = Header::new_gnu();
-        hard.set_entry_type(EntryType::Link);
-        hard.set_size(0);
-        builder
-            .append_link(&mut hard, "app/copy.txt", "app/src/lib/main.txt")
-            .unwrap();
-        let mut data = builder.into_inner().unwrap();
-        // A pax-named file, the way GNU tar --format=posix and git write them.
-        data.truncate(data.len() - 1024); // drop the end-of-archive blocks
-        let records = pax(&[("path", "app/pax name.txt"), ("mtime", "1.5")]);
-        let mut tail = tar_of(vec![
-            (
-                raw_header(b"PaxHeaders/x", EntryType::XHeader, records.len() as u64),
-                &records,
-            ),
-            (raw_header(b"placeholder", EntryType::Regular, 3), b"pax"),
-        ]);
-        data.append(&mut tail);
-        data
-    }
-
-    #[test]
-    fn extracts_tar_and_tar_gz_with_dirs_modes_and_links() {
-        for archive in [happy_tar(), gzip(&happy_tar())] {
-            let scene = scene(&archive);
-            let stats = extract(&scene.archive, &scene.dest, &LIMITS).unwrap();
-            let dest = &scene.dest;
-            assert_eq!(
-                stats,
-                ExtractStats {
-                    entries: 9,
-                    bytes: 23
-                }
-            );
-            assert_eq!(
-                fs::read(dest.join("app/src/lib/main.txt")).unwrap(),
-                b"hello\n"
-            );
-            assert_eq!(
-                fs::read(dest.join(format!("app/{}/deep.txt", "d".repeat(120)))).unwrap(),
-                b"deep"
-            );
-            assert_eq!(fs::read(dest.join("app/pax name.txt")).unwrap(), b"pax");
-            let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o7777;
-            assert_eq!(mode("app/build.sh"), 0o755, "executable, without setuid");
-            assert_eq!(mode("app/src/lib/main.txt"), 0o644);
-            assert_eq!(
-                fs::read_link(dest.join("app/current")).unwrap(),
-                Path::new("src/lib/main.txt")
-            );
-            assert_eq!(fs::read(dest.join("app/current")).unwrap(), b"hello\n");
-            assert_eq!(fs::read(dest.join("app/src/up")).unwrap(), b"#!/bin/sh\n");
-            assert_eq!(fs::read(dest.join("app/copy.txt")).unwrap(), b"hello\n");
-        }
-    }
-
-    #[test]
-    fn refuses_paths_that_leave_dest() {
-        let archive = tar_of(vec![(
-            raw_header(b"../../escaped", EntryType::Regular, 2),
-            b"hi",
-        )]);
-        assert_unsafe(rejected(&archive, &LIMITS), "../../escaped");
-        let archive = tar_of(vec![(
-            raw_header(b"/tmp/deployd-abs-escape", EntryType::Regular, 2),
-            b"hi",
-        )]);
-        assert_unsafe(rejected(&archive, &LIMITS), "/tmp/deployd-abs-escape");
-        assert!(!Path::new("/tmp/deployd-abs-escape").exists());
-    }
-
-    #[test]
-    fn refuses_symlinks_that_leave_dest() {
-        let archive = tar_of(vec![
-            (link_header(b"root", EntryType::Symlink, b"/"), b""),
-            (
-                raw_header(b"root/tmp/deployd-via-link", EntryType::Regular, 2),
-                b"hi",
-            ),
-        ]);
-        assert_unsafe(rejected(&archive, &LIMITS), "root");
-        let archive = tar_of(vec![(link_header(b"a", EntryType::Symlink, b"../.."), b"")]);
-        assert_unsafe(rejected(&archive, &LIMITS), "a");
-        let archive = tar_of(vec![(
-            link_header(b"d/a", EntryType::Symlink, b"../../x"),
-            b"",
-        )]);
-        assert_unsafe(rejected(&archive, &LIMITS), "d/a");
-        // Lexically `b -> a/..` is dest itself, but with `a -> .` the kernel
-        // would climb out of dest.
-        let archive = tar_of(vec![
-            (link_header(b"a", EntryType::Symlink, b"."), b""),
-            (link_header(b"b", EntryType::Symlink, b"a/.."), b""),
-        ]);
-        assert_unsafe(rejected(&archive, &LIMITS), "b");
-    }
-
-    #[test]
-    fn refuses_entries_through_an_earlier_symlink() {
-        let mut dir = raw_header(b"sub", EntryType::Directory, 0);
-        dir.set_mode(0o755);
-        let archive = tar_of(vec![
-            (dir, b""),
-            (link_header(b"inner", EntryType::Symlink, b"sub"), b""),
-            (raw_header(b"inner/x", EntryType::Regular, 2), b"hi"),
-        ]);
-        assert_unsafe(rejected(&archive, &LIMITS), "inner/x");
-    }
-
-    #[test]
-    fn replaces_a_symlink_instead_of_writing_through_it() {
-        let archive = tar_of(vec![
-            (
-                raw_header(b"target.txt", EntryType::Regular, 8),
-                b"original",
-            ),
-            (link_header(b"s", EntryType::Symlink, b"target.txt"), b""),
-            (raw_header(b"s", EntryType::Regular, 3), b"new"),
-        ]);
-        let scene = scene(&archive);
-        extract(&scene.archive, &scene.dest, &LIMITS).unwrap();
-        assert_eq!(
-            fs::read(scene.dest.join("target.txt")).unwrap(),
-            b"original"
-        );
-        assert!(
-            fs::symlink_metadata(scene.dest.join("s"))
-                .unwrap()
-                .is_file()
-        );
-    }
-
-    #[test]
-    fn refuses_hard_links_outside_or_ahead() {
-        let archive = tar_of(vec![(
-            link_header(b"pw", EntryType::Link, b"/etc/passwd"),
-            b"",
-        )]);
-        assert_unsafe(rejected(&archive, &LIMITS), "pw");
-        let archive = tar_of(vec![(
-            link_header(b"up", EntryType::Link, b"../outside"),
-            b"",
-        )]);
-        assert_unsafe(rejected(&archive, &LIMITS), "up");
-        let archive = tar_of(vec![
-            (link_header(b"early", EntryType::Link, b"later"), b""),
-            (raw_header(b"later", EntryType::Regular, 2), b"hi"),
-        ]);
-        assert_unsafe(rejected(&archive, &LIMITS), "early");
-    }
-
-    #[test]
-    fn refuses_fifos_and_devices() {
-        let archive = tar_of(vec![(raw_header(b"fifo", EntryType::Fifo, 0), b"")]);
-        assert_unsafe(rejected(&archive, &LIMITS), "fifo");
-        let mut null = raw_header(b"null", EntryType::Char, 0);
-        null.set_device_major(1).unwrap();
-        null.set_device_minor(3).unwrap();
-        assert_unsafe(rejected(&tar_of(vec![(null, b"")]), &LIMITS), "null");
-        let archive = tar_of(vec![(raw_header(b"sda", EntryType::Block, 0), b"")]);
-        assert_unsafe(rejected(&archive, &LIMITS), "sda");
-    }
-
-    #[test]
-    fn a_gzip_bomb_stops_at_its_header() {
-        let zeros = vec![0u8; 50 << 20];
-        let bomb = gzip(&tar_of(vec![(
-            raw_header(b"zeros", EntryType::Regular, zeros.len() as u64),
-            &zeros,
-        )]));
-        assert!(bomb.len() < 1 << 20, "the bomb is small on the wire");
-        let err = rejected(&bomb, &LIMITS);
-        assert!(
-            matches!(err, SourceError::TooLarge { limit } if limit == 1 << 20),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn the_byte_budget_spans_all_entries() {
-        let half = vec![1u8; 600 << 10];
-        let archive = tar_of(vec![
-            (
-                raw_header(b"one", EntryType::Regular, half.len() as u64),
-                &half,
-            ),
-            (
-                raw_header(b"two", EntryType::Regular, half.len() as u64),
-                &half,
-            ),
-        ]);
-        let err = rejected(&archive, &LIMITS);
-        assert!(
-            matches!(err, SourceError::TooLarge { limit } if limit == 1 << 20),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn extension_headers_are_bounded_and_checked() {
-        let huge = vec![b'n'; 100 << 10];
-        let archive = tar_of(vec![
-            (
-                raw_header(b"././@LongLink", EntryType::GNULongName, huge.len() as u64),
-                &huge,
-            ),
-            (raw_header(b"f", EntryType::Regular, 0), b""),
-        ]);
-        assert!(matches!(
-            rejected(&archive, &LIMITS),
-            SourceError::Corrupt(_)
-        ));
-        let records = pax(&[("size", "3")]);
-        let archive = tar_of(vec![
-            (
-                raw_header(b"x", EntryType::XHeader, records.len() as u64),
-                &records,
-            ),
-            (raw_header(b"f", EntryType::Regular, 5), b"hello"),
-        ]);
-        assert!(matches!(
-            rejected(&archive, &LIMITS),
-            SourceError::Corrupt(_)
-        ));
-        let globals = (0..5).map(|_| (raw_header(b"g", EntryType::XGlobalHeader, 0), &b""[..]));
-        let err = rejected(&tar_of(globals.collect()), &LIMITS);
-        assert!(matches!(err, SourceError::Corrupt(_)), "{err:?}");
-    }
-
-    #[test]
-    fn a_directory_is_never_replaced() {
-        let archive = tar_of(vec![
-            (raw_header(b"d", EntryType::Directory, 0), b""),
-            (raw_header(b"d", EntryType::Regular, 2), b"hi"),
-        ]);
-        assert_unsafe(rejected(&archive, &LIMITS), "d");
-    }
-
-    #[test]
-    fn accepts_old_style_dirs_and_global_pax_headers() {
-        let comment = pax(&[("comment", "0123abcd")]); // what `git archive` writes
-        let archive = tar_of(vec![
-            (
-                raw_header(
-                    b"pax_global_header",
-                    EntryType::XGlobalHeader,
-                    comment.len() as u64,
-                ),
-                &comment,
-            ),
-            (raw_header(b"old/", EntryType::Regular, 0), b""),
-            (raw_header(b"old/f", EntryType::Regular, 2), b"hi"),
-        ]);
-        let scene = scene(&archive);
-        let stats = extract(&scene.archive, &scene.dest, &LIMITS).unwrap();
-        assert_eq!(
-            stats,
-            ExtractStats {
-                entries: 2,
-                bytes: 2
-            }
-        );
-        assert_eq!(fs::read(scene.dest.join("old/f")).unwrap(), b"hi");
-    }
-
-    /// What real tools write: GNU tar in its own and in POSIX (pax) format.
-    #[test]
-    fn extracts_what_gnu_tar_writes() {
-        let src = tempfile::tempdir().unwrap();
-        let deep = format!("app/{}/{}", "d".repeat(80), "é".repeat(60));
-        fs::create_dir_all(src.path().join(&deep)).unwrap();
-        fs::write(src.path().join(&deep).join("f.txt"), b"deep").unwrap();
-        fs::write(src.path().join("app/run.sh"), b"#!/bin/sh\n").unwrap();
-        fs::set_permissions(
-            src.path().join("app/run.sh"),
-            fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink("run.sh", src.path().join("app/start")).unwrap();
-        for format in ["gnu", "posix"] {
-            let archives = tempfile::tempdir().unwrap();
-            let archive = archives.path().join("source.tgz");
-            let status = std::process::Command::new("tar")
-                .arg(format!("--format={format}"))
-                .arg("-czf")
-                .arg(&archive)
-                .arg("-C")
-                .arg(src.path())
-                .arg(".")
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let dest = archives.path().join("dest");
-            extract(&archive, &dest, &LIMITS).unwrap();
-            assert_eq!(
-                fs::read(dest.join(&deep).join("f.txt")).unwrap(),
-                b"deep",
-                "{format}"
-            );
-            let mode = fs::metadata(dest.join("app/run.sh"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o755, "{format}");
-            assert_eq!(
-                fs::read_link(dest.join("app/start")).unwrap(),
-                Path::new("run.sh")
-            );
-        }
-    }
-
-    #[test]
-    fn too_many_entries_is_too_large() {
-        let entries = (0..5).map(|i| {
-            (
-                raw_header(format!("f{i}").as_bytes(), EntryType::Regular, 0),
-                &b""[..],
-            )
-        });
-        let limits = ExtractLimits {
-            max_bytes: 1 << 20,
-            max_entries: 3,
-        };
-        let err = rejected(&tar_of(entries.collect()), &limits);
-        assert!(matches!(err, SourceError::TooLarge { limit: 3 }), "{err:?}");
-    }
-
-    #[test]
-    fn garbage_and_truncation_are_corrupt() {
-        let err = rejected(&[0x42; 2000], &LIMITS);
-        assert!(matches!(err, SourceError::Corrupt(_)), "{err:?}");
-        let mut truncated = tar_of(vec![(
-            raw_header(b"f", EntryType::Regular, 4000),
-            &[7u8; 4000],
-        )]);
-        truncated.truncate(2048);
-        let err = rejected(&truncated, &LIMITS);
-        assert!(matches!(err, SourceError::Corrupt(_)), "{err:?}");
-        let err = rejected(&gzip(&happy_tar())[..300], &LIMITS);
-        assert!(matches!(err, SourceError::Corrupt(_)), "{err:?}");
-    }
-
-    #[test]
-    fn dest_must_not_exist_and_is_left_alone() {
-        let scene = scene(&happy_tar());
-        fs::create_dir(&scene.dest).unwrap();
-        fs::write(scene.dest.join("keep"), b"mine").unwrap();
-        assert!(matches!(
-            extract(&scene.archive, &scene.dest, &LIMITS),
-            Err(SourceError::Io(_))
-        ));
-        assert_eq!(fs::read(scene.dest.join("keep")).unwrap(), b"mine");
-    }
-}
+mod tests;

@@ -107,6 +107,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// One short step of retention, in one transaction: delete at most `batch`
+    /// deployments `policy` no longer keeps (their events go with them), then
+    /// at most `batch` versions nothing needs any more, and name those so the
+    /// caller can remove their artifacts. Callers repeat until a step deletes
+    /// nothing ([`CompactionReport::is_empty`]).
+    ///
+    /// Never deleted: a target's newest `keep_per_target` deployments, its
+    /// active one, any deployment not yet ended or created after
+    /// [`Retention::cutoff`], and every deployment of a kept version. A
+    /// version is kept while a kept deployment has it (or a queued rollback
+    /// names it), while it is active on any target, when it is pinned, and
+    /// while it is younger than the cutoff.
+    async fn compact(&self, policy: &Retention, batch: u32)
+    -> Result<CompactionReport, StoreError>;
 }
 
 /// A deployment to create. The caller mints the id (UUIDv7).
@@ -245,6 +260,51 @@ pub struct HistoryQuery {
     /// 1..=500; callers validate.
     pub limit: u32,
     pub before: Option<Uuid>,
+}
+
+/// What compaction keeps; see [`Store::compact`].
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Deployments kept per (app, cluster), newest first.
+    pub keep_per_target: u32,
+    /// Nothing younger than this is deleted, whatever its rank.
+    pub min_age: chrono::Duration,
+    pub now: DateTime<Utc>,
+}
+
+impl Retention {
+    /// Rows created after this instant are never deleted.
+    pub fn cutoff(&self) -> DateTime<Utc> {
+        self.now - self.min_age
+    }
+}
+
+/// What one or more compaction steps deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CompactionReport {
+    pub deployments_deleted: u64,
+    /// Versions deleted: their artifacts are no longer needed by anyone.
+    pub versions_deleted: Vec<DeletedVersion>,
+}
+
+impl CompactionReport {
+    /// True when the step deleted nothing, so compaction is done.
+    pub fn is_empty(&self) -> bool {
+        self.deployments_deleted == 0 && self.versions_deleted.is_empty()
+    }
+
+    /// Add what a later step deleted.
+    pub fn absorb(&mut self, step: CompactionReport) {
+        self.deployments_deleted += step.deployments_deleted;
+        self.versions_deleted.extend(step.versions_deleted);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeletedVersion {
+    pub app: String,
+    pub version: String,
+    pub artifact: String,
 }
 
 /// One page of a keyset listing; `next` is the key to pass as `before`.

@@ -15,8 +15,8 @@
 //! Connections are plain TCP (`NoTls`).
 
 use super::{
-    Applied, Change, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment, Page, Store,
-    StoreError, VersionChange,
+    Applied, Change, CompactionReport, Created, DeletedVersion, HistoryQuery, LeaseInfo, Migration,
+    NewDeployment, Page, Retention, Store, StoreError, VersionChange,
 };
 use crate::machine::State;
 use crate::model::{
@@ -36,11 +36,18 @@ pub use sql::{Param, history_sql};
 use sql::{deployment, parse_column, version_info};
 
 /// The schema, in order. Each is applied once and recorded in `schema_migrations`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    number: 1,
-    name: "init",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        number: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        number: 2,
+        name: "compaction",
+        sql: include_str!("../../migrations/postgres/0002_compaction.sql"),
+    },
+];
 
 /// The advisory lock key that serializes migrations ("deployd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0064_6570_6c6f_7964;
@@ -433,6 +440,40 @@ impl Store for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn compact(
+        &self,
+        policy: &Retention,
+        batch: u32,
+    ) -> Result<CompactionReport, StoreError> {
+        let (keep, cutoff, batch) = (
+            i64::from(policy.keep_per_target),
+            policy.cutoff(),
+            i64::from(batch),
+        );
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(sql::COMPACT_DEPLOYMENTS).await?;
+        let deployments_deleted = tx.execute(&statement, &[&keep, &cutoff, &batch]).await?;
+        // A new snapshot: this statement sees the deployments just deleted.
+        let statement = tx.prepare_cached(sql::COMPACT_VERSIONS).await?;
+        let rows = tx.query(&statement, &[&cutoff, &batch]).await?;
+        let versions_deleted = rows
+            .iter()
+            .map(|row| {
+                Ok(DeletedVersion {
+                    app: row.try_get("app")?,
+                    version: row.try_get("version")?,
+                    artifact: row.try_get("artifact")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        tx.commit().await?;
+        Ok(CompactionReport {
+            deployments_deleted,
+            versions_deleted,
+        })
     }
 }
 

@@ -22,8 +22,8 @@ mod read;
 mod write;
 
 use super::{
-    Applied, Change, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment, Page, Store,
-    StoreError,
+    Applied, Change, CompactionReport, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment,
+    Page, Retention, Store, StoreError,
 };
 use crate::model::{Deployment, Event, EventData, TargetView, VersionInfo};
 use async_trait::async_trait;
@@ -38,11 +38,18 @@ use uuid::Uuid;
 pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// The schema, in order; applied ones are recorded in `schema_migrations`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    number: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        number: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        number: 2,
+        name: "compaction",
+        sql: include_str!("../../migrations/sqlite/0002_compaction.sql"),
+    },
+];
 
 /// How long a writer waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -274,6 +281,16 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn compact(
+        &self,
+        policy: &Retention,
+        batch: u32,
+    ) -> Result<CompactionReport, StoreError> {
+        let policy = *policy;
+        self.write(move |tx| write::compact(tx, &policy, batch))
             .await
     }
 }

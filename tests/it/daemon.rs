@@ -2,34 +2,13 @@
 //! processes, the real client, on both stores.
 
 use crate::support::app::*;
+use crate::support::on_both_stores;
 use deployd::client::ClientError;
 use deployd::config::ConflictPolicy;
 use deployd::machine::{Kind, State};
 use deployd::model::{EventData, RollbackRequest};
+use futures::StreamExt;
 use futures::future::join_all;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            use crate::support::app::Backend;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     deploy_walks_every_phase_and_activates,
@@ -51,6 +30,7 @@ on_both_stores!(
     different_targets_run_in_parallel,
     history_and_versions_page_by_cursor,
     output_over_the_cap_ends_with_one_truncated_event,
+    graceful_shutdown_ends_open_streams,
 );
 
 /// A cluster whose build waits until a file appears, so tests control when
@@ -695,6 +675,39 @@ async fn output_over_the_cap_ends_with_one_truncated_event(backend: Backend) {
     assert_eq!(at, events.len() - 2, "just before the final state event");
     assert_eq!(app.client.get(d.id).await.unwrap().state, State::Succeeded);
     app.stop().await;
+}
+
+async fn graceful_shutdown_ends_open_streams(backend: Backend) {
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("never");
+    let app = spawn_app(backend, |c| {
+        c.server.shutdown_grace = std::time::Duration::from_millis(200);
+        c.clusters.insert("gated".into(), gated_cluster(&gate_file));
+    })
+    .await;
+    let d = app.deploy("web", "gated", "one").await;
+    let mut stream = app.client.events(d.id, None).await.unwrap();
+    let first = stream
+        .next()
+        .await
+        .expect("an event")
+        .expect("a good event");
+    assert_eq!(first.seq, Some(1));
+    // The grace is 200 ms: an open stream must not hold the server up.
+    let client = app.client.clone();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), app.stop()).await;
+    assert!(stopped.is_ok(), "an open stream held up graceful shutdown");
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut n = 0;
+        while let Some(Ok(_)) = stream.next().await {
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("the stream ends when the server stops");
+    assert!(rest < 10, "{rest} more events");
+    assert!(client.healthz().await.is_err(), "the server is gone");
 }
 
 pub fn assert_api_error(error: &ClientError, status: u16, code: &str) {

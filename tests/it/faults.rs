@@ -3,6 +3,7 @@
 //! checks that no deployment is left stale, no target locked, no event lost.
 
 use crate::support::app::*;
+use crate::support::on_both_stores;
 use crate::support::pg::fresh_database;
 use crate::support::process::{Daemon, ThrowawayPg, write_config};
 use deployd::app_actor::TEST_PANIC;
@@ -17,19 +18,21 @@ use std::time::{Duration, Instant};
 /// A 3 s lease (the smallest the config allows) keeps these tests short.
 const LEASE: Duration = Duration::from_secs(3);
 
-/// deploy settings and a `gated` cluster whose build records its pid and a
-/// background child's pid, then waits for the gate file.
-fn gated_toml(gate: &Path, build_timeout: &str) -> String {
+/// A build that records its pid and a background child's pid (both must be
+/// gone once the step is stopped), then waits for the `gate` file.
+fn gated_script(gate: &Path) -> String {
     format!(
-        r#"[deploy]
-lease = "3s"
-kill_grace = "1s"
-
-[clusters.gated.build]
-run = ["/bin/sh", "-c", "echo $$ > \"$DEPLOY_SOURCE_DIR/../pid\"; sleep 300 & echo $! > \"$DEPLOY_SOURCE_DIR/../child\"; while [ ! -e '{}' ]; do sleep 0.05; done"]
-timeout = "{build_timeout}"
-"#,
+        "echo $$ > \"$DEPLOY_SOURCE_DIR/../pid\"; sleep 300 & echo $! > \"$DEPLOY_SOURCE_DIR/../child\"; while [ ! -e '{}' ]; do sleep 0.05; done",
         gate.display()
+    )
+}
+
+/// deploy settings and a `gated` cluster running [`gated_script`], for a
+/// daemon process's config file.
+fn gated_toml(gate: &Path, build_timeout: &str) -> String {
+    let argv = serde_json::json!(["/bin/sh", "-c", gated_script(gate)]);
+    format!(
+        "[deploy]\nlease = \"3s\"\nkill_grace = \"1s\"\n\n[clusters.gated.build]\nrun = {argv}\ntimeout = \"{build_timeout}\"\n"
     )
 }
 
@@ -66,21 +69,6 @@ async fn step_pids(data_dir: &Path, id: uuid::Uuid) -> (i32, i32) {
         read_pid(&work.join("pid")).await,
         read_pid(&work.join("child")).await,
     )
-}
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            use crate::support::app::Backend;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            use crate::support::app::Backend;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(Backend::Postgres).await } )*
-        }
-    };
 }
 
 on_both_stores!(
@@ -278,11 +266,9 @@ async fn an_actor_panic_fails_its_deployment_and_spares_other_targets(backend: B
     let gate_dir = tempfile::tempdir().unwrap();
     let gate = gate_dir.path().join("gate");
     let app = spawn_app(backend, |c| {
-        let build = format!(
-            "echo $$ > \"$DEPLOY_SOURCE_DIR/../pid\"; sleep 300 & echo $! > \"$DEPLOY_SOURCE_DIR/../child\"; while [ ! -e '{}' ]; do sleep 0.05; done",
-            gate.display()
-        );
-        c.clusters.insert("gated".into(), sh_cluster(Some(&build), None, None));
+        let build = gated_script(&gate);
+        c.clusters
+            .insert("gated".into(), sh_cluster(Some(&build), None, None));
     })
     .await;
     let victim = app.deploy("web", "gated", "one").await;
@@ -344,7 +330,12 @@ async fn six_panics_in_a_minute_degrade_the_target(backend: Backend) {
     let source = app.upload(&[("x", "boom", 0o644)]).await;
     let mut request = deploy_request(&source);
     request.message = Some(TEST_PANIC.to_string());
-    for _ in 0..6 {
+    // Keep crashing the actor until the supervisor lists the target as
+    // degraded. (A request that reaches an actor still unwinding from the
+    // previous panic gets its 503 without a crash of its own.)
+    let url = format!("{}/v1/supervisor", app.url);
+    let mut attempts = 0;
+    let crashes = loop {
         let error = app
             .client
             .deploy("web", "local", &request)
@@ -354,7 +345,20 @@ async fn six_panics_in_a_minute_degrade_the_target(backend: Backend) {
             matches!(error, ClientError::Api { status: 503, .. }),
             "{error:?}"
         );
-    }
+        attempts += 1;
+        let listed = eventually_listed(&url).await;
+        if let Some(crashes) = listed {
+            break crashes;
+        }
+        assert!(
+            attempts < 20,
+            "still not degraded after {attempts} crashing requests"
+        );
+    };
+    assert!(
+        crashes > 5,
+        "degraded after {crashes} crashes, the budget is 5 in 60 s"
+    );
     let plain = deploy_request(&source);
     let degraded = app.client.deploy("web", "local", &plain).await.unwrap_err();
     let ClientError::Api {
@@ -374,6 +378,31 @@ async fn six_panics_in_a_minute_degrade_the_target(backend: Backend) {
         "other targets are untouched"
     );
     app.stop().await;
+}
+
+/// The crash count of web/local once the supervisor has heard of the last
+/// crash (it hears just after the caller's 503), if it lists it as degraded.
+async fn eventually_listed(url: &str) -> Option<u64> {
+    let crashes_heard = || async {
+        let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["degraded"].as_array().and_then(|targets| {
+            targets
+                .iter()
+                .find(|t| t["app"] == "web")
+                .and_then(|t| t["crashes"].as_u64())
+        })
+    };
+    // Give the supervisor a moment to record the crash before concluding.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(crashes) = crashes_heard().await {
+            return Some(crashes);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn requests_racing_passivation_are_never_lost(backend: Backend) {
@@ -526,4 +555,100 @@ async fn eventually_ready(app: &TestApp) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_loses_its_lease_stops_its_step() {
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("gate");
+    let app = spawn_app(Backend::Sqlite, |c| {
+        c.deploy.lease = LEASE;
+        let build = gated_script(&gate);
+        c.clusters
+            .insert("gated".into(), sh_cluster(Some(&build), None, None));
+    })
+    .await;
+    let d = app.deploy("web", "gated", "one").await;
+    let (leader, child) = step_pids(&app.data_dir, d.id).await;
+    // Another instance now holds the row, with a lease far in the future, so
+    // reconciliation will not touch it: only the renewal can tell the actor.
+    let db = rusqlite::Connection::open(app.data_dir.join("deployd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let taken = db
+        .execute(
+            "UPDATE deployments SET owner = 'another-instance', lease_expires_at = '2999-01-01T00:00:00.000000Z' WHERE id = ?1",
+            [d.id.to_string()],
+        )
+        .unwrap();
+    assert_eq!(taken, 1);
+    eventually("the step of a lost lease to be stopped", || {
+        !alive(leader) && !alive(child)
+    })
+    .await;
+    let view = app.client.target("web", "gated").await.unwrap();
+    assert_eq!(
+        view.running.map(|r| r.id),
+        Some(d.id),
+        "the record is the other owner's to settle"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_database_share_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let db = fresh_database().await;
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Daemon::start(&write_config(
+        &a_dir,
+        Some(db.url()),
+        &gated_toml(&gate, "10m"),
+    ))
+    .await;
+    let b = Daemon::start(&write_config(
+        &b_dir,
+        Some(db.url()),
+        &gated_toml(&gate, "10m"),
+    ))
+    .await;
+    let first = upload_and_deploy(&a.client, "gated", ConflictPolicy::Reject).await;
+    let (leader, child) = step_pids(&a_dir.join("data"), first.id).await;
+
+    let bytes = tar_of(&[("index.html", "from b", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    b.client.put_source(&sha, bytes).await.unwrap();
+    let mut request = deploy_request(&sha);
+    request.on_conflict = Some(ConflictPolicy::Reject);
+    let refused = b.client.deploy("web", "gated", &request).await.unwrap_err();
+    let ClientError::Api {
+        status, details, ..
+    } = &refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        (*status, details["deployment_id"].as_str()),
+        (409, Some(first.id.to_string().as_str()))
+    );
+
+    request.on_conflict = Some(ConflictPolicy::Supersede);
+    let second = b.client.deploy("web", "gated", &request).await.unwrap();
+    let first_events = collect_events(&a.client, first.id, None).await;
+    assert!(
+        matches!(&first_events.last().unwrap().1, EventData::State(s) if s.to == State::Cancelled)
+    );
+    assert_eq!(
+        a.client.get(first.id).await.unwrap().superseded_by,
+        Some(second.id)
+    );
+    eventually("the superseded step on the other daemon to stop", || {
+        !alive(leader) && !alive(child)
+    })
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    let events = collect_events(&b.client, second.id, None).await;
+    assert!(matches!(&events.last().unwrap().1, EventData::State(s) if s.to == State::Succeeded));
 }

@@ -5,5 +5,7 @@ mod cli_config;
 mod daemon;
 mod faults;
 mod pg_schema;
+mod retention;
+mod security;
 mod store_contract;
 mod support;

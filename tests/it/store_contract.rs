@@ -14,6 +14,12 @@ use deployd::store::{
 use std::collections::HashSet;
 use uuid::Uuid;
 
+mod compaction;
+use compaction::{
+    compaction_keeps_the_newest_per_target, compaction_spares_active_young_running_and_kept,
+    compaction_steps_are_small_and_converge,
+};
+
 /// Generate one `#[tokio::test]` per contract fn for a backend whose
 /// `$open().await` gives `(DynStore, guard)`.
 macro_rules! contract {
@@ -41,6 +47,9 @@ macro_rules! contract {
                 queued_targets_lists_waiting_targets,
                 history_cursor_walks_a_thousand_rows,
                 ping_answers,
+                compaction_keeps_the_newest_per_target,
+                compaction_spares_active_young_running_and_kept,
+                compaction_steps_are_small_and_converge,
             );
         }
     };

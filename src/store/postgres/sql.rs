@@ -233,6 +233,56 @@ pub const OWNED_BY: &str = concat!(
 pub const QUEUED_TARGETS: &str =
     "SELECT DISTINCT app, cluster FROM deployments WHERE state = 'queued' ORDER BY app, cluster";
 
+/// One compaction step's deployments: at most $3 that retention no longer
+/// keeps, oldest first. $1 keep per target, $2 the age cutoff. A deployment
+/// is `protected` by rank, by not having ended, by age or by being active;
+/// the versions protected deployments have or (queued rollbacks) name are
+/// kept, and so are active and pinned ones: no deployment of a kept version
+/// goes. Ended rows never change, so what this snapshot saw still holds.
+pub const COMPACT_DEPLOYMENTS: &str = concat!(
+    "
+WITH ranked AS (
+    SELECT d.id, d.app, d.version, d.rollback_to,
+           (row_number() OVER (PARTITION BY d.app, d.cluster ORDER BY d.id DESC) <= $1::bigint
+            OR d.state = 'queued' OR d.state IN ",
+    running!(),
+    "
+            OR d.created_at > $2::timestamptz
+            OR EXISTS (SELECT 1 FROM targets t WHERE t.app = d.app AND t.cluster = d.cluster
+                       AND t.active_deployment_id = d.id)) AS protected
+    FROM deployments d
+), kept_versions AS (
+    SELECT app, version FROM ranked WHERE protected AND version IS NOT NULL
+    UNION SELECT app, rollback_to FROM ranked WHERE protected AND rollback_to IS NOT NULL
+    UNION SELECT app, active_version FROM targets
+    UNION SELECT app, version FROM versions WHERE pinned
+), doomed AS (
+    SELECT r.id FROM ranked r
+    WHERE NOT r.protected
+      AND NOT EXISTS (SELECT 1 FROM kept_versions k WHERE k.app = r.app AND k.version = r.version)
+    ORDER BY r.id LIMIT $3
+)
+DELETE FROM deployments d USING doomed WHERE d.id = doomed.id"
+);
+
+/// One compaction step's versions: at most $2 that no deployment has, no
+/// queued rollback names, no target has active, not pinned and created at or
+/// before $1. Rows a concurrent writer holds (a rollback's foreign key check)
+/// are skipped for the next step rather than waited for.
+pub const COMPACT_VERSIONS: &str = "
+WITH doomed AS (
+    SELECT v.app, v.number FROM versions v
+    WHERE NOT v.pinned AND v.created_at <= $1::timestamptz
+      AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app AND d.version = v.version)
+      AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app AND d.state = 'queued'
+                      AND d.rollback_to = v.version)
+      AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.app = v.app AND t.active_version = v.version)
+    ORDER BY v.app, v.number LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM versions v USING doomed WHERE v.app = doomed.app AND v.number = doomed.number
+RETURNING v.app, v.version, v.artifact";
+
 /// The history statement for `query`: newest first, one row more than the
 /// page. Only the filters asked for are in the text, so each variant gets a
 /// plan on its keyset index (`deployments_target_history` with a cluster,

@@ -4,7 +4,10 @@
 use super::read::{self, git_json, ts};
 use crate::machine::State;
 use crate::model::{Event, EventData, StateChange, clip_error};
-use crate::store::{Applied, Change, Created, NewDeployment, StoreError, VersionChange};
+use crate::store::{
+    Applied, Change, CompactionReport, Created, DeletedVersion, NewDeployment, Retention,
+    StoreError, VersionChange,
+};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 use std::str::FromStr;
@@ -266,6 +269,70 @@ pub(super) fn renew_leases(
         params![ts(expires_at), owner, ids],
     )?;
     Ok(renewed as u64)
+}
+
+/// One compaction step: the deployments, then the versions, retention no
+/// longer keeps; the rules are [`Store::compact`](crate::store::Store::compact)'s.
+/// The statements mirror the PostgreSQL backend's `COMPACT_*`.
+pub(super) fn compact(
+    tx: &Transaction,
+    policy: &Retention,
+    batch: u32,
+) -> Result<CompactionReport, StoreError> {
+    let cutoff = ts(policy.cutoff());
+    let deployments_deleted = tx.execute(
+        "WITH ranked AS (
+             SELECT d.id, d.app, d.version, d.rollback_to,
+                    (row_number() OVER (PARTITION BY d.app, d.cluster ORDER BY d.id DESC) <= ?1
+                     OR d.state IN ('queued', 'building', 'pushing', 'activating')
+                     OR d.created_at > ?2
+                     OR EXISTS (SELECT 1 FROM targets t WHERE t.app = d.app
+                                AND t.cluster = d.cluster AND t.active_deployment_id = d.id))
+                    AS protected
+             FROM deployments d
+         ), kept_versions AS (
+             SELECT app, version FROM ranked WHERE protected AND version IS NOT NULL
+             UNION SELECT app, rollback_to FROM ranked WHERE protected AND rollback_to IS NOT NULL
+             UNION SELECT app, active_version FROM targets
+             UNION SELECT app, version FROM versions WHERE pinned
+         ), doomed AS (
+             SELECT r.id FROM ranked r
+             WHERE NOT r.protected
+               AND NOT EXISTS (SELECT 1 FROM kept_versions k
+                               WHERE k.app = r.app AND k.version = r.version)
+             ORDER BY r.id LIMIT ?3
+         )
+         DELETE FROM deployments WHERE id IN (SELECT id FROM doomed)",
+        params![policy.keep_per_target, cutoff, batch],
+    )?;
+    let mut delete_versions = tx.prepare(
+        "WITH doomed AS (
+             SELECT v.app, v.number FROM versions v
+             WHERE NOT v.pinned AND v.created_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM deployments d
+                               WHERE d.app = v.app AND d.version = v.version)
+               AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app
+                               AND d.state = 'queued' AND d.rollback_to = v.version)
+               AND NOT EXISTS (SELECT 1 FROM targets t
+                               WHERE t.app = v.app AND t.active_version = v.version)
+             ORDER BY v.app, v.number LIMIT ?2
+         )
+         DELETE FROM versions WHERE (app, number) IN (SELECT app, number FROM doomed)
+         RETURNING app, version, artifact",
+    )?;
+    let versions_deleted = delete_versions
+        .query_map(params![cutoff, batch], |r| {
+            Ok(DeletedVersion {
+                app: r.get(0)?,
+                version: r.get(1)?,
+                artifact: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(CompactionReport {
+        deployments_deleted: deployments_deleted as u64,
+        versions_deleted,
+    })
 }
 
 /// The running-deployment index is the only unique constraint a state change

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod pg;
 pub mod process;
+pub mod proxy;
 
 use deployd::store::DynStore;
 use deployd::store::sqlite::SqliteStore;
@@ -19,3 +20,29 @@ pub async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
         .expect("open the SQLite store");
     (Arc::new(store), dir)
 }
+
+/// Run each named `async fn NAME(backend: Backend)` of the calling module as
+/// two tests, `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use crate::support::app::Backend;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            use crate::support::app::Backend;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_stores;

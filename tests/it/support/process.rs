@@ -33,7 +33,13 @@ pub fn write_config(dir: &Path, store_url: Option<&str>, extra: &str) -> PathBuf
 impl Daemon {
     /// Start `deployd serve` on a free loopback port and wait until ready.
     pub async fn start(config: &Path) -> Daemon {
-        let port = free_port();
+        Daemon::start_on(config, free_port()).await
+    }
+
+    /// Start `deployd serve` on loopback `port` and wait until ready; a
+    /// daemon restarted on the same port answers at the URL a running
+    /// client already has.
+    pub async fn start_on(config: &Path, port: u16) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_deployd"))
             .args(["serve", "--config"])
             .arg(config)
@@ -83,7 +89,8 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
