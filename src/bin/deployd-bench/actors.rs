@@ -6,6 +6,11 @@
 //! process, so RSS is this process's; a warm-up touches 1,000 targets before
 //! the starting figure, so pools, caches and the client's connections are
 //! already counted there. Per actor = RSS growth ÷ actors added.
+//!
+//! RSS is only meaningful in a process that ran nothing else: memory freed by
+//! an earlier scenario stays mapped (glibc keeps it) and would be reused
+//! unseen. So each store's run happens in a fresh child process of this
+//! binary, whose JSON report is read back.
 
 use crate::daemon::{self, Daemon};
 use crate::env::{Backend, Env, rss_bytes};
@@ -20,7 +25,13 @@ const WARM: usize = 1000;
 const CONCURRENCY: usize = 64;
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Set in the child process that really runs the scenario.
+const CHILD: &str = "BENCH_ACTORS_CHILD";
+
 pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
+    if std::env::var_os(CHILD).is_none() {
+        return in_child(env, backend).await;
+    }
     let (targets, idle) = if env.quick {
         (10_000, Duration::from_secs(20))
     } else {
@@ -149,6 +160,28 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
         ),
     });
     Ok(report)
+}
+
+/// Run this scenario in a fresh process and read its report back.
+async fn in_child(env: &Env, backend: Backend) -> anyhow::Result<Report> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command.args(["actors", "--json", "--store", backend.name()]);
+    if env.quick {
+        command.arg("--quick");
+    }
+    let output = command
+        .env(CHILD, "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the actors child process failed ({})",
+        output.status
+    );
+    let mut document: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let report = document["reports"][0].take();
+    Ok(serde_json::from_value(report)?)
 }
 
 /// Touch `n` fresh targets `{prefix}-{k}` with CONCURRENCY requests in

@@ -5,7 +5,7 @@
 //! never means alone: the machines these run on are noisy, and a mean hides
 //! the tail that the goals are about.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -47,7 +47,7 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 /// One scenario on one store.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub store: String,
@@ -57,14 +57,14 @@ pub struct Report {
 }
 
 /// Rows of figures under named columns; cells are numbers or text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Table {
     pub title: String,
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Value>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Goal {
     pub goal: String,
     pub measured: String,
