@@ -171,8 +171,10 @@ async fn in_child(env: &Env, backend: Backend) -> anyhow::Result<Report> {
     }
     let output = command
         .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output()
+        .spawn()?
+        .wait_with_output()
         .await?;
     anyhow::ensure!(
         output.status.success(),
