@@ -23,7 +23,7 @@ const CHUNK: usize = 50_000;
 const PAGE: usize = 50;
 const PAGE_SIZE: usize = 20;
 
-struct Sized {
+struct SizedStore {
     size: usize,
     store: DynStore,
     raw: Raw,
@@ -60,7 +60,7 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
         let secs = started.elapsed().as_secs_f64();
         fills.row(vec![int(size as i64), num(secs), num(size as f64 / secs)]);
         eprintln!("history: filled {size} deployments in {secs:.1}s");
-        stores.push(Sized {
+        stores.push(SizedStore {
             size,
             store: space.open_store().await?,
             raw,
@@ -139,7 +139,7 @@ async fn newest(
 }
 
 /// One of each query on one store; samples are kept when `keep`.
-async fn measure_round(s: &mut Sized, rng: &mut Rng, keep: bool) -> anyhow::Result<()> {
+async fn measure_round(s: &mut SizedStore, rng: &mut Rng, keep: bool) -> anyhow::Result<()> {
     let app = HistoryFill::app(rng.below(APPS));
     let cluster = CLUSTERS[rng.below(CLUSTERS.len())];
     let cursor = s.hot_ids[s.hot_ids.len() - PAGE_SIZE * (PAGE - 1)];
@@ -173,8 +173,12 @@ async fn measure_round(s: &mut Sized, rng: &mut Rng, keep: bool) -> anyhow::Resu
     Ok(())
 }
 
-fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
-    let mut stats: Vec<[Stats; 4]> = Vec::new();
+fn summarize(report: &mut Report, backend: Backend, stores: &mut [SizedStore]) {
+    // Per store, per query (in QUERIES order).
+    let stats: Vec<Vec<Stats>> = stores
+        .iter_mut()
+        .map(|s| s.samples.iter_mut().map(|q| Stats::of(q)).collect())
+        .collect();
     let table = report.table(
         "keyset queries through the Store trait, one at a time (ms)",
         &[
@@ -188,8 +192,8 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
         ],
     );
     for (q, name) in QUERIES.iter().enumerate() {
-        for s in stores.iter_mut() {
-            let st = Stats::of(&mut s.samples[q]);
+        for (s, st) in stores.iter().zip(&stats) {
+            let st = st[q];
             let rows = s.rows[q] as f64 / st.n.max(1) as f64;
             table.row(vec![
                 text(*name),
@@ -201,13 +205,6 @@ fn summarize(report: &mut Report, backend: Backend, stores: &mut [Sized]) {
                 num(st.max_ms),
             ]);
         }
-    }
-    for s in stores.iter_mut() {
-        let mut per_query = [Stats::of(&mut []); 4];
-        for (q, st) in per_query.iter_mut().enumerate() {
-            *st = Stats::of(&mut s.samples[q]);
-        }
-        stats.push(per_query);
     }
     let table = report.table(
         "newest 20 of the busy target vs the old design (load all, filter in memory)",
