@@ -42,9 +42,6 @@ impl Daemon {
     /// Start serving; answers before the daemon is ready (see [`Daemon::ready`]).
     pub async fn launch(config: Config) -> anyhow::Result<Daemon> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        if std::env::var_os("BENCH_NODELAY").is_some() {
-            set_nodelay(&listener);
-        }
         let url = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel();
         let data_dir = config.server.data_dir.clone();
@@ -104,23 +101,5 @@ impl Daemon {
         tokio::time::timeout(Duration::from_secs(120), self.server)
             .await
             .context("deployd did not stop in time")??
-    }
-}
-
-/// An experiment, not what deployd does: with `BENCH_NODELAY` set, set
-/// TCP_NODELAY on the listener, which Linux copies to accepted sockets, to
-/// show what Nagle's algorithm costs the daemon's small SSE writes.
-fn set_nodelay(listener: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a correctly sized value.
-    unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
     }
 }
