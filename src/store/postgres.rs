@@ -477,6 +477,28 @@ impl Store for PgStore {
     }
 }
 
+/// `server` (a `postgres://` URL or a key=value string) with its database
+/// replaced by `database`: the same server, another database. The tests and
+/// the benchmark harness make a database per run this way.
+pub fn url_with_database(server: &str, database: &str) -> String {
+    let Some(rest) = server
+        .strip_prefix("postgres://")
+        .or_else(|| server.strip_prefix("postgresql://"))
+    else {
+        // A key=value connection string: a later dbname wins.
+        return format!("{server} dbname={database}");
+    };
+    let scheme = &server[..server.len() - rest.len()];
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let authority = before_query
+        .split_once('/')
+        .map_or(before_query, |(a, _)| a);
+    format!("{scheme}{authority}/{database}{query}")
+}
+
 /// Plumbing shared by the `Store` methods.
 impl PgStore {
     async fn query(
@@ -614,4 +636,25 @@ fn is_unavailable(e: &tokio_postgres::Error) -> bool {
         return code.starts_with("08") || code.starts_with("57P") || code == "53300";
     }
     std::error::Error::source(e).is_some_and(|source| source.is::<std::io::Error>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_database;
+
+    #[test]
+    fn a_url_gets_another_database_and_keeps_the_rest() {
+        let cases = [
+            ("postgres://u:p@h:5432/postgres", "postgres://u:p@h:5432/t1"),
+            (
+                "postgresql://h/db?sslmode=disable",
+                "postgresql://h/t1?sslmode=disable",
+            ),
+            ("postgres://h", "postgres://h/t1"),
+            ("host=h user=u dbname=x", "host=h user=u dbname=x dbname=t1"),
+        ];
+        for (server, want) in cases {
+            assert_eq!(url_with_database(server, "t1"), want, "{server}");
+        }
+    }
 }

@@ -79,7 +79,10 @@ impl Env {
                     .batch_execute(&format!("CREATE DATABASE \"{name}\""))
                     .await
                     .with_context(|| format!("cannot create database {name}"))?;
-                Some(database_url(&self.pg_server, &name))
+                Some(deployd::store::postgres::url_with_database(
+                    &self.pg_server,
+                    &name,
+                ))
             }
         };
         let space = Space { data_dir, pg_url };
@@ -210,26 +213,6 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-/// The server URL with its database replaced by `database`.
-fn database_url(server: &str, database: &str) -> String {
-    let Some(rest) = server
-        .strip_prefix("postgres://")
-        .or_else(|| server.strip_prefix("postgresql://"))
-    else {
-        // A key=value connection string: a later dbname wins.
-        return format!("{server} dbname={database}");
-    };
-    let scheme = &server[..server.len() - rest.len()];
-    let (before_query, query) = match rest.split_once('?') {
-        Some((before, query)) => (before, format!("?{query}")),
-        None => (rest, String::new()),
-    };
-    let authority = before_query
-        .split_once('/')
-        .map_or(before_query, |(a, _)| a);
-    format!("{scheme}{authority}/{database}{query}")
 }
 
 /// Resident set size of this process.

@@ -199,23 +199,7 @@ async fn is_ready(admin: &Client, name: &str) -> bool {
 
 /// The server URL with its database replaced by `database`.
 fn database_url(database: &str) -> String {
-    let server = server_url();
-    let Some(rest) = server
-        .strip_prefix("postgres://")
-        .or_else(|| server.strip_prefix("postgresql://"))
-    else {
-        // A key=value connection string: a later dbname wins.
-        return format!("{server} dbname={database}");
-    };
-    let scheme = &server[..server.len() - rest.len()];
-    let (before_query, query) = match rest.split_once('?') {
-        Some((before, query)) => (before, format!("?{query}")),
-        None => (rest, String::new()),
-    };
-    let authority = before_query
-        .split_once('/')
-        .map_or(before_query, |(a, _)| a);
-    format!("{scheme}{authority}/{database}{query}")
+    deployd::store::postgres::url_with_database(&server_url(), database)
 }
 
 /// A URL without its password, for messages.
