@@ -36,6 +36,20 @@ fn gated_toml(gate: &Path, build_timeout: &str) -> String {
     )
 }
 
+/// A daemon process of its own in `parent/name`, on the PostgreSQL `url`,
+/// with the `gated` cluster; several may share one database.
+async fn gated_daemon(
+    parent: &Path,
+    name: &str,
+    url: &str,
+    gate: &Path,
+) -> (std::path::PathBuf, Daemon) {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = Daemon::start(&write_config(&dir, Some(url), &gated_toml(gate, "10m"))).await;
+    (dir, daemon)
+}
+
 /// The store URL for a daemon process: None for the embedded store.
 async fn store_for(backend: Backend) -> (Option<String>, Option<crate::support::pg::TestDatabase>) {
     match backend {
@@ -133,26 +147,12 @@ async fn a_second_daemon_takes_over_while_the_first_stays_dead() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let db = fresh_database().await;
-    let first_dir = dir.path().join("first");
-    let second_dir = dir.path().join("second");
-    std::fs::create_dir_all(&first_dir).unwrap();
-    std::fs::create_dir_all(&second_dir).unwrap();
-    let first = Daemon::start(&write_config(
-        &first_dir,
-        Some(db.url()),
-        &gated_toml(&gate, "10m"),
-    ))
-    .await;
+    let (first_dir, first) = gated_daemon(dir.path(), "first", db.url(), &gate).await;
     let d = upload_and_deploy(&first.client, "gated", ConflictPolicy::Reject).await;
     step_pids(&first_dir.join("data"), d.id).await;
     first.kill9();
 
-    let second = Daemon::start(&write_config(
-        &second_dir,
-        Some(db.url()),
-        &gated_toml(&gate, "10m"),
-    ))
-    .await;
+    let (_, second) = gated_daemon(dir.path(), "second", db.url(), &gate).await;
     let events = collect_events(&second.client, d.id, None).await;
     assert!(matches!(&events.last().unwrap().1, EventData::State(s) if s.to == State::Interrupted));
     std::fs::write(&gate, "").unwrap();
@@ -531,7 +531,11 @@ async fn a_postgres_outage_during_a_build_ends_in_a_reported_terminal_state() {
         panic!("ends with a state event")
     };
     assert!(last.to.is_terminal());
-    eventually_ready(&app).await;
+    wait_ready(
+        &app.client,
+        "deployd to recover by itself when the database returns",
+    )
+    .await;
     let target = app.client.target("web", "gated").await.unwrap();
     assert!(target.running.is_none(), "nothing left running or locked");
     let refused_app = app
@@ -544,17 +548,6 @@ async fn a_postgres_outage_during_a_build_ends_in_a_reported_terminal_state() {
         "the refused deploy wrote nothing"
     );
     app.stop().await;
-}
-
-async fn eventually_ready(app: &TestApp) {
-    let deadline = Instant::now() + WAIT;
-    while app.client.readyz().await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "deployd recovers by itself when the database returns"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,21 +592,8 @@ async fn two_daemons_on_one_database_share_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let db = fresh_database().await;
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a_dir).unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let a = Daemon::start(&write_config(
-        &a_dir,
-        Some(db.url()),
-        &gated_toml(&gate, "10m"),
-    ))
-    .await;
-    let b = Daemon::start(&write_config(
-        &b_dir,
-        Some(db.url()),
-        &gated_toml(&gate, "10m"),
-    ))
-    .await;
+    let (a_dir, a) = gated_daemon(dir.path(), "a", db.url(), &gate).await;
+    let (_, b) = gated_daemon(dir.path(), "b", db.url(), &gate).await;
     let first = upload_and_deploy(&a.client, "gated", ConflictPolicy::Reject).await;
     let (leader, child) = step_pids(&a_dir.join("data"), first.id).await;
 

@@ -92,17 +92,7 @@ pub async fn spawn_app(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Tes
 
 impl TestApp {
     async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if self.client.readyz().await.is_ok() {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "deployd did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready(&self.client, "deployd to become ready").await;
     }
 
     /// Upload a source built from `files` and return its digest.
@@ -231,6 +221,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait (within WAIT) until deployd answers `/readyz` with 200.
+pub async fn wait_ready(client: &Client, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.readyz().await.is_err() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"

@@ -2,11 +2,10 @@
 //! (SIGKILL, SIGTERM) and start it again on the same data dir or database;
 //! and a throwaway PostgreSQL server a test may stop and start.
 
-use super::app::{WAIT, eventually};
+use super::app::{eventually, wait_ready};
 use deployd::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
 
 pub struct Daemon {
     child: Child,
@@ -51,14 +50,7 @@ impl Daemon {
             .expect("start deployd");
         let client = Client::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
         let daemon = Daemon { child, client };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while daemon.client.readyz().await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "deployd did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&daemon.client, "deployd to become ready").await;
         daemon
     }
 
