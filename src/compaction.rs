@@ -10,7 +10,7 @@
 //!   target's `current` link points at: an artifact is text a build step
 //!   wrote, so it is checked, not trusted.
 
-use crate::app_actor::Shared;
+use crate::daemon::Daemon;
 use crate::metrics;
 use crate::store::{CompactionReport, Retention, StoreError};
 use std::io;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub const BATCH: u32 = 500;
 
 /// Compact every `every` until `stop`; the first run is `every` after start.
-pub async fn run(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
+pub async fn run(shared: Arc<Daemon>, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -38,7 +38,7 @@ pub async fn run(shared: Arc<Shared>, every: Duration, stop: CancellationToken) 
 /// One full compaction: store steps until one deletes nothing, each step's
 /// release directories removed before the next. Judged against the time it
 /// started, so it ends even while new deployments arrive.
-pub async fn compact_once(shared: &Shared) -> Result<CompactionReport, StoreError> {
+pub async fn compact_once(shared: &Daemon) -> Result<CompactionReport, StoreError> {
     let started = Instant::now();
     let deploy = &shared.config.deploy;
     let policy = Retention {

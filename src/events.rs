@@ -1,7 +1,10 @@
 //! The per-deployment event log: stored first, then broadcast, replayable.
 //!
-//! [`EventHub`] is the only way events reach subscribers. What must stay true:
-//! - an event is broadcast only after the store committed it (write-ahead);
+//! [`EventHub`] is the only way events reach subscribers, and the one commit
+//! path: [`EventHub::create`], [`EventHub::commit`] and [`EventHub::append`]
+//! write to the store and broadcast what the store returned. What must stay true:
+//! - an event is broadcast only after the store committed it (write-ahead):
+//!   `publish` is private, so nothing else can broadcast;
 //! - a subscriber sees seq `after+1, after+2, …` with no gap and no repeat,
 //!   whether the events come from the replay, the live channel, or a re-read
 //!   after it lagged behind the channel;
@@ -9,7 +12,7 @@
 //!   hub shuts down, so open streams never hold up a graceful shutdown.
 
 use crate::model::{Event, EventData};
-use crate::store::{DynStore, StoreError};
+use crate::store::{Applied, Change, Created, DynStore, NewDeployment, StoreError};
 use futures::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,9 +48,30 @@ impl EventHub {
         Ok(stored)
     }
 
-    /// Broadcast events the store already committed (a transition's `state`
-    /// event, a creation's `deployment` event).
-    pub fn publish(&self, events: &[Event]) {
+    /// Create a deployment ([`Store::create`](crate::store::Store::create)),
+    /// then broadcast its first event (`deployment`, seq 1). An idempotent
+    /// replay writes nothing and broadcasts nothing.
+    pub async fn create(&self, new: NewDeployment) -> Result<Created, StoreError> {
+        let created = self.store.create(new).await?;
+        if let Created::New(deployment) = &created
+            && let Ok(first) = self.store.events_after(deployment.id, 0, 1).await
+        {
+            self.publish(&first);
+        }
+        Ok(created)
+    }
+
+    /// Store a machine-approved change (a compare-and-set, with its `state`
+    /// event in the same transaction), then broadcast that event.
+    pub async fn commit(&self, change: Change) -> Result<Applied, StoreError> {
+        let applied = self.store.transition(change).await?;
+        self.publish(std::slice::from_ref(&applied.event));
+        Ok(applied)
+    }
+
+    /// Broadcast events the store already committed. Private: only the
+    /// commit path above may call it.
+    fn publish(&self, events: &[Event]) {
         let mut channels = self.channels.lock().expect("event channels lock");
         for event in events {
             let id = event.deployment_id;

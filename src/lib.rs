@@ -3,14 +3,15 @@
 //! cluster's build → push → activate steps as real processes, moves the record
 //! through the phases of the pure state machine in [`machine`] as the work
 //! really happens, and streams every change to whoever watches. One
-//! [`app_actor`] per (app, cluster), spawned by the [`supervisor`], serializes
-//! everything that happens to that target, so locking is inherent. Every state
-//! change is committed to the [`store`] before anyone hears of it.
+//! [`target`] actor per (app, cluster), spawned by the [`supervisor`],
+//! serializes everything that happens to that target, so locking is inherent;
+//! its decisions are a pure core ([`target::TargetCore`]). Every state change
+//! is committed to the [`store`] before anyone hears of it ([`daemon::Daemon::commit`]).
 
-pub mod app_actor;
 pub mod client;
 pub mod compaction;
 pub mod config;
+pub mod daemon;
 pub mod events;
 pub mod http;
 pub mod machine;
@@ -18,8 +19,10 @@ pub mod metrics;
 pub mod model;
 pub mod pack;
 pub mod pipeline;
+pub mod reconcile;
 pub mod server;
 pub mod source;
 pub mod store;
 pub mod supervisor;
+pub mod target;
 pub mod telemetry;

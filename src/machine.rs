@@ -98,6 +98,33 @@ pub fn transition(kind: Kind, from: State, to: State, facts: Facts) -> Result<St
     Ok(to)
 }
 
+/// What comes after `phase` of a deployment of `kind` once its work is done:
+/// the next running phase, or `succeeded`. `None` where `phase` is not one a
+/// deployment of `kind` runs (a rollback never builds) or has ended.
+///
+/// Every (kind, phase) pair is written out, with no catch-all arm, so a new
+/// phase cannot be added without deciding what follows it.
+pub fn after(kind: Kind, phase: State) -> Option<State> {
+    use Kind::*;
+    use State::*;
+    match (kind, phase) {
+        (Deploy, Queued) => Some(Building),
+        (Deploy, Building) => Some(Pushing),
+        (Deploy, Pushing) => Some(Activating),
+        (Deploy, Activating) => Some(Succeeded),
+        (Rollback, Queued) => Some(Activating),
+        (Rollback, Building | Pushing) => None,
+        (Rollback, Activating) => Some(Succeeded),
+        (Deploy | Rollback, Succeeded | Failed | Cancelled | Interrupted) => None,
+    }
+}
+
+/// Whether entering `to` from `from` mints the app's next version: a build
+/// that succeeded hands its artifact to `pushing`.
+pub fn mints_version(kind: Kind, from: State, to: State) -> bool {
+    kind == Kind::Deploy && from == State::Building && to == State::Pushing
+}
+
 impl State {
     pub const ALL: [State; 8] = [
         State::Queued,
@@ -148,10 +175,7 @@ impl Kind {
 
     /// The first running phase after `queued`.
     pub fn first_phase(self) -> State {
-        match self {
-            Kind::Deploy => State::Building,
-            Kind::Rollback => State::Activating,
-        }
+        after(self, State::Queued).expect("every kind leaves queued")
     }
 }
 
@@ -298,6 +322,46 @@ mod tests {
             transition(Kind::Deploy, Queued, Building, none),
             Ok(Building)
         );
+    }
+
+    /// `after` agrees with the transition table: what it names is allowed,
+    /// and every forward edge of the table is named by it.
+    #[test]
+    fn after_walks_the_table_forward() {
+        let rows: &[(Kind, State, Option<State>)] = &[
+            (Kind::Deploy, Queued, Some(Building)),
+            (Kind::Deploy, Building, Some(Pushing)),
+            (Kind::Deploy, Pushing, Some(Activating)),
+            (Kind::Deploy, Activating, Some(Succeeded)),
+            (Kind::Rollback, Queued, Some(Activating)),
+            (Kind::Rollback, Building, None),
+            (Kind::Rollback, Pushing, None),
+            (Kind::Rollback, Activating, Some(Succeeded)),
+        ];
+        for &(kind, from, next) in rows {
+            assert_eq!(after(kind, from), next, "{kind} after {from}");
+            if let Some(to) = next {
+                assert_eq!(transition(kind, from, to, ACTOR), Ok(to));
+            }
+        }
+        for kind in [Kind::Deploy, Kind::Rollback] {
+            for from in State::ALL.into_iter().filter(|s| s.is_terminal()) {
+                assert_eq!(after(kind, from), None);
+            }
+            for from in State::ALL {
+                for to in State::ALL {
+                    let forward = expected(kind, from, to) && !matches!(to, Failed | Cancelled);
+                    assert_eq!(
+                        forward,
+                        after(kind, from) == Some(to),
+                        "{kind} {from} -> {to}"
+                    );
+                }
+            }
+        }
+        assert!(mints_version(Kind::Deploy, Building, Pushing));
+        assert!(!mints_version(Kind::Deploy, Pushing, Activating));
+        assert!(!mints_version(Kind::Rollback, Queued, Activating));
     }
 
     #[test]

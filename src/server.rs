@@ -7,16 +7,13 @@
 //! give running steps `server.shutdown_grace`, then stop them and mark their
 //! deployments `interrupted`; queued ones stay queued for the next start.
 
-use crate::app_actor::Shared;
 use crate::config::Config;
+use crate::daemon::Daemon;
 use crate::events::EventHub;
 use crate::http::{self, AppState};
-use crate::machine::{Authority, State};
-use crate::model::now;
+use crate::reconcile::{interrupt_owned, reaper, reconcile, wait_for_running};
 use crate::source::{ExtractLimits, SourceStore};
-use crate::store::{
-    Change, DynStore, LeaseInfo, StoreError, VersionChange, postgres::PgStore, sqlite::SqliteStore,
-};
+use crate::store::{DynStore, postgres::PgStore, sqlite::SqliteStore};
 use crate::supervisor::SupervisorHandle;
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -26,15 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// How long past a phase's deadline (and the kill grace) reconciliation
-/// leaves a live owner to fail its own phase before doing it.
-const OWNER_MARGIN: Duration = Duration::from_secs(5);
-/// The reaper runs at a third of the lease, and at least this often (phase
-/// deadlines do not depend on the lease).
-const REAPER_MAX_PERIOD: Duration = Duration::from_secs(5);
-/// How often shutdown checks whether the running steps are done.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// How long shutdown waits for background tasks (phase tasks, recoveries,
+/// compaction) after the actors stopped.
+const TASKS_GRACE: Duration = Duration::from_secs(10);
 
 /// Serve deployd on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -53,7 +46,7 @@ pub async fn serve(
         },
     )
     .context("could not prepare the sources directory")?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Daemon {
         hub: EventHub::new(store.clone()),
         store,
         sources: Arc::new(sources),
@@ -61,6 +54,7 @@ pub async fn serve(
         instance: uuid::Uuid::now_v7().to_string(),
         data_dir,
         stopping: CancellationToken::new(),
+        tasks: TaskTracker::new(),
     });
     tracing::info!(instance = %shared.instance, "reconciling before serving");
     reconcile(&shared)
@@ -70,9 +64,9 @@ pub async fn serve(
     for (app, cluster) in shared.store.queued_targets().await? {
         supervisor.wake(&app, &cluster).await?;
     }
-    tokio::spawn(reaper(shared.clone()));
+    shared.tasks.spawn(reaper(shared.clone()));
     let every = shared.config.deploy.compact_every;
-    tokio::spawn(crate::compaction::run(
+    shared.tasks.spawn(crate::compaction::run(
         shared.clone(),
         every,
         shared.stopping.clone(),
@@ -105,6 +99,16 @@ pub async fn serve(
     wait_for_running(&shared, grace).await;
     supervisor.stop().await;
     interrupt_owned(&shared).await;
+    shared.tasks.close();
+    if tokio::time::timeout(TASKS_GRACE, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = shared.tasks.len(),
+            "background tasks still running at exit"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -139,112 +143,4 @@ async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<DynStore
         }
     };
     Ok(store)
-}
-
-/// Until the grace runs out, wait for this instance's running deployments.
-async fn wait_for_running(shared: &Shared, grace: Duration) {
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        match shared.store.owned_by(&shared.instance).await {
-            Ok(running) if running.is_empty() => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot see running deployments; not waiting");
-                return;
-            }
-        }
-        tokio::time::sleep(SHUTDOWN_POLL).await;
-    }
-}
-
-/// Mark what this instance still runs `interrupted`: the record says exactly
-/// what happened. The actors were stopped, which stopped their steps.
-async fn interrupt_owned(shared: &Shared) {
-    let owned = match shared.store.owned_by(&shared.instance).await {
-        Ok(owned) => owned,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot mark running deployments interrupted; their leases will lapse");
-            return;
-        }
-    };
-    for lease in owned {
-        let error = format!(
-            "interrupted during {}: deployd shut down",
-            lease.deployment.state
-        );
-        settle(shared, &lease, State::Interrupted, &error).await;
-    }
-}
-
-/// Every lease period / 3, free targets whose running deployment's owner
-/// stopped renewing its lease, and end phases past their stored deadline.
-async fn reaper(shared: Arc<Shared>) {
-    let every = (shared.config.deploy.lease / 3).min(REAPER_MAX_PERIOD);
-    loop {
-        tokio::select! {
-            _ = shared.stopping.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if let Err(e) = reconcile(&shared).await {
-            tracing::warn!(error = %e, "reconciliation failed; will try again");
-        }
-    }
-}
-
-/// Settle what no live owner will: running deployments whose lease expired
-/// become `interrupted` (naming the phase and the instance), and those past
-/// their phase deadline (stored when the phase began, so it survives a
-/// restart) become `failed`. Their leftover step processes are killed.
-pub async fn reconcile(shared: &Shared) -> Result<usize, StoreError> {
-    let now = now();
-    let mut settled = 0;
-    for lease in shared.store.expired_leases(now).await? {
-        let owner = lease.owner.as_deref().unwrap_or("unknown");
-        let error = format!(
-            "interrupted during {}: instance {owner} stopped renewing its lease",
-            lease.deployment.state
-        );
-        settled += settle(shared, &lease, State::Interrupted, &error).await as usize;
-    }
-    // A live owner fails its own timed-out phase; give it the kill grace first.
-    let margin = shared.config.deploy.kill_grace + OWNER_MARGIN;
-    for lease in shared.store.overdue_phases(now - margin).await? {
-        let error = format!(
-            "{} timed out (deadline passed)",
-            step_name(lease.deployment.state)
-        );
-        settled += settle(shared, &lease, State::Failed, &error).await as usize;
-    }
-    Ok(settled)
-}
-
-fn step_name(state: State) -> &'static str {
-    match state {
-        State::Building => "build step",
-        State::Pushing => "push step",
-        _ => "activate step",
-    }
-}
-
-/// End one running deployment on behalf of reconciliation; true if this
-/// call did it (a compare-and-set: a live owner may have got there first).
-async fn settle(shared: &Shared, lease: &LeaseInfo, to: State, error: &str) -> bool {
-    let d = &lease.deployment;
-    let Ok(change) = Change::new(d, to, Authority::Reconciler, VersionChange::Keep, now()) else {
-        return false;
-    };
-    match shared.store.transition(change.with_error(error)).await {
-        Ok(applied) => {
-            tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "settled by reconciliation");
-            shared.hub.publish(&[applied.event]);
-            crate::metrics::global().deployment_finished(to);
-            crate::pipeline::kill_orphans(d.id);
-            true
-        }
-        Err(StoreError::Stale { .. }) => false,
-        Err(e) => {
-            tracing::warn!(deployment = %d.id, error = %e, "could not settle a deployment");
-            false
-        }
-    }
 }

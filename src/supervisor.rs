@@ -1,5 +1,5 @@
 //! The Supervisor: one per process. It resolves (app, cluster) to that
-//! target's [`AppActor`], spawning it linked on first use, and decides what
+//! target's [`TargetActor`], spawning it linked on first use, and decides what
 //! happens when one stops or fails — all in one `match` in
 //! `handle_supervisor_evt` (ractor's default would stop the supervisor itself
 //! when any child exits).
@@ -13,17 +13,23 @@
 //!   within a restart budget (OTP style), after which the target is degraded
 //!   (503) until the period passes; other targets are untouched.
 
-use crate::app_actor::{
-    ActorStats, AppActor, AppHandle, AppMsg, Args, Shared, Submit, Submitted, TargetError,
-};
+mod budget;
+
+pub use budget::RestartBudget;
+
+use crate::daemon::Daemon;
 use crate::machine::{Authority, State};
 use crate::model::Deployment;
 use crate::store::{Change, VersionChange};
+use crate::target::{
+    ActorStats, Args, Submit, Submitted, TargetActor, TargetError, TargetHandle, TargetMsg,
+    Unavailable,
+};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
     SupervisionEvent,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -70,9 +76,9 @@ pub struct DegradedTarget {
 impl SupervisorHandle {
     /// Start the supervisor.
     pub async fn start(
-        shared: Arc<Shared>,
+        daemon: Arc<Daemon>,
     ) -> anyhow::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-        let (actor, join) = Actor::spawn(None, Supervisor, shared).await?;
+        let (actor, join) = Actor::spawn(None, Supervisor, daemon).await?;
         Ok((SupervisorHandle { actor }, join))
     }
 
@@ -119,21 +125,19 @@ impl SupervisorHandle {
         request: F,
     ) -> Result<T, TargetError>
     where
-        F: Fn(AppHandle) -> Fut,
+        F: Fn(TargetHandle) -> Fut,
         Fut: Future<Output = Result<T, TargetError>>,
     {
         for _ in 0..RESEND_ATTEMPTS {
             match request(self.resolve(app, cluster).await?).await {
-                Err(TargetError::Retry) => tokio::task::yield_now().await,
+                Err(TargetError::Unavailable(Unavailable::Retry)) => tokio::task::yield_now().await,
                 answer => return answer,
             }
         }
-        Err(TargetError::Unavailable(
-            "the target's actor kept stopping".to_string(),
-        ))
+        Err(Unavailable::Actor("the target's actor kept stopping".to_string()).into())
     }
 
-    async fn resolve(&self, app: &str, cluster: &str) -> Result<AppHandle, TargetError> {
+    async fn resolve(&self, app: &str, cluster: &str) -> Result<TargetHandle, TargetError> {
         let key = (app.to_string(), cluster.to_string());
         match self
             .actor
@@ -141,12 +145,8 @@ impl SupervisorHandle {
             .await
         {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-            Ok(_) => Err(TargetError::Unavailable(
-                "the supervisor did not answer".to_string(),
-            )),
-            Err(e) => Err(TargetError::Unavailable(format!(
-                "the supervisor is not running: {e}"
-            ))),
+            Ok(_) => Err(Unavailable::Actor("the supervisor did not answer".to_string()).into()),
+            Err(e) => Err(Unavailable::Actor(format!("the supervisor is not running: {e}")).into()),
         }
     }
 
@@ -180,7 +180,7 @@ impl SupervisorHandle {
 }
 
 pub enum SupMsg {
-    Resolve(Target, RpcReplyPort<Result<AppHandle, TargetError>>),
+    Resolve(Target, RpcReplyPort<Result<TargetHandle, TargetError>>),
     Resident(RpcReplyPort<Vec<ResidentActor>>),
     Degraded(RpcReplyPort<Vec<DegradedTarget>>),
     StopAll(RpcReplyPort<()>),
@@ -189,30 +189,30 @@ pub enum SupMsg {
 struct Supervisor;
 
 struct Registry {
-    shared: Arc<Shared>,
+    daemon: Arc<Daemon>,
     targets: HashMap<Target, Resident>,
     by_id: HashMap<ActorId, Target>,
-    /// Recent crash times per target, for the restart budget.
-    crashes: HashMap<Target, VecDeque<Instant>>,
+    /// Recent crashes per target, for the restart budget.
+    crashes: HashMap<Target, RestartBudget>,
 }
 
 struct Resident {
-    actor: ActorRef<AppMsg>,
+    actor: ActorRef<TargetMsg>,
     stats: Arc<ActorStats>,
 }
 
 impl Actor for Supervisor {
     type Msg = SupMsg;
     type State = Registry;
-    type Arguments = Arc<Shared>;
+    type Arguments = Arc<Daemon>;
 
     async fn pre_start(
         &self,
         _: ActorRef<SupMsg>,
-        shared: Arc<Shared>,
+        daemon: Arc<Daemon>,
     ) -> Result<Registry, ActorProcessingErr> {
         Ok(Registry {
-            shared,
+            daemon,
             targets: HashMap::new(),
             by_id: HashMap::new(),
             crashes: HashMap::new(),
@@ -239,7 +239,7 @@ impl Actor for Supervisor {
                     .into_iter()
                     .filter_map(|target| {
                         let retry_after = state.degraded(&target)?;
-                        let crashes = state.crashes.get(&target).map_or(0, VecDeque::len);
+                        let crashes = state.crashes.get(&target).map_or(0, RestartBudget::crashes);
                         Some(DegradedTarget {
                             app: target.0,
                             cluster: target.1,
@@ -279,9 +279,10 @@ impl Actor for Supervisor {
                     let restarts = state.record_crash(&target);
                     crate::metrics::global().actor_restarted();
                     tracing::error!(%app, %cluster, %error, restarts, "target actor crashed");
-                    let shared = state.shared.clone();
+                    let daemon = state.daemon.clone();
                     let supervisor = SupervisorHandle { actor: myself };
-                    tokio::spawn(recover(shared, supervisor, target, error.to_string()));
+                    let recovery = recover(daemon.clone(), supervisor, target, error.to_string());
+                    daemon.tasks.spawn(recovery);
                 }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
@@ -294,10 +295,10 @@ impl Actor for Supervisor {
 /// killed when the actor's state dropped), then restart the actor if work is
 /// queued — unless the target is degraded, in which case the next request
 /// after the budget period restarts it.
-async fn recover(shared: Arc<Shared>, supervisor: SupervisorHandle, target: Target, error: String) {
+async fn recover(daemon: Arc<Daemon>, supervisor: SupervisorHandle, target: Target, error: String) {
     let (app, cluster) = &target;
     let message = format!("the target's actor crashed: {error}");
-    if let Ok(owned) = shared.store.owned_by(&shared.instance).await {
+    if let Ok(owned) = daemon.store.owned_by(&daemon.instance).await {
         for lease in owned
             .iter()
             .filter(|l| &l.deployment.app == app && &l.deployment.cluster == cluster)
@@ -313,18 +314,16 @@ async fn recover(shared: Arc<Shared>, supervisor: SupervisorHandle, target: Targ
             ) else {
                 continue;
             };
-            match shared.store.transition(change.with_error(&message)).await {
-                Ok(applied) => {
-                    shared.hub.publish(&[applied.event]);
-                    crate::metrics::global().deployment_finished(State::Failed);
-                }
+            let since = d.started_at.unwrap_or(d.created_at);
+            match daemon.commit(change.with_error(&message), since).await {
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(deployment = %d.id, error = %e, "could not fail the crashed actor's deployment")
                 }
             }
         }
     }
-    match shared.store.target(app, cluster).await {
+    match daemon.store.target(app, cluster).await {
         Ok(view) if !view.queued.is_empty() => {
             if let Err(e) = supervisor.wake(app, cluster).await {
                 tracing::warn!(%app, %cluster, error = %e, "not restarting the target's actor");
@@ -339,9 +338,9 @@ impl Registry {
         &mut self,
         supervisor: ActorCell,
         target: Target,
-    ) -> Result<AppHandle, TargetError> {
+    ) -> Result<TargetHandle, TargetError> {
         if let Some(retry_after) = self.degraded(&target) {
-            return Err(TargetError::Degraded { retry_after });
+            return Err(Unavailable::Degraded { retry_after }.into());
         }
         if let Some(resident) = self.targets.get(&target) {
             // A passivating actor refuses new work; a fresh one takes its place.
@@ -349,7 +348,7 @@ impl Registry {
                 resident.actor.get_status(),
                 ActorStatus::Running | ActorStatus::Starting
             ) {
-                return Ok(AppHandle::new(
+                return Ok(TargetHandle::new(
                     resident.actor.clone(),
                     resident.stats.clone(),
                 ));
@@ -357,21 +356,19 @@ impl Registry {
         }
         let stats = Arc::new(ActorStats::default());
         let args = Args {
-            shared: self.shared.clone(),
+            daemon: self.daemon.clone(),
             app: target.0.clone(),
             cluster: target.1.clone(),
             stats: stats.clone(),
         };
-        let (actor, _) = Actor::spawn_linked(None, AppActor, args, supervisor)
+        let (actor, _) = Actor::spawn_linked(None, TargetActor, args, supervisor)
             .await
             .map_err(|e| {
-                TargetError::Unavailable(format!(
-                    "could not start the actor of {}/{}: {e}",
-                    target.0, target.1
-                ))
+                let (app, cluster) = &target;
+                Unavailable::Actor(format!("could not start the actor of {app}/{cluster}: {e}"))
             })?;
         self.by_id.insert(actor.get_id(), target.clone());
-        let handle = AppHandle::new(actor.clone(), stats.clone());
+        let handle = TargetHandle::new(actor.clone(), stats.clone());
         self.targets.insert(target, Resident { actor, stats });
         Ok(handle)
     }
@@ -392,25 +389,20 @@ impl Registry {
 
     /// Count a crash; returns how many fell within the budget period.
     fn record_crash(&mut self, target: &Target) -> usize {
-        let crashes = self.crashes.entry(target.clone()).or_default();
-        let now = Instant::now();
-        crashes.retain(|at| now.duration_since(*at) < PERIOD);
-        crashes.push_back(now);
-        crashes.len()
+        self.crashes
+            .entry(target.clone())
+            .or_insert_with(|| RestartBudget::new(RESTARTS, PERIOD))
+            .record(Instant::now())
     }
 
-    /// Degraded: more than the budget's crashes in the period. Returns how
-    /// long until the target takes requests again.
+    /// `Some(wait)` while the target is degraded; forgets a clear budget.
     fn degraded(&mut self, target: &Target) -> Option<Duration> {
-        let crashes = self.crashes.get_mut(target)?;
-        let now = Instant::now();
-        crashes.retain(|at| now.duration_since(*at) < PERIOD);
-        if crashes.is_empty() {
+        let budget = self.crashes.get_mut(target)?;
+        let wait = budget.degraded(Instant::now());
+        if budget.is_clear() {
             self.crashes.remove(target);
-            return None;
         }
-        let oldest = *crashes.front()?;
-        (crashes.len() > RESTARTS).then(|| PERIOD - now.duration_since(oldest))
+        wait
     }
 
     fn resident(&self) -> Vec<ResidentActor> {
@@ -427,7 +419,7 @@ impl Registry {
                     restarts: self
                         .crashes
                         .get(&(app.clone(), cluster.clone()))
-                        .map_or(0, VecDeque::len),
+                        .map_or(0, RestartBudget::crashes),
                     idle_seconds: stats
                         .last_active
                         .lock()

@@ -2,7 +2,6 @@
 
 use super::stream::progress;
 use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, check_name, parse_json, read_body};
-use crate::app_actor::{Submit, Submitted};
 use crate::config::Role;
 use crate::machine::{Kind, State as Phase};
 use crate::model::{
@@ -10,6 +9,7 @@ use crate::model::{
 };
 use crate::source::check_digest;
 use crate::store::{HistoryQuery, MAX_PAGE, version_number};
+use crate::target::{Rejection, Submit, Submitted};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -168,11 +168,11 @@ pub async fn cancel(
     check_text("reason", request.reason.as_deref(), MAX_MESSAGE_BYTES)?;
     let deployment = find(&state, &caller, Role::Deploy, id).await?;
     if deployment.state.is_terminal() {
-        return Err(crate::app_actor::TargetError::InvalidTransition {
+        let refused = Rejection::InvalidTransition {
             from: deployment.state,
             to: Phase::Cancelled,
-        }
-        .into());
+        };
+        return Err(refused.into());
     }
     let cancelled = state
         .supervisor

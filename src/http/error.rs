@@ -3,10 +3,10 @@
 //! What must stay true: an answer never carries internal detail (SQL, server
 //! paths); the cause chain is logged once, here, where the error is answered.
 
-use crate::app_actor::TargetError;
 use crate::model::{ErrorBody, ErrorInfo};
 use crate::source::SourceError;
 use crate::store::StoreError;
+use crate::target::{Rejection, TargetError, Unavailable};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -97,7 +97,16 @@ impl From<StoreError> for ApiError {
 impl From<TargetError> for ApiError {
     fn from(error: TargetError) -> ApiError {
         match error {
-            TargetError::InProgress(holder) => ApiError::new(
+            TargetError::Rejected(rejection) => rejection.into(),
+            TargetError::Unavailable(unavailable) => unavailable.into(),
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        match rejection {
+            Rejection::InProgress(holder) => ApiError::new(
                 StatusCode::CONFLICT,
                 "deploy_in_progress",
                 format!(
@@ -111,31 +120,38 @@ impl From<TargetError> for ApiError {
                 "deployed_by": holder.deployed_by,
                 "started_at": holder.started_at.unwrap_or(holder.created_at),
             })),
-            TargetError::NotFound { kind, what } => {
+            Rejection::NotFound { kind, what } => {
                 ApiError::not_found(kind, format!("{kind} {what} not found"))
             }
-            TargetError::InvalidTransition { from, to } => ApiError::new(
+            Rejection::InvalidTransition { from, to } => ApiError::new(
                 StatusCode::CONFLICT,
                 "invalid_transition",
                 format!("a deployment in state {from} cannot become {to}"),
             )
             .with_details(json!({ "from": from, "to": to })),
-            TargetError::IdempotencyMismatch => ApiError::new(
+            Rejection::IdempotencyMismatch => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_mismatch",
                 "this idempotency key was already used for a different request",
             ),
-            TargetError::Unavailable(cause) => {
+        }
+    }
+}
+
+impl From<Unavailable> for ApiError {
+    fn from(unavailable: Unavailable) -> ApiError {
+        match unavailable {
+            Unavailable::Store(e) => e.into(),
+            Unavailable::Actor(cause) => {
                 tracing::warn!(%cause, "target unavailable");
                 ApiError::unavailable("the target is unavailable; try again shortly")
             }
-            TargetError::Degraded { retry_after } => ApiError::unavailable(format!(
+            Unavailable::Degraded { retry_after } => ApiError::unavailable(format!(
                 "the target is degraded after repeated actor crashes; try again in {}s",
                 retry_after.as_secs().max(1)
             ))
             .with_details(json!({ "reason": "degraded", "retry_after_seconds": retry_after.as_secs().max(1) })),
-            TargetError::Retry => ApiError::unavailable("the target is restarting; try again"),
-            TargetError::Store(e) => e.into(),
+            Unavailable::Retry => ApiError::unavailable("the target is restarting; try again"),
         }
     }
 }

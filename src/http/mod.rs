@@ -22,7 +22,7 @@ mod proptests;
 pub use auth::Caller;
 pub use error::ApiError;
 
-use crate::app_actor::Shared;
+use crate::daemon::Daemon;
 use crate::supervisor::SupervisorHandle;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -39,7 +39,7 @@ const JSON_BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Daemon>,
     pub supervisor: SupervisorHandle,
 }
 

@@ -314,7 +314,7 @@ pub struct Page<T, K> {
     pub next: Option<K>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("deployment {0} not found")]
     NotFound(Uuid),

@@ -1,4 +1,4 @@
-//! One phase of one deployment, run in a task the AppActor holds.
+//! One phase of one deployment, run in a task the target's actor holds.
 //!
 //! A phase never writes state: it extracts the source (build), runs the
 //! cluster's step for the phase as a real process, stores the step's output
@@ -6,13 +6,16 @@
 //! Its log events are all stored before the result is returned, so they come
 //! before the next state event in every stream.
 
-use crate::config::{Config, StepConfig};
+use super::core::PhaseResult;
+use crate::config::StepConfig;
+use crate::daemon::Daemon;
 use crate::events::EventHub;
 use crate::machine::{Kind, State};
 use crate::model::{Deployment, EventData, LogLine, VersionInfo};
 use crate::pipeline::{OutputCap, OutputLine, Phase, StepCommand, StepOutcome, run_step};
-use crate::source::{ExtractLimits, SourceStore, extract};
-use crate::store::{DynStore, StoreError};
+use crate::source::{ExtractLimits, extract};
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -21,62 +24,56 @@ use tokio_util::sync::CancellationToken;
 /// Log lines stored per round trip to the store.
 const LOG_BATCH: usize = 256;
 
-/// What every target's actor shares: the store, the event hub, the sources,
-/// the config and this process's instance id.
-pub struct Shared {
-    pub store: DynStore,
-    pub hub: Arc<EventHub>,
-    pub sources: Arc<SourceStore>,
-    pub config: Arc<Config>,
-    /// New at every start; owner of the leases this process holds.
-    pub instance: String,
-    /// Absolute data dir, as steps see it.
-    pub data_dir: PathBuf,
-    /// Cancelled when the server shuts down: nothing new starts after it.
-    pub stopping: CancellationToken,
-}
-
-/// How a phase ended, as far as the actor is concerned.
-#[derive(Debug, Clone)]
-pub enum PhaseResult {
-    /// The phase's work is done; a build reports its artifact.
-    Done { artifact: Option<String> },
-    /// The phase failed; the text becomes the deployment's `error`.
-    Failed(String),
-}
-
 pub(super) struct PhaseJob {
-    pub shared: Arc<Shared>,
+    pub daemon: Arc<Daemon>,
     pub deployment: Deployment,
     pub step: Option<StepConfig>,
     pub env: Vec<(String, String)>,
+    /// When the phase must be over, as stored with it: the step's timeout
+    /// is what is left of it when the step starts.
+    pub deadline: Option<DateTime<Utc>>,
     pub cancel: CancellationToken,
     pub cap: Arc<Mutex<OutputCap>>,
 }
 
 /// `<data_dir>/work/<deployment>`: the extracted source and the artifact file.
-pub(super) fn workspace(shared: &Shared, id: uuid::Uuid) -> PathBuf {
-    shared.data_dir.join("work").join(id.to_string())
+pub(super) fn workspace(daemon: &Daemon, id: uuid::Uuid) -> PathBuf {
+    daemon.data_dir.join("work").join(id.to_string())
 }
 
-fn source_dir(shared: &Shared, id: uuid::Uuid) -> PathBuf {
-    workspace(shared, id).join("src")
+fn source_dir(daemon: &Daemon, id: uuid::Uuid) -> PathBuf {
+    workspace(daemon, id).join("src")
 }
 
-fn artifact_file(shared: &Shared, id: uuid::Uuid) -> PathBuf {
-    workspace(shared, id).join("artifact")
+fn artifact_file(daemon: &Daemon, id: uuid::Uuid) -> PathBuf {
+    workspace(daemon, id).join("artifact")
+}
+
+/// The cluster's step for `phase`, if it configures one.
+pub(super) fn step_config(daemon: &Daemon, cluster: &str, phase: State) -> Option<StepConfig> {
+    let cluster = daemon.config.clusters.get(cluster)?;
+    match phase {
+        State::Building => cluster.build.clone(),
+        State::Pushing => cluster.push.clone(),
+        State::Activating => cluster.activate.clone(),
+        State::Queued
+        | State::Succeeded
+        | State::Failed
+        | State::Cancelled
+        | State::Interrupted => None,
+    }
 }
 
 /// The environment a step sees, besides a fixed PATH and HOME: the
 /// `DEPLOY_*` variables and the cluster's own `env`. Nothing of the daemon's.
 pub(super) fn step_env(
-    shared: &Shared,
+    daemon: &Daemon,
     deployment: &Deployment,
     previous: Option<&VersionInfo>,
     rollback_artifact: Option<String>,
 ) -> Vec<(String, String)> {
     let id = deployment.id;
-    let mut env: Vec<(String, String)> = shared
+    let mut env: Vec<(String, String)> = daemon
         .config
         .clusters
         .get(&deployment.cluster)
@@ -87,14 +84,14 @@ pub(super) fn step_env(
     set("DEPLOY_APP", deployment.app.clone());
     set("DEPLOY_CLUSTER", deployment.cluster.clone());
     set("DEPLOY_KIND", deployment.kind.to_string());
-    set("DEPLOY_DATA_DIR", shared.data_dir.display().to_string());
+    set("DEPLOY_DATA_DIR", daemon.data_dir.display().to_string());
     set(
         "DEPLOY_SOURCE_DIR",
-        source_dir(shared, id).display().to_string(),
+        source_dir(daemon, id).display().to_string(),
     );
     set(
         "DEPLOY_ARTIFACT_FILE",
-        artifact_file(shared, id).display().to_string(),
+        artifact_file(daemon, id).display().to_string(),
     );
     if let Some(artifact) = rollback_artifact {
         set("DEPLOY_ARTIFACT", artifact);
@@ -143,11 +140,11 @@ impl PhaseJob {
         let Some(sha) = self.deployment.source.clone() else {
             return Err("the deployment has no source".to_string());
         };
-        let archive = self.shared.sources.path(&sha);
-        let dest = source_dir(&self.shared, self.deployment.id);
+        let archive = self.daemon.sources.path(&sha);
+        let dest = source_dir(&self.daemon, self.deployment.id);
         let limits = ExtractLimits {
-            max_bytes: self.shared.config.limits.extracted_bytes,
-            max_entries: self.shared.config.limits.extracted_entries,
+            max_bytes: self.daemon.config.limits.extracted_bytes,
+            max_entries: self.daemon.config.limits.extracted_entries,
         };
         let outcome = tokio::task::spawn_blocking(move || {
             // A build retried after a restart starts from a clean copy.
@@ -174,7 +171,7 @@ impl PhaseJob {
             return;
         };
         if let Ok(Some(info)) = self
-            .shared
+            .daemon
             .store
             .version(&self.deployment.app, version)
             .await
@@ -185,7 +182,7 @@ impl PhaseJob {
     }
 
     async fn read_artifact(&self) -> Option<String> {
-        let text = tokio::fs::read_to_string(artifact_file(&self.shared, self.deployment.id))
+        let text = tokio::fs::read_to_string(artifact_file(&self.daemon, self.deployment.id))
             .await
             .ok()?;
         let text = text.trim();
@@ -193,23 +190,29 @@ impl PhaseJob {
     }
 
     async fn run_step(&self, phase: Phase, step: StepConfig) -> Result<(), String> {
-        let cwd = source_dir(&self.shared, self.deployment.id);
+        let cwd = source_dir(&self.daemon, self.deployment.id);
         let cwd = if cwd.is_dir() {
             cwd
         } else {
-            self.shared.data_dir.clone()
+            self.daemon.data_dir.clone()
+        };
+        let timeout = match self.deadline {
+            Some(deadline) => (deadline - crate::model::now())
+                .to_std()
+                .unwrap_or_default(),
+            None => step.timeout,
         };
         let command = StepCommand {
             phase,
             argv: step.run.clone(),
-            timeout: step.timeout,
+            timeout,
             cwd,
             env: self.env.clone(),
-            kill_grace: self.shared.config.deploy.kill_grace,
+            kill_grace: self.daemon.config.deploy.kill_grace,
         };
         let (lines, receiver) = mpsc::channel(LOG_BATCH);
         let pump = tokio::spawn(pump_logs(
-            self.shared.hub.clone(),
+            self.daemon.hub.clone(),
             self.deployment.id,
             phase.as_str(),
             receiver,

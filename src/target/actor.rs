@@ -1,0 +1,550 @@
+//! The target's actor: a thin async shell around [`TargetCore`].
+//!
+//! It turns mailbox messages into [`Input`]s (reading from the store first
+//! what the core needs to decide), and carries out the core's [`Effect`]s in
+//! order: each effect's answer is handled at once, depth first, before the
+//! next effect, so the core always decides on the state the store confirmed.
+//! It makes no decision of its own.
+//!
+//! What must stay true:
+//! - long work never runs in `handle`: a phase runs in a task
+//!   ([`super::step`]), which reports back with [`Input::StepEnded`];
+//! - an actor passivates only when the core is idle, by draining itself: a
+//!   request that reaches it while it drains is answered
+//!   [`Unavailable::Retry`], and the supervisor hands it to a fresh actor;
+//! - if the actor dies (a panic), its running step is killed by the drop guard.
+
+use super::core::{
+    Answer, CoreConfig, Effect, Input, Loaded, Passivation, PhaseTimeouts, ReplyTo, StartFacts,
+    StepOrder, SubmitFacts,
+};
+use super::step::{self, PhaseJob};
+use super::{Submit, Submitted, TargetCore, TargetError, Unavailable};
+use crate::daemon::Daemon;
+use crate::machine::Kind;
+use crate::model::{Deployment, now};
+use crate::pipeline::OutputCap;
+use crate::store::StoreError;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// How soon something the store refused for now is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub enum TargetMsg {
+    Submit(Box<Submit>, RpcReplyPort<Result<Submitted, TargetError>>),
+    Cancel(
+        Uuid,
+        Option<String>,
+        RpcReplyPort<Result<Deployment, TargetError>>,
+    ),
+    /// A step result or a timer, for the core.
+    Input(Box<Input>),
+    /// Passivate if still idle since the check numbered `generation` was set.
+    IdleCheck(u64),
+}
+
+impl std::fmt::Debug for TargetMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetMsg::Submit(s, _) => write!(f, "Submit({})", s.kind),
+            TargetMsg::Cancel(id, _, _) => write!(f, "Cancel({id})"),
+            TargetMsg::Input(input) => write!(f, "Input({input:?})"),
+            TargetMsg::IdleCheck(g) => write!(f, "IdleCheck({g})"),
+        }
+    }
+}
+
+pub struct TargetActor;
+
+pub struct Args {
+    pub daemon: Arc<Daemon>,
+    pub app: String,
+    pub cluster: String,
+    pub stats: Arc<ActorStats>,
+}
+
+/// What the supervisor can see of an actor without asking it (asking would
+/// make the supervisor wait on a busy target).
+#[derive(Debug)]
+pub struct ActorStats {
+    /// Requests sent to the actor and not yet taken from its mailbox.
+    pub pending: AtomicUsize,
+    pub queued: AtomicUsize,
+    pub running: Mutex<Option<Uuid>>,
+    pub last_active: Mutex<Instant>,
+}
+
+impl Default for ActorStats {
+    fn default() -> ActorStats {
+        ActorStats {
+            pending: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            running: Mutex::new(None),
+            last_active: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+/// The actor's state: the core, and the I/O handles that carry out its effects.
+pub struct Shell {
+    daemon: Arc<Daemon>,
+    app: String,
+    cluster: String,
+    core: TargetCore,
+    stats: Arc<ActorStats>,
+    /// Callers waiting for an answer, by the [`ReplyTo`] the core names.
+    ports: HashMap<ReplyTo, Port>,
+    next_reply: u64,
+    /// The running deployment's step task, if any.
+    step: Option<StepSlot>,
+    lease_timer: Option<tokio::task::JoinHandle<()>>,
+    told_shutdown: bool,
+    /// Set once the actor decided to passivate; requests get `Retry`.
+    draining: bool,
+    /// Only the newest scheduled idle check may passivate the actor.
+    idle_generation: u64,
+}
+
+enum Port {
+    Submit(RpcReplyPort<Result<Submitted, TargetError>>),
+    Cancel(RpcReplyPort<Result<Deployment, TargetError>>),
+}
+
+/// One deployment's step tasks share its output budget and its stop token.
+struct StepSlot {
+    id: Uuid,
+    cancel: CancellationToken,
+    cap: Arc<Mutex<OutputCap>>,
+    /// Stops the step if the actor's state is dropped without a clean stop (a panic).
+    _kill_on_drop: DropGuard,
+}
+
+impl Actor for TargetActor {
+    type Msg = TargetMsg;
+    type State = Shell;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<TargetMsg>,
+        args: Args,
+    ) -> Result<Shell, ActorProcessingErr> {
+        let config = core_config(&args.daemon, &args.app, &args.cluster);
+        Ok(Shell {
+            core: TargetCore::new(config),
+            daemon: args.daemon,
+            app: args.app,
+            cluster: args.cluster,
+            stats: args.stats,
+            ports: HashMap::new(),
+            next_reply: 0,
+            step: None,
+            lease_timer: None,
+            told_shutdown: false,
+            draining: false,
+            idle_generation: 0,
+        })
+    }
+
+    /// Load the durable queue after starting, so spawning never waits on the store.
+    async fn post_start(
+        &self,
+        myself: ActorRef<TargetMsg>,
+        shell: &mut Shell,
+    ) -> Result<(), ActorProcessingErr> {
+        let effects = shell.core.start();
+        shell.carry_out_all(&myself, effects).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TargetMsg>,
+        message: TargetMsg,
+        shell: &mut Shell,
+    ) -> Result<(), ActorProcessingErr> {
+        if matches!(message, TargetMsg::Submit(..) | TargetMsg::Cancel(..)) {
+            shell.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            *shell.stats.last_active.lock().expect("stats lock") = Instant::now();
+        }
+        match message {
+            TargetMsg::Submit(submit, reply) => {
+                #[cfg(feature = "test-hooks")]
+                if submit.message == super::TEST_PANIC {
+                    panic!("injected by a test: {}", super::TEST_PANIC);
+                }
+                if shell.draining {
+                    let _ = reply.send(Err(Unavailable::Retry.into()));
+                    return Ok(());
+                }
+                let reply = shell.register(Port::Submit(reply));
+                let facts = shell.submit_facts(&submit).await;
+                let input = Input::Submit {
+                    reply,
+                    id: Uuid::now_v7(),
+                    request: submit,
+                    facts,
+                };
+                shell.run(&myself, input).await;
+            }
+            TargetMsg::Cancel(id, reason, reply) => {
+                if shell.draining {
+                    let _ = reply.send(Err(Unavailable::Retry.into()));
+                    return Ok(());
+                }
+                let reply = shell.register(Port::Cancel(reply));
+                let found = match shell.core.holds(id) {
+                    true => Ok(None),
+                    false => shell.daemon.store.get(id).await,
+                };
+                let input = Input::Cancel {
+                    reply,
+                    id,
+                    reason,
+                    found,
+                };
+                shell.run(&myself, input).await;
+            }
+            TargetMsg::Input(input) => {
+                if matches!(*input, Input::StepEnded { .. }) {
+                    *shell.stats.last_active.lock().expect("stats lock") = Instant::now();
+                }
+                shell.run(&myself, *input).await
+            }
+            TargetMsg::IdleCheck(generation) => shell.idle_check(&myself, generation),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<TargetMsg>,
+        shell: &mut Shell,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(step) = shell.step.take() {
+            step.cancel.cancel();
+        }
+        if let Some(timer) = shell.lease_timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+}
+
+/// The core's fixed facts, from the daemon's config.
+fn core_config(daemon: &Daemon, app: &str, cluster: &str) -> CoreConfig {
+    let steps = daemon.config.clusters.get(cluster);
+    let timeout = |step: Option<&crate::config::StepConfig>| step.map(|s| s.timeout);
+    CoreConfig {
+        app: app.to_string(),
+        cluster: cluster.to_string(),
+        instance: daemon.instance.clone(),
+        lease: daemon.config.deploy.lease,
+        retry_after: RETRY_AFTER,
+        timeouts: PhaseTimeouts {
+            build: steps.and_then(|c| timeout(c.build.as_ref())),
+            push: steps.and_then(|c| timeout(c.push.as_ref())),
+            activate: steps.and_then(|c| timeout(c.activate.as_ref())),
+        },
+    }
+}
+
+impl Shell {
+    fn register(&mut self, port: Port) -> ReplyTo {
+        self.next_reply += 1;
+        let to = ReplyTo(self.next_reply);
+        self.ports.insert(to, port);
+        to
+    }
+
+    /// Feed one input to the core and carry out what it decides.
+    async fn run(&mut self, myself: &ActorRef<TargetMsg>, input: Input) {
+        if self.daemon.stopping.is_cancelled() && !self.told_shutdown {
+            self.told_shutdown = true;
+            self.core.handle(Input::ShuttingDown, now());
+        }
+        let effects = self.core.handle(input, now());
+        self.carry_out_all(myself, effects).await;
+    }
+
+    /// Carry out `effects` in order; an effect's answer goes back to the
+    /// core at once, and its effects are carried out before the next one.
+    async fn carry_out_all(&mut self, myself: &ActorRef<TargetMsg>, effects: Vec<Effect>) {
+        let mut stack = vec![effects.into_iter()];
+        while let Some(top) = stack.last_mut() {
+            let Some(effect) = top.next() else {
+                stack.pop();
+                continue;
+            };
+            if let Some(answer) = self.carry_out(myself, effect).await {
+                stack.push(self.core.handle(answer, now()).into_iter());
+            }
+        }
+        self.after_effects(myself);
+    }
+
+    /// Keep the lease timer and the supervisor's view in step with the core.
+    fn after_effects(&mut self, myself: &ActorRef<TargetMsg>) {
+        let running = self.core.running_id();
+        match (running, &self.lease_timer) {
+            (Some(_), None) => {
+                let every = self.daemon.config.deploy.lease / 3;
+                let timer =
+                    myself.send_interval(every, || TargetMsg::Input(Box::new(Input::RenewLease)));
+                self.lease_timer = Some(timer);
+            }
+            (None, Some(_)) => {
+                if let Some(timer) = self.lease_timer.take() {
+                    timer.abort();
+                }
+            }
+            _ => {}
+        }
+        self.stats
+            .queued
+            .store(self.core.queue_len(), Ordering::Relaxed);
+        *self.stats.running.lock().expect("stats lock") = running;
+    }
+
+    async fn carry_out(&mut self, myself: &ActorRef<TargetMsg>, effect: Effect) -> Option<Input> {
+        let daemon = self.daemon.clone();
+        match effect {
+            Effect::Reply { to, answer } => self.reply(to, answer),
+            Effect::Load => {
+                let view = daemon.store.target(&self.app, &self.cluster).await;
+                let loaded = view.map(|view| Loaded {
+                    held_elsewhere: view.running.is_some(),
+                    queued: view.queued,
+                });
+                if let Err(e) = &loaded {
+                    tracing::warn!(app = %self.app, cluster = %self.cluster, error = %e, "could not load the target's queue; will retry");
+                }
+                return Some(Input::Loaded(loaded));
+            }
+            Effect::Create {
+                reply,
+                policy,
+                holder,
+                new,
+            } => {
+                let result = daemon.create(*new).await;
+                return Some(Input::Created {
+                    reply,
+                    policy,
+                    holder,
+                    result,
+                });
+            }
+            Effect::Prepare { id, reply } => {
+                let facts = self.start_facts(id).await;
+                return Some(Input::Prepared { id, reply, facts });
+            }
+            Effect::Commit {
+                change,
+                since,
+                purpose,
+            } => {
+                let result = daemon.commit(*change, since).await;
+                if let Err(e) = &result {
+                    tracing::warn!(app = %self.app, cluster = %self.cluster, error = %e, "a change was not committed");
+                }
+                return Some(Input::Committed { purpose, result });
+            }
+            Effect::Append { id, events } => {
+                if let Err(e) = daemon.append(id, &events).await {
+                    tracing::warn!(deployment = %id, error = %e, "could not store events");
+                }
+            }
+            Effect::StartStep(order) => self.start_step(myself, *order),
+            Effect::StopStep { id } => {
+                if let Some(step) = self.step.as_ref().filter(|s| s.id == id) {
+                    step.cancel.cancel();
+                }
+            }
+            Effect::RenewLease { id, until } => {
+                let result = daemon
+                    .store
+                    .renew_leases(&daemon.instance, &[id], until)
+                    .await;
+                match &result {
+                    Ok(0) => tracing::warn!(deployment = %id, "lost the lease; stopping the step"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(deployment = %id, error = %e, "could not renew the lease")
+                    }
+                }
+                return Some(Input::LeaseRenewed { id, result });
+            }
+            Effect::RetryAfter(after) => {
+                myself.send_after(after, || TargetMsg::Input(Box::new(Input::Retry)));
+            }
+            Effect::ClearWorkspace { id } => {
+                if self.step.as_ref().is_some_and(|s| s.id == id) {
+                    self.step = None;
+                }
+                let workspace = step::workspace(&daemon, id);
+                daemon.tasks.spawn_blocking(move || {
+                    let _ = std::fs::remove_dir_all(workspace);
+                });
+            }
+            Effect::Idle => self.schedule_idle_check(myself),
+        }
+        None
+    }
+
+    fn reply(&mut self, to: ReplyTo, answer: Result<Answer, TargetError>) {
+        match self.ports.remove(&to) {
+            Some(Port::Submit(port)) => {
+                let _ = port.send(answer.map(|answer| match answer {
+                    Answer::Submitted(submitted) => submitted,
+                    Answer::Deployment(deployment) => Submitted {
+                        deployment,
+                        repeated: false,
+                    },
+                }));
+            }
+            Some(Port::Cancel(port)) => {
+                let _ = port.send(answer.map(|answer| match answer {
+                    Answer::Submitted(submitted) => submitted.deployment,
+                    Answer::Deployment(deployment) => deployment,
+                }));
+            }
+            None => tracing::error!(?to, "the core answered a caller twice"),
+        }
+    }
+
+    /// What the core needs to decide a submit: an earlier request under the
+    /// same key, a rollback's version, another instance's holder.
+    async fn submit_facts(&self, submit: &Submit) -> Result<SubmitFacts, StoreError> {
+        let store = &self.daemon.store;
+        let (app, cluster) = (&self.app, &self.cluster);
+        let mut facts = SubmitFacts::default();
+        if let Some(key) = &submit.idempotency_key {
+            facts.idempotent = store.find_by_idempotency_key(app, cluster, key).await?;
+            if facts.idempotent.is_some() {
+                return Ok(facts);
+            }
+        }
+        if submit.kind == Kind::Rollback {
+            facts.rollback_to = match &submit.version {
+                Some(v) => store.version(app, v).await?,
+                None => store.previous_version(app, cluster).await?,
+            };
+        }
+        if self.core.holder().is_none() {
+            let view = store.target(app, cluster).await?;
+            facts.foreign_holder = view.running.or(view.queued.into_iter().next());
+        }
+        Ok(facts)
+    }
+
+    /// What the core needs to start `id`: its row now, the active version,
+    /// a rollback's version.
+    async fn start_facts(&self, id: Uuid) -> Result<StartFacts, StoreError> {
+        let store = &self.daemon.store;
+        let current = store.get(id).await?;
+        let view = store.target(&self.app, &self.cluster).await?;
+        let previous = match &view.active {
+            Some(active) => store.version(&self.app, &active.version).await?,
+            None => None,
+        };
+        let rollback_to = match current.as_ref().and_then(|d| d.rollback_to.as_ref()) {
+            Some(v) => store.version(&self.app, v).await?,
+            None => None,
+        };
+        Ok(StartFacts {
+            current,
+            previous,
+            rollback_to,
+        })
+    }
+
+    /// Run the running deployment's current phase in a tracked task.
+    fn start_step(&mut self, myself: &ActorRef<TargetMsg>, order: StepOrder) {
+        let d = order.deployment;
+        let limit = self.daemon.config.limits.output_bytes_per_deployment;
+        if self.step.as_ref().is_none_or(|s| s.id != d.id) {
+            let cancel = CancellationToken::new();
+            self.step = Some(StepSlot {
+                id: d.id,
+                _kill_on_drop: cancel.clone().drop_guard(),
+                cancel,
+                cap: Arc::new(Mutex::new(OutputCap::new(limit))),
+            });
+        }
+        let slot = self.step.as_ref().expect("set above");
+        let env = step::step_env(
+            &self.daemon,
+            &d,
+            order.previous.as_ref(),
+            order.rollback_artifact,
+        );
+        let job = PhaseJob {
+            daemon: self.daemon.clone(),
+            step: step::step_config(&self.daemon, &d.cluster, d.state),
+            env,
+            deadline: order.deadline,
+            cancel: slot.cancel.clone(),
+            cap: slot.cap.clone(),
+            deployment: d,
+        };
+        let cap = slot.cap.clone();
+        let myself = myself.clone();
+        let d = &job.deployment;
+        let span = tracing::info_span!("deployment", id = %d.id, app = %d.app, cluster = %d.cluster, phase = %d.state);
+        let task = async move {
+            let (id, phase) = (job.deployment.id, job.deployment.state);
+            tracing::info!("phase started");
+            let result = job.run().await;
+            if let super::core::PhaseResult::Failed(error) = &result {
+                tracing::warn!(%error, "phase failed");
+            }
+            let dropped_lines = cap.lock().expect("output cap lock").dropped_lines();
+            let ended = Input::StepEnded {
+                id,
+                phase,
+                result,
+                dropped_lines,
+            };
+            let _ = myself.cast(TargetMsg::Input(Box::new(ended)));
+        };
+        self.daemon.tasks.spawn(task.instrument(span));
+    }
+
+    fn schedule_idle_check(&mut self, myself: &ActorRef<TargetMsg>) {
+        self.idle_generation += 1;
+        let generation = self.idle_generation;
+        let after = self.daemon.config.deploy.idle_actor_after;
+        myself.send_after(after, move || TargetMsg::IdleCheck(generation));
+    }
+
+    /// Passivate when the core was idle for a whole idle period: drain, so
+    /// requests already in the mailbox are answered (with `Retry`) and later
+    /// ones are refused at the door and go to a fresh actor.
+    fn idle_check(&mut self, myself: &ActorRef<TargetMsg>, generation: u64) {
+        if generation != self.idle_generation || self.draining {
+            return;
+        }
+        let idle_for = self.stats.last_active.lock().expect("stats lock").elapsed();
+        let limit = self.daemon.config.deploy.idle_actor_after;
+        match self.core.passivation(idle_for, limit) {
+            Passivation::Stay => {}
+            Passivation::CheckAgainIn(after) => {
+                self.idle_generation += 1;
+                let generation = self.idle_generation;
+                myself.send_after(after, move || TargetMsg::IdleCheck(generation));
+            }
+            Passivation::Now => {
+                self.draining = true;
+                let _ = myself.drain();
+            }
+        }
+    }
+}
