@@ -11,7 +11,8 @@
 //!   wrote, so it is checked, not trusted.
 
 use crate::app_actor::Shared;
-use crate::metrics;
+use crate::layout::DataDir;
+use crate::metrics::{self, Metrics};
 use crate::store::{CompactionReport, Retention, StoreError};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -46,7 +47,8 @@ pub async fn compact_once(shared: &Shared) -> Result<CompactionReport, StoreErro
         min_age: chrono::Duration::from_std(deploy.keep_min_age).unwrap_or(chrono::Duration::MAX),
         now: chrono::Utc::now(),
     };
-    let releases = shared.data_dir.join("releases");
+    let (data_dir, metrics) = (data_dir_of(shared), metrics_of(shared));
+    let releases = data_dir.releases();
     let mut total = CompactionReport::default();
     let outcome = loop {
         let step = match shared.store.compact(&policy, BATCH).await {
@@ -56,8 +58,7 @@ pub async fn compact_once(shared: &Shared) -> Result<CompactionReport, StoreErro
         if step.is_empty() {
             break Ok(());
         }
-        metrics::global()
-            .compaction_deleted(step.deployments_deleted, step.versions_deleted.len() as u64);
+        metrics.compaction_deleted(step.deployments_deleted, step.versions_deleted.len() as u64);
         let artifacts: Vec<String> = step
             .versions_deleted
             .iter()
@@ -67,7 +68,7 @@ pub async fn compact_once(shared: &Shared) -> Result<CompactionReport, StoreErro
         total.absorb(step);
     };
     let secs = started.elapsed().as_secs_f64();
-    metrics::global().compaction_run(outcome.is_ok(), secs);
+    metrics.compaction_run(outcome.is_ok(), secs);
     if !total.is_empty() {
         tracing::info!(
             deployments = total.deployments_deleted,
@@ -77,6 +78,18 @@ pub async fn compact_once(shared: &Shared) -> Result<CompactionReport, StoreErro
         );
     }
     outcome.map(|()| total)
+}
+
+/// The daemon's metrics.
+// TODO(core): `&shared.metrics` once `Shared` holds the daemon's `Arc<Metrics>`.
+fn metrics_of(_shared: &Shared) -> &'static Metrics {
+    metrics::global()
+}
+
+/// The daemon's data dir (`Shared::data_dir` is canonical: server.rs resolves it).
+// TODO(core): `&shared.data_dir` once `Shared` holds a `DataDir`.
+fn data_dir_of(shared: &Shared) -> DataDir {
+    DataDir::from_canonical(shared.data_dir.clone())
 }
 
 /// Remove the artifacts that are release directories (or files) of ours.
@@ -147,7 +160,7 @@ mod tests {
     fn scene() -> Scene {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical tempdir");
-        let releases = root.join("data").join("releases");
+        let releases = DataDir::prepare(&root.join("data")).unwrap().releases();
         std::fs::create_dir_all(releases.join("web/local")).expect("mkdir");
         let outside = root.join("elsewhere");
         std::fs::create_dir_all(&outside).expect("mkdir");

@@ -5,6 +5,7 @@
 
 use crate::app_actor::TargetError;
 use crate::model::{ErrorBody, ErrorInfo};
+use crate::names::NameError;
 use crate::source::SourceError;
 use crate::store::StoreError;
 use axum::http::StatusCode;
@@ -137,6 +138,13 @@ impl From<TargetError> for ApiError {
             TargetError::Retry => ApiError::unavailable("the target is restarting; try again"),
             TargetError::Store(e) => e.into(),
         }
+    }
+}
+
+/// A bad name, digest or version: a 400 naming the field it came from.
+impl From<NameError> for ApiError {
+    fn from(error: NameError) -> ApiError {
+        ApiError::invalid(error.field(), error.to_string())
     }
 }
 
