@@ -8,6 +8,7 @@
 //! change is committed to the [`store`] before anyone hears of it.
 
 pub mod app_actor;
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod compaction;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod machine;
 pub mod metrics;
 pub mod model;
 pub mod names;
+#[cfg(feature = "cli")]
 pub mod pack;
 pub mod pipeline;
 pub mod server;
