@@ -30,7 +30,6 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-
 /// The built-in defaults, shipped in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 

@@ -117,8 +117,14 @@ mod tests {
         assert_eq!(data.database(), root.join("deployd.db"));
         assert_eq!(data.sources(), root.join("sources"));
         assert_eq!(data.workspace(id), root.join(format!("work/{id}")));
-        assert_eq!(data.workspace_source(id), root.join(format!("work/{id}/src")));
-        assert_eq!(data.artifact_file(id), root.join(format!("work/{id}/artifact")));
+        assert_eq!(
+            data.workspace_source(id),
+            root.join(format!("work/{id}/src"))
+        );
+        assert_eq!(
+            data.artifact_file(id),
+            root.join(format!("work/{id}/artifact"))
+        );
         assert_eq!(data.releases(), root.join("releases"));
         assert_eq!(DataDir::prepare(&root).unwrap(), data);
     }

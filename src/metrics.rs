@@ -128,8 +128,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("deployd");
 
         let deployments: Labelled<Counter> = Family::new_with_constructor(Counter::default);
-        let deployment_handles =
-            OUTCOMES.map(|s| deployments.get_or_create(&[("outcome", s.as_str())]).clone());
+        let deployment_handles = OUTCOMES.map(|s| {
+            deployments
+                .get_or_create(&[("outcome", s.as_str())])
+                .clone()
+        });
         registry.register(
             "deployments_finished",
             "Deployments that ended, by outcome",

@@ -295,10 +295,7 @@ mod tests {
                 created: false
             }
         );
-        assert_eq!(
-            files_in(&data_dir.sources()),
-            [format!("{digest}.tar")]
-        );
+        assert_eq!(files_in(&data_dir.sources()), [format!("{digest}.tar")]);
     }
 
     #[tokio::test]

@@ -54,7 +54,6 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         .or_else(|| tokens_problem(&config.auth.tokens))
 }
 
-
 fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, String)> {
     let at = |rest: &[&str]| {
         let keys = ["clusters", name].into_iter().chain(rest.iter().copied());
@@ -115,7 +114,9 @@ fn tokens_problem(tokens: &[TokenConfig]) -> Option<(KeyPath, String)> {
         }
         let scopes: [(&str, &[String], NameCheck); 2] = [
             ("apps", &token.apps, |n| n.parse::<AppName>().is_ok()),
-            ("clusters", &token.clusters, |n| n.parse::<ClusterName>().is_ok()),
+            ("clusters", &token.clusters, |n| {
+                n.parse::<ClusterName>().is_ok()
+            }),
         ];
         for (key, names, valid) in scopes {
             if let Some(bad) = names.iter().find(|n| *n != "*" && !valid(n)) {

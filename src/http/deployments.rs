@@ -126,7 +126,10 @@ async fn submit_and_answer(
     let Submitted {
         deployment,
         repeated,
-    } = state.supervisor.submit(app.as_str(), cluster.as_str(), submit).await?;
+    } = state
+        .supervisor
+        .submit(app.as_str(), cluster.as_str(), submit)
+        .await?;
     let status = if repeated {
         StatusCode::OK
     } else {

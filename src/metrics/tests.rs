@@ -51,10 +51,7 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
             format!("{name}{{{}}}", labels.join(","))
         };
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
-        assert!(
-            samples.insert(key, value).is_none(),
-            "twice: {line}"
-        );
+        assert!(samples.insert(key, value).is_none(), "twice: {line}");
     }
     samples
 }

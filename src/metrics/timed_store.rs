@@ -64,7 +64,8 @@ impl Store for TimedStore {
         cluster: &str,
         key: &str,
     ) -> Result<Option<(Deployment, String)>, StoreError> {
-        self.timed(self.inner.find_by_idempotency_key(app, cluster, key)).await
+        self.timed(self.inner.find_by_idempotency_key(app, cluster, key))
+            .await
     }
 
     async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
@@ -119,7 +120,8 @@ impl Store for TimedStore {
         ids: &[Uuid],
         expires_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.timed(self.inner.renew_leases(owner, ids, expires_at)).await
+        self.timed(self.inner.renew_leases(owner, ids, expires_at))
+            .await
     }
 
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {

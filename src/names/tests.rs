@@ -7,7 +7,17 @@ fn names_follow_the_api_pattern() {
         assert_eq!(good.parse::<AppName>().unwrap().as_str(), good);
         assert_eq!(good.parse::<ClusterName>().unwrap().to_string(), good);
     }
-    for bad in ["", "-web", "Web", "we_b", "a/b", "..", "web.", &"a".repeat(64), "wéb"] {
+    for bad in [
+        "",
+        "-web",
+        "Web",
+        "we_b",
+        "a/b",
+        "..",
+        "web.",
+        &"a".repeat(64),
+        "wéb",
+    ] {
         assert!(bad.parse::<AppName>().is_err(), "{bad}");
         assert!(bad.parse::<ClusterName>().is_err(), "{bad}");
     }
@@ -35,7 +45,10 @@ fn refusals_name_the_field_and_the_rule() {
     let error = "v0".parse::<Version>().unwrap_err();
     assert_eq!(
         (error.field(), error.to_string()),
-        ("version", r#"version "v0" must look like v1, v2, …"#.to_string())
+        (
+            "version",
+            r#"version "v0" must look like v1, v2, …"#.to_string()
+        )
     );
 }
 
@@ -43,7 +56,12 @@ fn refusals_name_the_field_and_the_rule() {
 fn digests_are_64_lowercase_hex() {
     assert!("0".repeat(64).parse::<SourceDigest>().is_ok());
     assert!("a".repeat(64).parse::<SourceDigest>().is_ok());
-    for bad in ["0".repeat(63), "0".repeat(65), "A".repeat(64), "g".repeat(64)] {
+    for bad in [
+        "0".repeat(63),
+        "0".repeat(65),
+        "A".repeat(64),
+        "g".repeat(64),
+    ] {
         assert!(bad.parse::<SourceDigest>().is_err(), "{bad}");
     }
 }
@@ -53,7 +71,17 @@ fn versions_are_v_and_a_number_without_leading_zeros() {
     let v12: Version = "v12".parse().unwrap();
     assert_eq!((v12.number(), v12.as_str()), (12, "v12"));
     assert!("v2".parse::<Version>().unwrap() < v12);
-    for bad in ["", "v", "v0", "v01", "1", "V1", "v-1", "v1x", "v99999999999999999999"] {
+    for bad in [
+        "",
+        "v",
+        "v0",
+        "v01",
+        "1",
+        "V1",
+        "v-1",
+        "v1x",
+        "v99999999999999999999",
+    ] {
         assert!(bad.parse::<Version>().is_err(), "{bad}");
     }
 }

@@ -165,7 +165,8 @@ async fn metrics_answer_prometheus_text(backend: Backend) {
         "deployd_compaction_runs_total",
     ] {
         assert!(
-            text.lines().any(|line| line.starts_with(&format!("{series} "))),
+            text.lines()
+                .any(|line| line.starts_with(&format!("{series} "))),
             "{series} in\n{text}"
         );
     }
