@@ -11,7 +11,7 @@
 //!   wrote, so it is checked, not trusted.
 
 use crate::daemon::Daemon;
-use crate::metrics;
+
 use crate::store::{CompactionReport, Retention, StoreError};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -46,7 +46,8 @@ pub async fn compact_once(shared: &Daemon) -> Result<CompactionReport, StoreErro
         min_age: chrono::Duration::from_std(deploy.keep_min_age).unwrap_or(chrono::Duration::MAX),
         now: chrono::Utc::now(),
     };
-    let releases = shared.data_dir.join("releases");
+    let (data_dir, metrics) = (&shared.data_dir, &shared.metrics);
+    let releases = data_dir.releases();
     let mut total = CompactionReport::default();
     let outcome = loop {
         let step = match shared.store.compact(&policy, BATCH).await {
@@ -56,8 +57,7 @@ pub async fn compact_once(shared: &Daemon) -> Result<CompactionReport, StoreErro
         if step.is_empty() {
             break Ok(());
         }
-        metrics::global()
-            .compaction_deleted(step.deployments_deleted, step.versions_deleted.len() as u64);
+        metrics.compaction_deleted(step.deployments_deleted, step.versions_deleted.len() as u64);
         let artifacts: Vec<String> = step
             .versions_deleted
             .iter()
@@ -67,7 +67,7 @@ pub async fn compact_once(shared: &Daemon) -> Result<CompactionReport, StoreErro
         total.absorb(step);
     };
     let secs = started.elapsed().as_secs_f64();
-    metrics::global().compaction_run(outcome.is_ok(), secs);
+    metrics.compaction_run(outcome.is_ok(), secs);
     if !total.is_empty() {
         tracing::info!(
             deployments = total.deployments_deleted,
@@ -137,6 +137,7 @@ pub fn remove_release(releases: &Path, artifact: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::DataDir;
 
     struct Scene {
         _dir: tempfile::TempDir,
@@ -147,7 +148,7 @@ mod tests {
     fn scene() -> Scene {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical tempdir");
-        let releases = root.join("data").join("releases");
+        let releases = DataDir::prepare(&root.join("data")).unwrap().releases();
         std::fs::create_dir_all(releases.join("web/local")).expect("mkdir");
         let outside = root.join("elsewhere");
         std::fs::create_dir_all(&outside).expect("mkdir");

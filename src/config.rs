@@ -30,8 +30,6 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use rules::is_valid_name;
-
 /// The built-in defaults, shipped in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -299,7 +297,7 @@ impl Config {
 
     /// The embedded SQLite file used when `store.url` is absent.
     pub fn store_path(&self) -> PathBuf {
-        self.server.data_dir.join("deployd.db")
+        self.server.data_dir.join(crate::layout::DATABASE_FILE)
     }
 
     /// The effective config as TOML, with the store password and the token

@@ -11,11 +11,12 @@
 
 use crate::config::Config;
 use crate::events::EventHub;
+use crate::layout::DataDir;
+use crate::metrics::Metrics;
 use crate::model::{Deployment, Event, EventData};
 use crate::source::SourceStore;
 use crate::store::{Change, Created, DynStore, NewDeployment, StoreError};
 use chrono::{DateTime, Utc};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,8 +30,10 @@ pub struct Daemon {
     pub config: Arc<Config>,
     /// New at every start; owner of the leases this process holds.
     pub instance: String,
-    /// Absolute data dir, as steps see it.
-    pub data_dir: PathBuf,
+    /// Where sources, workspaces, releases and the database live.
+    pub data_dir: DataDir,
+    /// This daemon's own metrics, rendered by `GET /metrics`.
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down: nothing new starts after it.
     pub stopping: CancellationToken,
     /// Phase tasks, the reaper, compaction and crash recoveries; shutdown
@@ -56,7 +59,7 @@ impl Daemon {
         let applied = self.hub.commit(change).await?;
         let d = &applied.deployment;
         tracing::info!(deployment = %d.id, app = %d.app, cluster = %d.cluster, state = %d.state, "state changed");
-        let metrics = crate::metrics::global();
+        let metrics = &self.metrics;
         metrics.phase_finished(from, (at - phase_since).as_seconds_f64().max(0.0));
         if d.state.is_terminal() {
             metrics.deployment_finished(d.state);

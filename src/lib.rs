@@ -8,15 +8,19 @@
 //! its decisions are a pure core ([`target::TargetCore`]). Every state change
 //! is committed to the [`store`] before anyone hears of it ([`daemon::Daemon::commit`]).
 
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod compaction;
 pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod http;
+pub mod layout;
 pub mod machine;
 pub mod metrics;
 pub mod model;
+pub mod names;
+#[cfg(feature = "cli")]
 pub mod pack;
 pub mod pipeline;
 pub mod reconcile;

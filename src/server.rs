@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::events::EventHub;
 use crate::http::{self, AppState};
+use crate::layout::DataDir;
+use crate::metrics::{Metrics, TimedStore};
 use crate::reconcile::{interrupt_owned, reaper, reconcile, wait_for_running};
 use crate::source::{ExtractLimits, SourceStore};
 use crate::store::{DynStore, postgres::PgStore, sqlite::SqliteStore};
@@ -18,7 +20,6 @@ use crate::supervisor::SupervisorHandle;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -35,10 +36,17 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let data_dir = prepare_data_dir(&config.server.data_dir)?;
-    let store = crate::metrics::TimedStore::wrap(open_store(&config, &data_dir).await?);
-    let sources = SourceStore::new(
-        data_dir.join("sources"),
+    let data_dir = DataDir::prepare(&config.server.data_dir).with_context(|| {
+        let dir = config.server.data_dir.display();
+        format!("could not prepare the data dir {dir}")
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    let store: DynStore = Arc::new(TimedStore::new(
+        open_store(&config, &data_dir).await?,
+        metrics.clone(),
+    ));
+    let sources = SourceStore::open(
+        &data_dir,
         config.limits.upload_bytes,
         ExtractLimits {
             max_bytes: config.limits.extracted_bytes,
@@ -53,6 +61,7 @@ pub async fn serve(
         config: Arc::new(config),
         instance: uuid::Uuid::now_v7().to_string(),
         data_dir,
+        metrics,
         stopping: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
@@ -115,19 +124,15 @@ pub async fn serve(
 
 /// Open the configured store, applying pending migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let data_dir = prepare_data_dir(&config.server.data_dir)?;
+    let data_dir = DataDir::prepare(&config.server.data_dir).with_context(|| {
+        let dir = config.server.data_dir.display();
+        format!("could not prepare the data dir {dir}")
+    })?;
     open_store(config, &data_dir).await?;
     Ok(())
 }
 
-fn prepare_data_dir(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("could not create the data dir {}", dir.display()))?;
-    dir.canonicalize()
-        .with_context(|| format!("could not resolve the data dir {}", dir.display()))
-}
-
-async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<DynStore> {
+async fn open_store(config: &Config, data_dir: &DataDir) -> anyhow::Result<DynStore> {
     let store: DynStore = match &config.store.url {
         Some(url) => Arc::new(
             PgStore::connect(url)
@@ -135,7 +140,7 @@ async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<DynStore
                 .context("could not open the PostgreSQL store")?,
         ),
         None => {
-            let path = data_dir.join("deployd.db");
+            let path = data_dir.database();
             Arc::new(
                 SqliteStore::open(&path)
                     .with_context(|| format!("could not open {}", path.display()))?,

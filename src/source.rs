@@ -14,6 +14,8 @@ mod extract;
 
 pub use extract::{ExtractLimits, ExtractStats, MAX_PATH, extract, scan};
 
+use crate::layout::DataDir;
+use crate::names::SourceDigest;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -62,6 +64,15 @@ pub struct PutOutcome {
 const TEMP_PREFIX: &str = ".upload-";
 
 impl SourceStore {
+    /// The data dir's sources directory, as [`new`](Self::new) prepares it.
+    pub fn open(
+        data_dir: &DataDir,
+        upload_limit: u64,
+        extract_limits: ExtractLimits,
+    ) -> io::Result<SourceStore> {
+        SourceStore::new(data_dir.sources(), upload_limit, extract_limits)
+    }
+
     /// Creates `dir` if needed and deletes temp files a crash left behind:
     /// an interrupted upload is never resumed. Uploads are refused over
     /// `upload_limit` bytes, or when they would not extract within
@@ -90,11 +101,12 @@ impl SourceStore {
     }
 
     pub fn exists(&self, sha256: &str) -> bool {
-        check_digest(sha256).is_ok() && self.path(sha256).is_file()
+        check_digest(sha256).is_ok_and(|digest| self.path(digest.as_str()).is_file())
     }
 
     /// Where a source lives. Only meaningful for a digest that passed
     /// [`check_digest`]; anything else could name a path outside the store.
+    // TODO(core): take `&SourceDigest` once app_actor/phase.rs holds one.
     pub fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}.tar"))
     }
@@ -106,7 +118,7 @@ impl SourceStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        check_digest(sha256)?;
+        let digest = check_digest(sha256)?;
         let mut temp = TempUpload {
             path: self
                 .dir
@@ -146,7 +158,7 @@ impl SourceStore {
             .await
             .map_err(io::Error::other)??;
 
-        let path = self.path(sha256);
+        let path = self.path(digest.as_str());
         if tokio::fs::try_exists(&path).await? {
             return Ok(PutOutcome {
                 size,
@@ -181,18 +193,12 @@ impl Drop for TempUpload {
     }
 }
 
-/// Accepts exactly 64 lowercase hex characters, the only digests the store
-/// names files after.
-pub fn check_digest(sha256: &str) -> Result<(), SourceError> {
-    let valid = sha256.len() == 64
-        && sha256
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if valid {
-        Ok(())
-    } else {
-        Err(SourceError::InvalidDigest(sha256.to_string()))
-    }
+/// Accepts exactly 64 lowercase hex characters (a [`SourceDigest`]), the
+/// only digests the store names files after.
+pub fn check_digest(sha256: &str) -> Result<SourceDigest, SourceError> {
+    sha256
+        .parse()
+        .map_err(|_| SourceError::InvalidDigest(sha256.to_string()))
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -262,7 +268,8 @@ mod tests {
     #[tokio::test]
     async fn put_stores_a_source_once_under_its_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SourceStore::new(dir.path().join("sources"), 1 << 20, LIMITS).unwrap();
+        let data_dir = DataDir::prepare(dir.path()).unwrap();
+        let store = SourceStore::open(&data_dir, 1 << 20, LIMITS).unwrap();
         let tar = tar_file("index.html", b"hello world");
         let digest = sha(&tar);
         assert!(!store.exists(&digest));
@@ -288,10 +295,7 @@ mod tests {
                 created: false
             }
         );
-        assert_eq!(
-            files_in(&dir.path().join("sources")),
-            [format!("{digest}.tar")]
-        );
+        assert_eq!(files_in(&data_dir.sources()), [format!("{digest}.tar")]);
     }
 
     #[tokio::test]

@@ -277,7 +277,7 @@ impl Actor for Supervisor {
                 if let Some(target) = state.forget(&cell) {
                     let (app, cluster) = target.clone();
                     let restarts = state.record_crash(&target);
-                    crate::metrics::global().actor_restarted();
+                    state.daemon.metrics.actor_restarted();
                     tracing::error!(%app, %cluster, %error, restarts, "target actor crashed");
                     let daemon = state.daemon.clone();
                     let supervisor = SupervisorHandle { actor: myself };

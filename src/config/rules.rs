@@ -5,6 +5,7 @@
 
 use super::layers::{KeyPath, Seg};
 use super::{ClusterConfig, Config, TokenConfig};
+use crate::names::{AppName, ClusterName, NAME_RULE};
 use std::time::Duration;
 
 /// The first broken rule, as (key path, what is wrong).
@@ -53,21 +54,12 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         .or_else(|| tokens_problem(&config.auth.tokens))
 }
 
-/// True for a valid app or cluster name: `^[a-z0-9][a-z0-9-]{0,62}$`.
-pub fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
-    (1..=63).contains(&bytes.len()) && bytes[0] != b'-' && bytes.iter().all(allowed)
-}
-
-const NAME_RULE: &str = "1 to 63 of a-z, 0-9 and '-', not starting with '-'";
-
 fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, String)> {
     let at = |rest: &[&str]| {
         let keys = ["clusters", name].into_iter().chain(rest.iter().copied());
         keys.map(|k| Seg::Key(k.to_string())).collect()
     };
-    if !is_valid_name(name) {
+    if name.parse::<ClusterName>().is_err() {
         return Some((at(&[]), format!("invalid cluster name: use {NAME_RULE}")));
     }
     let steps = [
@@ -98,6 +90,9 @@ fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, Stri
     ))
 }
 
+/// Whether a text is a valid name of one kind.
+type NameCheck = fn(&str) -> bool;
+
 fn tokens_problem(tokens: &[TokenConfig]) -> Option<(KeyPath, String)> {
     let at = |index: usize, key: &str| {
         let base = [Seg::Key("auth".into()), Seg::Key("tokens".into())];
@@ -117,8 +112,14 @@ fn tokens_problem(tokens: &[TokenConfig]) -> Option<(KeyPath, String)> {
             let message = "must be the token's sha256 as 64 hex digits".into();
             return Some((at(index, "sha256"), message));
         }
-        for (key, names) in [("apps", &token.apps), ("clusters", &token.clusters)] {
-            if let Some(bad) = names.iter().find(|n| *n != "*" && !is_valid_name(n)) {
+        let scopes: [(&str, &[String], NameCheck); 2] = [
+            ("apps", &token.apps, |n| n.parse::<AppName>().is_ok()),
+            ("clusters", &token.clusters, |n| {
+                n.parse::<ClusterName>().is_ok()
+            }),
+        ];
+        for (key, names, valid) in scopes {
+            if let Some(bad) = names.iter().find(|n| *n != "*" && !valid(n)) {
                 let message = format!("invalid name {bad:?}: use \"*\" or {NAME_RULE}");
                 return Some((at(index, key), message));
             }

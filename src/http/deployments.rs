@@ -1,14 +1,14 @@
 //! Deploy, rollback, read, list and cancel deployments.
 
 use super::stream::progress;
-use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, check_name, parse_json, read_body};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, parse_json, read_body};
 use crate::config::Role;
 use crate::machine::{Kind, State as Phase};
 use crate::model::{
     CancelRequest, DeployRequest, Deployment, GitInfo, HistoryPage, RollbackRequest,
 };
-use crate::source::check_digest;
-use crate::store::{HistoryQuery, MAX_PAGE, version_number};
+use crate::names::{AppName, ClusterName, SourceDigest, Target, Version};
+use crate::store::{HistoryQuery, MAX_PAGE};
 use crate::target::{Rejection, Submit, Submitted};
 use axum::Json;
 use axum::body::Body;
@@ -32,14 +32,9 @@ pub async fn deploy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
+    let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
     let request: DeployRequest = parse_json(&read_body(body).await?)?;
-    check_digest(&request.source).map_err(|_| {
-        ApiError::invalid(
-            "source",
-            "source must be a sha256: 64 lowercase hex characters",
-        )
-    })?;
+    let source: SourceDigest = request.source.parse()?;
     check_text("message", request.message.as_deref(), MAX_MESSAGE_BYTES)?;
     check_git(request.git.as_ref())?;
     check_text(
@@ -47,7 +42,7 @@ pub async fn deploy(
         request.idempotency_key.as_deref(),
         MAX_IDEMPOTENCY_KEY_BYTES,
     )?;
-    if !state.shared.sources.exists(&request.source) {
+    if !state.shared.sources.exists(source.as_str()) {
         return Err(ApiError::not_found(
             "source",
             format!(
@@ -86,15 +81,10 @@ pub async fn rollback(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
+    let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
     let request: RollbackRequest = parse_json(&read_body(body).await?)?;
-    if let Some(version) = &request.version
-        && version_number(version).is_none()
-    {
-        return Err(ApiError::invalid(
-            "version",
-            format!("version {version:?} must look like v1, v2, …"),
-        ));
+    if let Some(version) = &request.version {
+        version.parse::<Version>()?;
     }
     check_text("message", request.message.as_deref(), MAX_MESSAGE_BYTES)?;
     check_text(
@@ -128,15 +118,18 @@ pub async fn rollback(
 /// with its progress stream when the client asked for one.
 async fn submit_and_answer(
     state: &AppState,
-    app: &str,
-    cluster: &str,
+    app: &AppName,
+    cluster: &ClusterName,
     submit: Submit,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let Submitted {
         deployment,
         repeated,
-    } = state.supervisor.submit(app, cluster, submit).await?;
+    } = state
+        .supervisor
+        .submit(app.as_str(), cluster.as_str(), submit)
+        .await?;
     let status = if repeated {
         StatusCode::OK
     } else {
@@ -187,13 +180,14 @@ pub async fn history(
     ApiPath(app): ApiPath<String>,
     ApiQuery(params): ApiQuery,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    check_name("app", &app)?;
+    let app: AppName = app.parse()?;
     check_params(&params, &["cluster", "state", "limit", "cursor"])?;
-    let cluster = params.get("cluster").cloned();
-    if let Some(cluster) = &cluster {
-        check_name("cluster", cluster)?;
-    }
-    caller.may(Role::Read, &app, cluster.as_deref())?;
+    let cluster: Option<ClusterName> = params.get("cluster").map(|c| c.parse()).transpose()?;
+    caller.may(
+        Role::Read,
+        app.as_str(),
+        cluster.as_ref().map(ClusterName::as_str),
+    )?;
     let phase = match params.get("state") {
         Some(s) => Some(
             s.parse::<Phase>()
@@ -206,8 +200,8 @@ pub async fn history(
         None => None,
     };
     let query = HistoryQuery {
-        app,
-        cluster,
+        app: app.into(),
+        cluster: cluster.map(String::from),
         state: phase,
         limit: parse_limit(&params)?,
         before,
@@ -292,18 +286,18 @@ pub(super) async fn find(
     Ok(deployment)
 }
 
-/// Both names valid, the caller has `role` on them, and the cluster is
-/// configured (checked last, so a caller learns nothing of clusters it may
-/// not use).
+/// The target the path names: both names valid, the caller has `role` on
+/// them, and the cluster is configured (checked last, so a caller learns
+/// nothing of clusters it may not use).
 pub(super) fn check_target(
     state: &AppState,
     caller: &Caller,
     role: Role,
     app: &str,
     cluster: &str,
-) -> Result<(), ApiError> {
-    check_name("app", app)?;
-    check_name("cluster", cluster)?;
+) -> Result<Target, ApiError> {
+    let target = Target::parse(app, cluster)?;
+    let (app, cluster) = (target.app.as_str(), target.cluster.as_str());
     caller.may(role, app, Some(cluster))?;
     if !state.shared.config.clusters.contains_key(cluster) {
         return Err(ApiError::not_found(
@@ -311,7 +305,7 @@ pub(super) fn check_target(
             format!("cluster {cluster} is not configured on this server"),
         ));
     }
-    Ok(())
+    Ok(target)
 }
 
 fn check_text(field: &str, text: Option<&str>, max: usize) -> Result<(), ApiError> {

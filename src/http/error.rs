@@ -4,6 +4,7 @@
 //! paths); the cause chain is logged once, here, where the error is answered.
 
 use crate::model::{ErrorBody, ErrorInfo};
+use crate::names::NameError;
 use crate::source::SourceError;
 use crate::store::StoreError;
 use crate::target::{Rejection, TargetError, Unavailable};
@@ -153,6 +154,13 @@ impl From<Unavailable> for ApiError {
             .with_details(json!({ "reason": "degraded", "retry_after_seconds": retry_after.as_secs().max(1) })),
             Unavailable::Retry => ApiError::unavailable("the target is restarting; try again"),
         }
+    }
+}
+
+/// A bad name, digest or version: a 400 naming the field it came from.
+impl From<NameError> for ApiError {
+    fn from(error: NameError) -> ApiError {
+        ApiError::invalid(error.field(), error.to_string())
     }
 }
 

@@ -43,6 +43,13 @@ pub struct AppState {
     pub supervisor: SupervisorHandle,
 }
 
+impl AppState {
+    /// The daemon's metrics, which `GET /metrics` renders.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let tokens = Arc::new(auth::Tokens::from_config(&state.shared.config.auth));
     let api = Router::new()
@@ -140,28 +147,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// App and cluster names: `^[a-z0-9][a-z0-9-]{0,62}$`.
-pub fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
-pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("{field} {name:?} must match ^[a-z0-9][a-z0-9-]{{0,62}}$"),
-        ))
-    }
-}
-
 /// A JSON object body, strictly: unknown fields and malformed JSON are 400s whose
 /// `details.field` names the offending field (`body` when no field is to
 /// blame). An empty body reads as `{}` where `T` allows it.
@@ -254,25 +239,5 @@ mod tests {
             parse_json::<crate::model::CancelRequest>(b"  ").is_ok(),
             "blank is {{}}"
         );
-    }
-
-    #[test]
-    fn names_follow_the_api_pattern() {
-        for good in ["web", "a", "0", "my-app-2", &"a".repeat(63)] {
-            assert!(valid_name(good), "{good}");
-        }
-        for bad in [
-            "",
-            "-web",
-            "Web",
-            "we_b",
-            "a/b",
-            "..",
-            "web.",
-            &"a".repeat(64),
-            "wéb",
-        ] {
-            assert!(!valid_name(bad), "{bad}");
-        }
     }
 }

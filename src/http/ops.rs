@@ -41,7 +41,7 @@ pub async fn supervisor(
     })))
 }
 
-/// Prometheus text. Resident actors, their queues and open streams are read
+/// The daemon's metrics as OpenMetrics text. Resident actors, their queues and open streams are read
 /// now, so they are exact at the moment of the scrape.
 pub async fn metrics(
     State(state): State<AppState>,
@@ -52,6 +52,6 @@ pub async fn metrics(
         queue_depth: resident.iter().map(|r| r.queue_length).sum(),
         stream_subscribers: state.shared.hub.total_subscribers(),
     };
-    let text = metrics::global().render(live);
+    let text = state.metrics().render(live);
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
 }

@@ -4,7 +4,7 @@
 
 use super::auth::bearer;
 use super::deployments::{decode_cursor, parse_id, parse_limit};
-use super::{ApiError, parse_json, valid_name};
+use super::{ApiError, parse_json};
 use crate::model::{CancelRequest, DeployRequest, GitInfo, RollbackRequest};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use proptest::prelude::*;
@@ -170,7 +170,6 @@ proptest! {
         if let Err(error) = parse_id(&text) {
             assert_invalid(&error)?;
         }
-        prop_assert_eq!(valid_name(&text), crate::config::is_valid_name(&text));
     }
 
     #[test]

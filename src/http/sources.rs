@@ -22,7 +22,7 @@ pub async fn put(
     body: Body,
 ) -> Result<(StatusCode, Json<SourceInfo>), ApiError> {
     caller.may_any_app(Role::Deploy)?;
-    check_digest(&sha256)?;
+    let digest = check_digest(&sha256)?;
     // A declared length over the limit is refused before a byte is read; the
     // store enforces the limit on the bytes themselves either way.
     let limit = state.shared.config.limits.upload_bytes;
@@ -36,7 +36,7 @@ pub async fn put(
     let outcome = state
         .shared
         .sources
-        .put(&sha256, body.into_data_stream())
+        .put(digest.as_str(), body.into_data_stream())
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -62,8 +62,8 @@ pub async fn head(
         return denied.status;
     }
     match check_digest(&sha256) {
-        Ok(()) if state.shared.sources.exists(&sha256) => StatusCode::OK,
-        Ok(()) => StatusCode::NOT_FOUND,
+        Ok(digest) if state.shared.sources.exists(digest.as_str()) => StatusCode::OK,
+        Ok(_) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::BAD_REQUEST,
     }
 }

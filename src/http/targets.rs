@@ -1,10 +1,10 @@
 //! The target view and an app's versions.
 
 use super::deployments::{check_params, check_target, parse_limit};
-use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, check_name};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller};
 use crate::config::Role;
 use crate::model::{TargetView, VersionsPage};
-use crate::store::version_number;
+use crate::names::{AppName, Target, Version};
 use axum::Json;
 use axum::extract::State;
 
@@ -13,8 +13,13 @@ pub async fn target(
     caller: Caller,
     ApiPath((app, cluster)): ApiPath<(String, String)>,
 ) -> Result<Json<TargetView>, ApiError> {
-    check_target(&state, &caller, Role::Read, &app, &cluster)?;
-    Ok(Json(state.shared.store.target(&app, &cluster).await?))
+    let Target { app, cluster } = check_target(&state, &caller, Role::Read, &app, &cluster)?;
+    let view = state
+        .shared
+        .store
+        .target(app.as_str(), cluster.as_str())
+        .await?;
+    Ok(Json(view))
 }
 
 /// Versions belong to the app, not to a cluster: any token that may read
@@ -25,11 +30,11 @@ pub async fn versions(
     ApiPath(app): ApiPath<String>,
     ApiQuery(params): ApiQuery,
 ) -> Result<Json<VersionsPage>, ApiError> {
-    check_name("app", &app)?;
-    caller.may_app(Role::Read, &app)?;
+    let app: AppName = app.parse()?;
+    caller.may_app(Role::Read, app.as_str())?;
     check_params(&params, &["limit", "cursor"])?;
     let before = match params.get("cursor") {
-        Some(cursor) => Some(version_number(cursor).ok_or_else(|| {
+        Some(cursor) => Some(cursor.parse::<Version>().map(|v| v.number()).map_err(|_| {
             ApiError::invalid("cursor", "the cursor is not one this server handed out")
         })?),
         None => None,
@@ -37,7 +42,7 @@ pub async fn versions(
     let page = state
         .shared
         .store
-        .versions(&app, before, parse_limit(&params)?)
+        .versions(app.as_str(), before, parse_limit(&params)?)
         .await?;
     Ok(Json(VersionsPage {
         versions: page.items,

@@ -338,13 +338,10 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// Parse a version string `vN` into its number.
+/// Parse a version string `vN` into its number: the one rule is
+/// [`Version`](crate::names::Version)'s.
 pub fn version_number(version: &str) -> Option<i64> {
-    let digits = version.strip_prefix('v')?;
-    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    version.parse::<crate::names::Version>().ok().map(|v| v.number())
 }
 
 /// Both backends' migrations, in order: (number, name, sql).

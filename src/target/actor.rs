@@ -389,7 +389,7 @@ impl Shell {
                 if self.step.as_ref().is_some_and(|s| s.id == id) {
                     self.step = None;
                 }
-                let workspace = step::workspace(&daemon, id);
+                let workspace = daemon.data_dir.workspace(id);
                 daemon.tasks.spawn_blocking(move || {
                     let _ = std::fs::remove_dir_all(workspace);
                 });

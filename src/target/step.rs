@@ -16,7 +16,6 @@ use crate::pipeline::{OutputCap, OutputLine, Phase, StepCommand, StepOutcome, ru
 use crate::source::{ExtractLimits, extract};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,19 +33,6 @@ pub(super) struct PhaseJob {
     pub deadline: Option<DateTime<Utc>>,
     pub cancel: CancellationToken,
     pub cap: Arc<Mutex<OutputCap>>,
-}
-
-/// `<data_dir>/work/<deployment>`: the extracted source and the artifact file.
-pub(super) fn workspace(daemon: &Daemon, id: uuid::Uuid) -> PathBuf {
-    daemon.data_dir.join("work").join(id.to_string())
-}
-
-fn source_dir(daemon: &Daemon, id: uuid::Uuid) -> PathBuf {
-    workspace(daemon, id).join("src")
-}
-
-fn artifact_file(daemon: &Daemon, id: uuid::Uuid) -> PathBuf {
-    workspace(daemon, id).join("artifact")
 }
 
 /// The cluster's step for `phase`, if it configures one.
@@ -84,14 +70,17 @@ pub(super) fn step_env(
     set("DEPLOY_APP", deployment.app.clone());
     set("DEPLOY_CLUSTER", deployment.cluster.clone());
     set("DEPLOY_KIND", deployment.kind.to_string());
-    set("DEPLOY_DATA_DIR", daemon.data_dir.display().to_string());
+    set(
+        "DEPLOY_DATA_DIR",
+        daemon.data_dir.root().display().to_string(),
+    );
     set(
         "DEPLOY_SOURCE_DIR",
-        source_dir(daemon, id).display().to_string(),
+        daemon.data_dir.workspace_source(id).display().to_string(),
     );
     set(
         "DEPLOY_ARTIFACT_FILE",
-        artifact_file(daemon, id).display().to_string(),
+        daemon.data_dir.artifact_file(id).display().to_string(),
     );
     if let Some(artifact) = rollback_artifact {
         set("DEPLOY_ARTIFACT", artifact);
@@ -141,7 +130,7 @@ impl PhaseJob {
             return Err("the deployment has no source".to_string());
         };
         let archive = self.daemon.sources.path(&sha);
-        let dest = source_dir(&self.daemon, self.deployment.id);
+        let dest = self.daemon.data_dir.workspace_source(self.deployment.id);
         let limits = ExtractLimits {
             max_bytes: self.daemon.config.limits.extracted_bytes,
             max_entries: self.daemon.config.limits.extracted_entries,
@@ -182,19 +171,20 @@ impl PhaseJob {
     }
 
     async fn read_artifact(&self) -> Option<String> {
-        let text = tokio::fs::read_to_string(artifact_file(&self.daemon, self.deployment.id))
-            .await
-            .ok()?;
+        let text =
+            tokio::fs::read_to_string(self.daemon.data_dir.artifact_file(self.deployment.id))
+                .await
+                .ok()?;
         let text = text.trim();
         (!text.is_empty()).then(|| text.to_string())
     }
 
     async fn run_step(&self, phase: Phase, step: StepConfig) -> Result<(), String> {
-        let cwd = source_dir(&self.daemon, self.deployment.id);
+        let cwd = self.daemon.data_dir.workspace_source(self.deployment.id);
         let cwd = if cwd.is_dir() {
             cwd
         } else {
-            self.daemon.data_dir.clone()
+            self.daemon.data_dir.root().to_path_buf()
         };
         let timeout = match self.deadline {
             Some(deadline) => (deadline - crate::model::now())

@@ -38,7 +38,7 @@ async fn metrics(app: &TestApp) -> String {
         .unwrap()
         .to_string();
     assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
         "{content_type}"
     );
     response.text().await.expect("the metrics text")
@@ -152,21 +152,25 @@ async fn metrics_answer_prometheus_text(backend: Backend) {
     let d = app.deploy("web", "local", "hello").await;
     app.finished(d.id).await;
     let text = metrics(&app).await;
+    // The series scrapers know, each with a sample (OpenMetrics names a
+    // counter's family without its `_total`, so samples are what to check).
     for series in [
-        "deployd_deployments_finished_total",
-        "deployd_phase_duration_seconds",
+        "deployd_deployments_finished_total{outcome=\"succeeded\"}",
+        "deployd_phase_duration_seconds_count{phase=\"building\"}",
         "deployd_queue_depth",
         "deployd_resident_actors",
         "deployd_actor_restarts_total",
         "deployd_stream_subscribers",
-        "deployd_store_call_duration_seconds",
+        "deployd_store_call_duration_seconds_count",
         "deployd_compaction_runs_total",
     ] {
         assert!(
-            text.contains(&format!("# TYPE {series} ")),
+            text.lines()
+                .any(|line| line.starts_with(&format!("{series} "))),
             "{series} in\n{text}"
         );
     }
+    assert!(text.ends_with("# EOF\n"), "{text}");
     // Read at scrape time: the target's actor is resident after its deploy.
     assert!(sample(&text, "deployd_resident_actors") >= 1.0, "{text}");
     app.stop().await;

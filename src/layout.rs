@@ -1,0 +1,143 @@
+//! [`DataDir`]: where everything deployd keeps on disk lives, under one
+//! `server.data_dir`.
+//!
+//! ```text
+//! <data_dir>/
+//!   deployd.db                      the embedded store (absent with PostgreSQL)
+//!   sources/<sha256>.tar            uploads, content-addressed (source::SourceStore)
+//!   work/<deployment>/src/          a deployment's extracted source: its steps' cwd
+//!   work/<deployment>/artifact      what the build step says it built
+//!   releases/<app>/<cluster>/…      the built-in `local` cluster's releases (compaction)
+//! ```
+//!
+//! What must stay true: the root is resolved once, when the `DataDir` is
+//! built, so every path handed out is absolute and canonical (compaction
+//! compares artifact paths with `releases()` textually, and steps get the
+//! root as `DEPLOY_DATA_DIR`); the names above are written here and nowhere
+//! else.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// The embedded store's file name, directly under the data dir.
+pub const DATABASE_FILE: &str = "deployd.db";
+const SOURCES: &str = "sources";
+const WORK: &str = "work";
+const WORKSPACE_SOURCE: &str = "src";
+const WORKSPACE_ARTIFACT: &str = "artifact";
+const RELEASES: &str = "releases";
+
+/// The data dir, canonicalized, and the places inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Create `dir` if it does not exist and resolve it once, for good.
+    pub fn prepare(dir: &Path) -> io::Result<DataDir> {
+        std::fs::create_dir_all(dir)?;
+        Ok(DataDir {
+            root: dir.canonicalize()?,
+        })
+    }
+
+    /// A data dir already resolved (by [`prepare`](Self::prepare) or the
+    /// caller); `root` must be absolute and canonical.
+    pub fn from_canonical(root: PathBuf) -> DataDir {
+        debug_assert!(root.is_absolute(), "{}", root.display());
+        DataDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The embedded store: `<data_dir>/deployd.db`.
+    pub fn database(&self) -> PathBuf {
+        self.root.join(DATABASE_FILE)
+    }
+
+    /// Uploaded sources: `<data_dir>/sources`.
+    pub fn sources(&self) -> PathBuf {
+        self.root.join(SOURCES)
+    }
+
+    /// Every deployment's workspace: `<data_dir>/work`.
+    pub fn work(&self) -> PathBuf {
+        self.root.join(WORK)
+    }
+
+    /// One deployment's workspace: `<data_dir>/work/<deployment>`.
+    pub fn workspace(&self, deployment: Uuid) -> PathBuf {
+        self.work().join(deployment.to_string())
+    }
+
+    /// A deployment's extracted source, its steps' working directory:
+    /// `<data_dir>/work/<deployment>/src`.
+    pub fn workspace_source(&self, deployment: Uuid) -> PathBuf {
+        self.workspace(deployment).join(WORKSPACE_SOURCE)
+    }
+
+    /// The file a build step writes its artifact reference to:
+    /// `<data_dir>/work/<deployment>/artifact`.
+    pub fn artifact_file(&self, deployment: Uuid) -> PathBuf {
+        self.workspace(deployment).join(WORKSPACE_ARTIFACT)
+    }
+
+    /// Where the built-in `local` cluster keeps releases: `<data_dir>/releases`.
+    pub fn releases(&self) -> PathBuf {
+        self.root.join(RELEASES)
+    }
+
+    /// `dir` (one of the directories above), created again, with the data
+    /// dir itself, if something removed it while the daemon ran: asking for a
+    /// place to write is never an error because an operator cleaned up.
+    pub fn writable(&self, dir: PathBuf) -> io::Result<PathBuf> {
+        debug_assert!(dir.starts_with(&self.root), "{}", dir.display());
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_place_is_under_the_canonical_root() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        // A relative spelling with a `..` resolves to the same canonical root.
+        let spelled = temp.path().join("data").join("..").join("data");
+        let data = DataDir::prepare(&spelled).expect("prepare");
+        let root = temp.path().canonicalize().unwrap().join("data");
+        assert_eq!(data.root(), root);
+        let id = Uuid::now_v7();
+        assert_eq!(data.database(), root.join("deployd.db"));
+        assert_eq!(data.sources(), root.join("sources"));
+        assert_eq!(data.workspace(id), root.join(format!("work/{id}")));
+        assert_eq!(
+            data.workspace_source(id),
+            root.join(format!("work/{id}/src"))
+        );
+        assert_eq!(
+            data.artifact_file(id),
+            root.join(format!("work/{id}/artifact"))
+        );
+        assert_eq!(data.releases(), root.join("releases"));
+        assert_eq!(DataDir::prepare(&root).unwrap(), data);
+    }
+
+    #[test]
+    fn a_writable_directory_removed_at_run_time_comes_back() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::prepare(&temp.path().join("data")).expect("prepare");
+        let id = Uuid::now_v7();
+        let workspace = data.writable(data.workspace(id)).expect("create");
+        assert!(workspace.is_dir());
+        std::fs::remove_dir_all(data.root()).expect("an operator cleans up");
+        assert_eq!(data.writable(data.sources()).unwrap(), data.sources());
+        assert!(data.sources().is_dir());
+    }
+}
