@@ -1,0 +1,9 @@
+//! "The record never lies": what deployd stores and reports is what really
+//! happened, whatever bytes a client or a step sends and whatever happens to
+//! the files under the data dir or to the daemon itself.
+//!
+//! - `input`: control characters in request fields are 400 naming the field,
+//!   before anything is done; step output and errors with NUL bytes are
+//!   stored (NUL replaced) on both stores.
+
+mod input;
