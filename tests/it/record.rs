@@ -5,5 +5,9 @@
 //! - `input`: control characters in request fields are 400 naming the field,
 //!   before anything is done; step output and errors with NUL bytes are
 //!   stored (NUL replaced) on both stores.
+//! - `sources`: a source file changed on disk is refused by its digest and
+//!   repaired by a new upload; data subdirectories removed at run time come
+//!   back.
 
 mod input;
+mod sources;
