@@ -8,8 +8,8 @@
 //! - `sources`: a source file changed on disk is refused by its digest and
 //!   repaired by a new upload; data subdirectories removed at run time come
 //!   back.
-//! - `steps`: the `local` cluster refuses to activate a release directory
-//!   that is gone.
+//! - `steps`: a step dies with a SIGKILLed daemon; the `local` cluster
+//!   refuses to activate a release directory that is gone.
 
 mod input;
 mod sources;
