@@ -65,6 +65,8 @@ unsafe fn guard(daemon: libc::pid_t, step: libc::pid_t) -> ! {
     // SAFETY: async-signal-safe syscalls only; every pointer is to a local.
     unsafe {
         close_every_fd();
+        // `ps` tells it from the daemon whose memory image it shares.
+        libc::prctl(libc::PR_SET_NAME, c"deployd-guard".as_ptr(), 0, 0, 0);
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
             PARENT_GONE as libc::c_ulong,

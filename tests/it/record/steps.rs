@@ -77,6 +77,9 @@ async fn a_step_and_its_group_die_with_a_sigkilled_daemon() {
             tokio::time::Instant::now() < deadline,
             "the step outlived its daemon: group {pgid} still has {:?}",
             group_members(pgid)
+                .iter()
+                .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
