@@ -22,11 +22,18 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error("source {0} is not on the server; upload it again")]
+    Missing(String),
+    /// The stored file no longer hashes to its name: changed or damaged on
+    /// disk since its upload. It has been removed.
+    #[error("source {0} on disk does not match its digest; upload it again")]
+    ChangedOnDisk(String),
     #[error("invalid source digest {0:?}: expected 64 lowercase hex characters")]
     InvalidDigest(String),
     #[error("upload does not match its digest: expected {expected}, got {actual}")]
@@ -119,6 +126,8 @@ impl SourceStore {
         E: std::fmt::Display,
     {
         let digest = check_digest(sha256)?;
+        // Recreated if it was removed while the daemon runs.
+        tokio::fs::create_dir_all(&self.dir).await?;
         let mut temp = TempUpload {
             path: self
                 .dir
@@ -159,12 +168,17 @@ impl SourceStore {
             .map_err(io::Error::other)??;
 
         let path = self.path(digest.as_str());
-        if tokio::fs::try_exists(&path).await? {
+        let (existing, expected) = (path.clone(), digest.as_str().to_string());
+        let intact = tokio::task::spawn_blocking(move || holds(&existing, &expected))
+            .await
+            .map_err(io::Error::other)??;
+        if intact {
             return Ok(PutOutcome {
                 size,
                 created: false,
             });
         }
+        // Absent, or changed on disk since it was stored: these bytes are right.
         tokio::fs::rename(&temp.path, &path).await?;
         temp.keep = true;
         // The rename is durable only once the directory itself is synced.
@@ -174,6 +188,56 @@ impl SourceStore {
             created: true,
         })
     }
+}
+
+/// Extracts source `sha256`, stored at `archive`, into `dest` (see
+/// [`extract`]), once the file's bytes are checked to still hash to
+/// `sha256`: a file changed on disk after its upload never deploys under the
+/// digest it no longer has. Such a file is removed, so that the next upload
+/// of the right bytes stores it again. Blocking, like `extract`.
+pub fn extract_verified(
+    archive: &Path,
+    sha256: &str,
+    dest: &Path,
+    limits: &ExtractLimits,
+) -> Result<ExtractStats, SourceError> {
+    check_digest(sha256)?;
+    let mut file = match fs::File::open(archive) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SourceError::Missing(sha256.to_string()));
+        }
+        opened => opened?,
+    };
+    if digest_of(&mut file)? != sha256 {
+        // Remove the file that was checked, not one a concurrent upload has
+        // just renamed into its place.
+        let checked = file.metadata()?;
+        if fs::metadata(archive).is_ok_and(|now| now.ino() == checked.ino()) {
+            remove_if_present(archive)?;
+        }
+        tracing::warn!(
+            sha256,
+            "a stored source does not match its digest; removed it"
+        );
+        return Err(SourceError::ChangedOnDisk(sha256.to_string()));
+    }
+    extract::extract_file(file, dest, limits)
+}
+
+/// Whether the file at `path` exists and hashes to `sha256`.
+fn holds(path: &Path, sha256: &str) -> io::Result<bool> {
+    match fs::File::open(path) {
+        Ok(mut file) => Ok(digest_of(&mut file)? == sha256),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The hex SHA-256 of what `file` holds from where it is read.
+fn digest_of(file: &mut fs::File) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    io::copy(file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// A temp upload file, deleted on drop unless kept, so every early return (and
@@ -209,200 +273,4 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::convert::Infallible;
-
-    fn sha(data: &[u8]) -> String {
-        hex::encode(Sha256::digest(data))
-    }
-
-    fn body(chunks: &[&[u8]]) -> impl Stream<Item = Result<Bytes, Infallible>> + Unpin {
-        let chunks: Vec<_> = chunks
-            .iter()
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        futures::stream::iter(chunks)
-    }
-
-    fn files_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn digests_are_exactly_64_lowercase_hex() {
-        assert!(check_digest(&sha(b"x")).is_ok());
-        for bad in [
-            &sha(b"x").to_uppercase(),
-            &sha(b"x")[..63],
-            "../../../../etc/passwd",
-            "",
-        ] {
-            assert!(
-                matches!(check_digest(bad), Err(SourceError::InvalidDigest(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    const LIMITS: ExtractLimits = ExtractLimits {
-        max_bytes: 1 << 20,
-        max_entries: 10,
-    };
-
-    /// A tar of one file `name` holding `data`.
-    fn tar_file(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        builder.append_data(&mut header, name, data).unwrap();
-        builder.into_inner().unwrap()
-    }
-
-    #[tokio::test]
-    async fn put_stores_a_source_once_under_its_digest() {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = DataDir::prepare(dir.path()).unwrap();
-        let store = SourceStore::open(&data_dir, 1 << 20, LIMITS).unwrap();
-        let tar = tar_file("index.html", b"hello world");
-        let digest = sha(&tar);
-        assert!(!store.exists(&digest));
-        let put = store
-            .put(&digest, body(&[&tar[..100], &tar[100..]]))
-            .await
-            .unwrap();
-        let size = tar.len() as u64;
-        assert_eq!(
-            put,
-            PutOutcome {
-                size,
-                created: true
-            }
-        );
-        assert!(store.exists(&digest));
-        assert_eq!(fs::read(store.path(&digest)).unwrap(), tar);
-        let again = store.put(&digest, body(&[&tar])).await.unwrap();
-        assert_eq!(
-            again,
-            PutOutcome {
-                size,
-                created: false
-            }
-        );
-        assert_eq!(files_in(&data_dir.sources()), [format!("{digest}.tar")]);
-    }
-
-    #[tokio::test]
-    async fn put_leaves_nothing_behind_on_mismatch_limit_or_body_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = tar_file("f", b"x");
-        let limit = tar.len() as u64;
-        let store = SourceStore::new(dir.path().to_path_buf(), limit, LIMITS).unwrap();
-        let err = store
-            .put(&sha(b"expected"), body(&[&tar]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, SourceError::DigestMismatch { ref actual, .. } if *actual == sha(&tar))
-        );
-        let mut over = tar.clone();
-        over.push(0);
-        let err = store
-            .put(&sha(&over), body(&[&over[..5], &over[5..]]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, SourceError::TooLarge { limit: l } if l == limit),
-            "{err:?}"
-        );
-        let failing = futures::stream::iter(vec![
-            Ok(Bytes::from_static(b"part")),
-            Err("connection reset"),
-        ]);
-        let err = store.put(&sha(b"partial"), failing).await.unwrap_err();
-        assert!(
-            matches!(err, SourceError::Body(ref m) if m == "connection reset"),
-            "{err:?}"
-        );
-        let err = store.put("not-a-digest", body(&[b"x"])).await.unwrap_err();
-        assert!(matches!(err, SourceError::InvalidDigest(_)));
-        assert!(
-            files_in(dir.path()).is_empty(),
-            "{:?}",
-            files_in(dir.path())
-        );
-        assert!(
-            store.put(&sha(&tar), body(&[&tar])).await.unwrap().created,
-            "exactly the limit is fine"
-        );
-    }
-
-    #[tokio::test]
-    async fn put_scans_and_refuses_what_would_not_extract() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SourceStore::new(dir.path().to_path_buf(), 1 << 20, LIMITS).unwrap();
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(tar::EntryType::Symlink);
-        link.set_size(0);
-        let mut builder = tar::Builder::new(Vec::new());
-        builder.append_link(&mut link, "root", "/").unwrap();
-        let hostile = builder.into_inner().unwrap();
-        let err = store
-            .put(&sha(&hostile), body(&[&hostile]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, SourceError::Unsafe { ref path, .. } if path == "root"),
-            "{err:?}"
-        );
-
-        let big = tar_file("big", &vec![0u8; 2 << 20]);
-        let err = store.put(&sha(&big), body(&[&big])).await.unwrap_err();
-        assert!(
-            matches!(err, SourceError::TooLarge { limit } if limit == 1 << 20),
-            "{err:?}"
-        );
-
-        let mut builder = tar::Builder::new(Vec::new());
-        for i in 0..11 {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(0);
-            builder
-                .append_data(&mut header, format!("f{i}"), io::empty())
-                .unwrap();
-        }
-        let many = builder.into_inner().unwrap();
-        let err = store.put(&sha(&many), body(&[&many])).await.unwrap_err();
-        assert!(
-            matches!(err, SourceError::TooManyEntries { limit: 10 }),
-            "{err:?}"
-        );
-
-        let garbage = vec![0x42u8; 1000];
-        let err = store
-            .put(&sha(&garbage), body(&[&garbage]))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, SourceError::Corrupt(_)), "{err:?}");
-        assert!(
-            files_in(dir.path()).is_empty(),
-            "{:?}",
-            files_in(dir.path())
-        );
-    }
-
-    #[test]
-    fn new_sweeps_temp_files_left_by_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(format!("{TEMP_PREFIX}0190")), b"half").unwrap();
-        fs::write(dir.path().join(format!("{}.tar", sha(b"x"))), b"x").unwrap();
-        SourceStore::new(dir.path().to_path_buf(), 10, LIMITS).unwrap();
-        assert_eq!(files_in(dir.path()), [format!("{}.tar", sha(b"x"))]);
-    }
-}
+mod tests;

@@ -35,12 +35,18 @@ pub async fn deploy(
     let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
     let request: DeployRequest = parse_json(&read_body(body).await?)?;
     let source: SourceDigest = request.source.parse()?;
-    check_text("message", request.message.as_deref(), MAX_MESSAGE_BYTES)?;
+    check_text(
+        "message",
+        request.message.as_deref(),
+        MAX_MESSAGE_BYTES,
+        Lines::Many,
+    )?;
     check_git(request.git.as_ref())?;
     check_text(
         "idempotency_key",
         request.idempotency_key.as_deref(),
         MAX_IDEMPOTENCY_KEY_BYTES,
+        Lines::One,
     )?;
     if !state.shared.sources.exists(source.as_str()) {
         return Err(ApiError::not_found(
@@ -86,11 +92,17 @@ pub async fn rollback(
     if let Some(version) = &request.version {
         version.parse::<Version>()?;
     }
-    check_text("message", request.message.as_deref(), MAX_MESSAGE_BYTES)?;
+    check_text(
+        "message",
+        request.message.as_deref(),
+        MAX_MESSAGE_BYTES,
+        Lines::Many,
+    )?;
     check_text(
         "idempotency_key",
         request.idempotency_key.as_deref(),
         MAX_IDEMPOTENCY_KEY_BYTES,
+        Lines::One,
     )?;
     let submit = Submit {
         kind: Kind::Rollback,
@@ -158,7 +170,12 @@ pub async fn cancel(
 ) -> Result<Json<Deployment>, ApiError> {
     let id = parse_id(&id)?;
     let request: CancelRequest = parse_json(&read_body(body).await?)?;
-    check_text("reason", request.reason.as_deref(), MAX_MESSAGE_BYTES)?;
+    check_text(
+        "reason",
+        request.reason.as_deref(),
+        MAX_MESSAGE_BYTES,
+        Lines::One,
+    )?;
     let deployment = find(&state, &caller, Role::Deploy, id).await?;
     if deployment.state.is_terminal() {
         let refused = Rejection::InvalidTransition {
@@ -308,27 +325,54 @@ pub(super) fn check_target(
     Ok(target)
 }
 
-fn check_text(field: &str, text: Option<&str>, max: usize) -> Result<(), ApiError> {
-    match text {
-        Some(text) if text.len() > max => Err(ApiError::invalid(
+/// Whether a free-text field may span lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lines {
+    /// Names, keys, references and reasons: no control character at all.
+    One,
+    /// Messages (a note, a commit message): `\n` and `\t` are kept, no other
+    /// control character.
+    Many,
+}
+
+/// The one rule for text in requests: at most `max` bytes, and no control
+/// character (Unicode's Cc: U+0000–U+001F, U+007F–U+009F) except, in a
+/// [`Lines::Many`] field, newline and tab. Such a byte could not be stored
+/// by every store (PostgreSQL refuses NUL), would forge lines in a log or a
+/// terminal, and is never part of a real name, key or message.
+fn check_text(field: &str, text: Option<&str>, max: usize, lines: Lines) -> Result<(), ApiError> {
+    let Some(text) = text else { return Ok(()) };
+    if text.len() > max {
+        return Err(ApiError::invalid(
             field,
             format!("{field} is longer than {max} bytes"),
-        )),
-        _ => Ok(()),
+        ));
     }
+    let allowed = |c: char| lines == Lines::Many && matches!(c, '\n' | '\t');
+    if let Some(c) = text.chars().find(|&c| c.is_control() && !allowed(c)) {
+        let what = match lines {
+            Lines::One => "a single line without control characters",
+            Lines::Many => "text without control characters other than newline and tab",
+        };
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be {what}; it contains U+{:04X}", c as u32),
+        ));
+    }
+    Ok(())
 }
 
 fn check_git(git: Option<&GitInfo>) -> Result<(), ApiError> {
     let Some(git) = git else { return Ok(()) };
     let fields = [
-        ("git.sha", &git.sha),
-        ("git.branch", &git.branch),
-        ("git.message", &git.message),
-        ("git.author", &git.author),
-        ("git.repository", &git.repository),
+        ("git.sha", &git.sha, Lines::One),
+        ("git.branch", &git.branch, Lines::One),
+        ("git.message", &git.message, Lines::Many),
+        ("git.author", &git.author, Lines::One),
+        ("git.repository", &git.repository, Lines::One),
     ];
-    for (field, value) in fields {
-        check_text(field, value.as_deref(), MAX_GIT_FIELD_BYTES)?;
+    for (field, value, lines) in fields {
+        check_text(field, value.as_deref(), MAX_GIT_FIELD_BYTES, lines)?;
     }
     Ok(())
 }

@@ -196,6 +196,10 @@ impl From<SourceError> for ApiError {
             SourceError::Body(reason) => {
                 ApiError::invalid("body", format!("the upload broke off: {reason}"))
             }
+            // Extraction's errors; a request meets them only as a 404.
+            e @ (SourceError::Missing(_) | SourceError::ChangedOnDisk(_)) => {
+                ApiError::not_found("source", e.to_string())
+            }
             SourceError::Io(e) => {
                 tracing::error!(error = %e, "source storage failed");
                 ApiError::internal()

@@ -13,11 +13,23 @@
 //!   open cannot hang the step: reading stops a short while after the leader
 //!   exits ([`output`] bounds that drain);
 //! - timeout and cancel both send SIGTERM to the group, then SIGKILL after the
-//!   grace period.
+//!   grace period;
+//! - **no step outlives its daemon**, even one killed with SIGKILL, which
+//!   runs no cleanup: the group's leader is not the step but a small guard
+//!   process ([`guard`]) forked from the daemon, which the kernel tells when
+//!   its parent dies (`PR_SET_PDEATHSIG`, confirmed with `getppid()` because
+//!   that signal fires when the forking *thread* exits; the guard also checks
+//!   once a second) and which then SIGKILLs the whole group. It needs no
+//!   privilege and works the same as root, and it is not a shell: a shell
+//!   would run a trap only after its foreground child exits, lose the
+//!   difference between "exit code 137" and "killed by signal 9", and start
+//!   a background step with SIGINT ignored. The guard exits as the step did,
+//!   and holds no descriptor of the daemon's.
 //!
 //! A step never touches deployment state: it returns a [`StepOutcome`] and the
 //! caller (the app actor) decides what it means.
 
+mod guard;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -103,7 +115,8 @@ pub async fn run_step(
     let Some((program, args)) = cmd.argv.split_first() else {
         return StepOutcome::SpawnFailed("the step's argv is empty".to_string());
     };
-    let spawned = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env_clear()
         .env("PATH", STEP_PATH)
@@ -113,8 +126,15 @@ pub async fn run_step(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
+        .process_group(0);
+    // SAFETY: getpid has no preconditions; the closure runs between fork
+    // and exec, as `guard::split` requires, and makes only
+    // async-signal-safe calls.
+    unsafe {
+        let daemon = libc::getpid();
+        command.pre_exec(move || guard::split(daemon));
+    }
+    let spawned = command.spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => return StepOutcome::SpawnFailed(format!("{program}: {e}")),

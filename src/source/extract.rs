@@ -61,6 +61,16 @@ pub fn extract(
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<ExtractStats, SourceError> {
+    extract_file(fs::File::open(archive)?, dest, limits)
+}
+
+/// [`extract`] from an open archive, read from its start.
+pub(super) fn extract_file(
+    mut archive: fs::File,
+    dest: &Path,
+    limits: &ExtractLimits,
+) -> Result<ExtractStats, SourceError> {
+    archive.rewind()?;
     fs::create_dir(dest)?;
     let mut extractor = Extractor::new(Disk::new(dest), limits);
     let result = extractor.run(archive);
@@ -77,7 +87,9 @@ pub fn extract(
 /// Blocking, like `extract`.
 pub fn scan(archive: &Path, limits: &ExtractLimits) -> Result<ExtractStats, SourceError> {
     let mut extractor = Extractor::new(Model::default(), limits);
-    extractor.run(archive).map(|()| extractor.stats)
+    extractor
+        .run(fs::File::open(archive)?)
+        .map(|()| extractor.stats)
 }
 
 /// The largest GNU long name or pax header read into memory.
@@ -117,8 +129,7 @@ impl<'a, T: Tree> Extractor<'a, T> {
         }
     }
 
-    fn run(&mut self, archive: &Path) -> Result<(), SourceError> {
-        let mut file = fs::File::open(archive)?;
+    fn run(&mut self, mut file: fs::File) -> Result<(), SourceError> {
         let mut magic = [0u8; 2];
         let sniffed = file.read(&mut magic)?;
         file.rewind()?;

@@ -13,10 +13,13 @@
 //! - event `seq` is 1, 2, … per deployment with no gaps, and nothing is
 //!   appended after a deployment's final state event;
 //! - the database refuses a second running deployment per target and an
-//!   `activating`/`succeeded` row without a version, whatever the caller does.
+//!   `activating`/`succeeded` row without a version, whatever the caller does;
+//! - any text is storable: each backend passes what it writes through
+//!   [`text`] first (NUL becomes U+FFFD), so both store and return the same.
 
 pub mod postgres;
 pub mod sqlite;
+pub mod text;
 
 use crate::machine::{self, Authority, Facts, Kind, Refusal, State};
 use crate::model::{Deployment, Event, EventData, GitInfo, TargetView, VersionInfo, clip_error};
@@ -341,7 +344,10 @@ pub enum StoreError {
 /// Parse a version string `vN` into its number: the one rule is
 /// [`Version`](crate::names::Version)'s.
 pub fn version_number(version: &str) -> Option<i64> {
-    version.parse::<crate::names::Version>().ok().map(|v| v.number())
+    version
+        .parse::<crate::names::Version>()
+        .ok()
+        .map(|v| v.number())
 }
 
 /// Both backends' migrations, in order: (number, name, sql).

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::machine::State;
 use crate::model::{
-    ActiveInfo, Deployment, Event, EventData, StateChange, TargetView, VersionInfo, clip_error,
+    ActiveInfo, Deployment, Event, EventData, StateChange, TargetView, VersionInfo,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 mod sql;
 
+use super::text::{storable, storable_events};
 pub use sql::{Param, history_sql};
 use sql::{deployment, parse_column, version_info};
 
@@ -142,6 +143,7 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn create(&self, new: NewDeployment) -> Result<Created, StoreError> {
+        let new = new.storable();
         let mut created = Deployment {
             id: new.id,
             app: new.app.clone(),
@@ -215,8 +217,9 @@ impl Store for PgStore {
         cluster: &str,
         key: &str,
     ) -> Result<Option<(Deployment, String)>, StoreError> {
+        let key = storable(key);
         let rows = self
-            .query(sql::BY_IDEMPOTENCY_KEY, &[&app, &cluster, &key])
+            .query(sql::BY_IDEMPOTENCY_KEY, &[&app, &cluster, &key.as_ref()])
             .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
@@ -225,13 +228,13 @@ impl Store for PgStore {
     }
 
     async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
+        let change = change.storable();
         let (mint, set) = match &change.version {
             VersionChange::Keep => (None, None),
             VersionChange::Mint { artifact } => (Some(artifact.as_str()), None),
             VersionChange::Set(version) => (None, Some(version.as_str())),
         };
-        // Change::with_error clips already; the fields are public, so again.
-        let error = change.error.as_deref().map(clip_error);
+        let error = change.error.clone();
         let event = EventData::State(StateChange {
             from: change.from,
             to: change.to,
@@ -277,6 +280,7 @@ impl Store for PgStore {
     }
 
     async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
+        let events = &storable_events(events)[..];
         let kinds: Vec<&str> = events.iter().map(EventData::kind).collect();
         let payloads: Vec<serde_json::Value> = events.iter().map(EventData::payload).collect();
         let rows = self.query(sql::APPEND, &[&id, &kinds, &payloads]).await?;

@@ -21,6 +21,7 @@ mod batch;
 mod read;
 mod write;
 
+use super::text::{storable, storable_events};
 use super::{
     Applied, Change, CompactionReport, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment,
     Page, Retention, Store, StoreError,
@@ -175,6 +176,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, new: NewDeployment) -> Result<Created, StoreError> {
+        let new = new.storable();
         self.write(move |tx| write::create(tx, &new)).await
     }
 
@@ -188,17 +190,19 @@ impl Store for SqliteStore {
         cluster: &str,
         key: &str,
     ) -> Result<Option<(Deployment, String)>, StoreError> {
-        let (app, cluster, key) = (app.to_string(), cluster.to_string(), key.to_string());
+        let (app, cluster) = (app.to_string(), cluster.to_string());
+        let key = storable(key).into_owned();
         self.read(move |tx| read::by_idempotency_key(tx, &app, &cluster, &key))
             .await
     }
 
     async fn transition(&self, change: Change) -> Result<Applied, StoreError> {
+        let change = change.storable();
         self.write(move |tx| write::transition(tx, &change)).await
     }
 
     async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
-        let events = events.to_vec();
+        let events = storable_events(events);
         self.write(move |tx| write::append(tx, id, &events)).await
     }
 

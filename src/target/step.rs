@@ -13,7 +13,7 @@ use crate::events::EventHub;
 use crate::machine::{Kind, State};
 use crate::model::{Deployment, EventData, LogLine, VersionInfo};
 use crate::pipeline::{OutputCap, OutputLine, Phase, StepCommand, StepOutcome, run_step};
-use crate::source::{ExtractLimits, extract};
+use crate::source::{ExtractLimits, extract_verified};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
@@ -141,7 +141,7 @@ impl PhaseJob {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            extract(&archive, &dest, &limits).map(|_| ())
+            extract_verified(&archive, &sha, &dest, &limits).map(|_| ())
         })
         .await;
         match outcome {

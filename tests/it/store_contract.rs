@@ -19,6 +19,8 @@ use compaction::{
     compaction_keeps_the_newest_per_target, compaction_spares_active_young_running_and_kept,
     compaction_steps_are_small_and_converge,
 };
+mod text;
+use text::nul_bytes_are_stored_replaced_the_same_on_every_backend;
 
 /// Generate one `#[tokio::test]` per contract fn for a backend whose
 /// `$open().await` gives `(DynStore, guard)`.
@@ -50,6 +52,7 @@ macro_rules! contract {
                 compaction_keeps_the_newest_per_target,
                 compaction_spares_active_young_running_and_kept,
                 compaction_steps_are_small_and_converge,
+                nul_bytes_are_stored_replaced_the_same_on_every_backend,
             );
         }
     };

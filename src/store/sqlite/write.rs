@@ -3,7 +3,7 @@
 
 use super::read::{self, git_json, ts};
 use crate::machine::State;
-use crate::model::{Event, EventData, StateChange, clip_error};
+use crate::model::{Event, EventData, StateChange};
 use crate::store::{
     Applied, Change, CompactionReport, Created, DeletedVersion, NewDeployment, Retention,
     StoreError, VersionChange,
@@ -89,7 +89,7 @@ pub(super) fn transition(tx: &Transaction, change: &Change) -> Result<Applied, S
         VersionChange::Set(version) => Some(known_version(tx, &current.app, version)?),
     };
     let ended = change.to.is_terminal();
-    let error = change.error.as_deref().map(clip_error);
+    let error = change.error.clone();
     let at = ts(change.at);
     // The compare-and-set: only a row still in `from` changes. Owner, lease
     // and deadline belong to a running phase and go when the deployment ends.
