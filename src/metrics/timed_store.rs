@@ -6,7 +6,7 @@
 //! compiler says so).
 
 use super::global;
-use crate::model::{Deployment, Event, EventData, TargetView, VersionInfo};
+use crate::model::{Deployment, Drift, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
     Applied, Change, CompactionReport, Created, DynStore, HistoryQuery, LeaseInfo, NewDeployment,
     Page, Retention, Store, StoreError,
@@ -100,6 +100,15 @@ impl Store for TimedStore {
         cluster: &str,
     ) -> Result<Option<VersionInfo>, StoreError> {
         timed(self.inner.previous_version(app, cluster)).await
+    }
+
+    async fn set_drift(
+        &self,
+        app: &str,
+        cluster: &str,
+        drift: Option<&Drift>,
+    ) -> Result<(), StoreError> {
+        timed(self.inner.set_drift(app, cluster, drift)).await
     }
 
     async fn renew_leases(
