@@ -15,10 +15,12 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 mod compaction;
+mod drift;
 use compaction::{
     compaction_keeps_the_newest_per_target, compaction_spares_active_young_running_and_kept,
     compaction_steps_are_small_and_converge,
 };
+use drift::drift_is_set_replaced_cleared_and_undone_by_a_success;
 
 /// Generate one `#[tokio::test]` per contract fn for a backend whose
 /// `$open().await` gives `(DynStore, guard)`.
@@ -50,6 +52,7 @@ macro_rules! contract {
                 compaction_keeps_the_newest_per_target,
                 compaction_spares_active_young_running_and_kept,
                 compaction_steps_are_small_and_converge,
+                drift_is_set_replaced_cleared_and_undone_by_a_success,
             );
         }
     };
