@@ -163,6 +163,24 @@ pub struct TargetView {
     pub active: Option<ActiveInfo>,
     pub running: Option<Deployment>,
     pub queued: Vec<Deployment>,
+    /// Set when the cluster may not run the active version: a restore
+    /// failed. Cleared when a later deployment of the target succeeds (or a
+    /// later restore does).
+    #[serde(default)]
+    pub drift: Option<Drift>,
+}
+
+/// A target whose cluster may not match its active pointer: after an
+/// activation that did not succeed, putting `version` back failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// The version the restore tried to put back; `None`: nothing was active.
+    pub version: Option<String>,
+    /// What the restore reported.
+    pub error: String,
+    /// The deployment whose restore failed.
+    pub deployment_id: Uuid,
+    pub since: DateTime<Utc>,
 }
 
 /// The current time at the precision the stores keep (microseconds), so a

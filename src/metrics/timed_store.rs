@@ -6,7 +6,7 @@
 //! compiler says so).
 
 use super::Metrics;
-use crate::model::{Deployment, Event, EventData, TargetView, VersionInfo};
+use crate::model::{Deployment, Drift, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
     Applied, Change, CompactionReport, Created, DynStore, HistoryQuery, LeaseInfo, NewDeployment,
     Page, Retention, Store, StoreError,
@@ -105,6 +105,15 @@ impl Store for TimedStore {
         cluster: &str,
     ) -> Result<Option<VersionInfo>, StoreError> {
         self.timed(self.inner.previous_version(app, cluster)).await
+    }
+
+    async fn set_drift(
+        &self,
+        app: &str,
+        cluster: &str,
+        drift: Option<&Drift>,
+    ) -> Result<(), StoreError> {
+        self.timed(self.inner.set_drift(app, cluster, drift)).await
     }
 
     async fn renew_leases(

@@ -22,7 +22,9 @@ pub mod sqlite;
 pub mod text;
 
 use crate::machine::{self, Authority, Facts, Kind, Refusal, State};
-use crate::model::{Deployment, Event, EventData, GitInfo, TargetView, VersionInfo, clip_error};
+use crate::model::{
+    Deployment, Drift, Event, EventData, GitInfo, TargetView, VersionInfo, clip_error,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -87,6 +89,16 @@ pub trait Store: Send + Sync + 'static {
         app: &str,
         cluster: &str,
     ) -> Result<Option<VersionInfo>, StoreError>;
+
+    /// Record that the target's cluster may not run its active version
+    /// (`Some`, replacing an earlier record), or that it does again (`None`).
+    /// Entering `succeeded` clears it too, in the transition's transaction.
+    async fn set_drift(
+        &self,
+        app: &str,
+        cluster: &str,
+        drift: Option<&Drift>,
+    ) -> Result<(), StoreError>;
 
     /// Extend the lease of `owner`'s running deployments; returns how many.
     async fn renew_leases(

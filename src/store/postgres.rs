@@ -20,7 +20,7 @@ use super::{
 };
 use crate::machine::State;
 use crate::model::{
-    ActiveInfo, Deployment, Event, EventData, StateChange, TargetView, VersionInfo,
+    ActiveInfo, Deployment, Drift, Event, EventData, StateChange, TargetView, VersionInfo,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         number: 2,
         name: "compaction",
         sql: include_str!("../../migrations/postgres/0002_compaction.sql"),
+    },
+    Migration {
+        number: 3,
+        name: "drift",
+        sql: include_str!("../../migrations/postgres/0003_drift.sql"),
     },
 ];
 
@@ -349,6 +354,7 @@ impl Store for PgStore {
             active: None,
             running: None,
             queued: Vec::new(),
+            drift: None,
         };
         if let Some(row) = rows.first()
             && let Some(deployment_id) = row.try_get("active_deployment_id")?
@@ -357,6 +363,16 @@ impl Store for PgStore {
                 version: row.try_get("active_version")?,
                 deployment_id,
                 since: row.try_get("active_since")?,
+            });
+        }
+        if let Some(row) = rows.first()
+            && let Some(deployment_id) = row.try_get("drift_deployment_id")?
+        {
+            view.drift = Some(Drift {
+                version: row.try_get("drift_version")?,
+                error: row.try_get("drift_error")?,
+                deployment_id,
+                since: row.try_get("drift_since")?,
             });
         }
         for row in &rows {
@@ -408,6 +424,35 @@ impl Store for PgStore {
     ) -> Result<Option<VersionInfo>, StoreError> {
         let rows = self.query(sql::PREVIOUS_VERSION, &[&app, &cluster]).await?;
         rows.first().map(version_info).transpose()
+    }
+
+    async fn set_drift(
+        &self,
+        app: &str,
+        cluster: &str,
+        drift: Option<&Drift>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        match drift {
+            Some(d) => {
+                let statement = client.prepare_cached(sql::SET_DRIFT).await?;
+                let error = super::text::storable(&d.error);
+                let params: [&(dyn ToSql + Sync); 6] = [
+                    &app,
+                    &cluster,
+                    &d.version,
+                    &error.as_ref(),
+                    &d.deployment_id,
+                    &d.since,
+                ];
+                client.execute(&statement, &params).await?;
+            }
+            None => {
+                let statement = client.prepare_cached(sql::CLEAR_DRIFT).await?;
+                client.execute(&statement, &[&app, &cluster]).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn renew_leases(

@@ -26,7 +26,7 @@ use super::{
     Applied, Change, CompactionReport, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment,
     Page, Retention, Store, StoreError,
 };
-use crate::model::{Deployment, Event, EventData, TargetView, VersionInfo};
+use crate::model::{Deployment, Drift, Event, EventData, TargetView, VersionInfo};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         number: 2,
         name: "compaction",
         sql: include_str!("../../migrations/sqlite/0002_compaction.sql"),
+    },
+    Migration {
+        number: 3,
+        name: "drift",
+        sql: include_str!("../../migrations/sqlite/0003_drift.sql"),
     },
 ];
 
@@ -249,6 +254,17 @@ impl Store for SqliteStore {
     ) -> Result<Option<VersionInfo>, StoreError> {
         let (app, cluster) = (app.to_string(), cluster.to_string());
         self.read(move |tx| read::previous_version(tx, &app, &cluster))
+            .await
+    }
+
+    async fn set_drift(
+        &self,
+        app: &str,
+        cluster: &str,
+        drift: Option<&Drift>,
+    ) -> Result<(), StoreError> {
+        let (app, cluster, drift) = (app.to_string(), cluster.to_string(), drift.cloned());
+        self.write(move |tx| write::set_drift(tx, &app, &cluster, drift.as_ref()))
             .await
     }
 

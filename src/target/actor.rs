@@ -15,13 +15,13 @@
 //! - if the actor dies (a panic), its running step is killed by the drop guard.
 
 use super::core::{
-    Answer, CoreConfig, Effect, Input, Loaded, Passivation, PhaseTimeouts, ReplyTo, StartFacts,
-    StepOrder, SubmitFacts,
+    Answer, CoreConfig, Effect, Input, Loaded, Passivation, PhaseResult, PhaseTimeouts, ReplyTo,
+    RestoreOrder, StartFacts, StepOrder, SubmitFacts,
 };
 use super::step::{self, PhaseJob};
 use super::{Submit, Submitted, TargetCore, TargetError, Unavailable};
 use crate::daemon::Daemon;
-use crate::machine::Kind;
+use crate::machine::{Kind, State};
 use crate::model::{Deployment, now};
 use crate::pipeline::OutputCap;
 use crate::store::StoreError;
@@ -213,7 +213,7 @@ impl Actor for TargetActor {
                 shell.run(&myself, input).await;
             }
             TargetMsg::Input(input) => {
-                if matches!(*input, Input::StepEnded { .. }) {
+                if matches!(*input, Input::StepEnded { .. } | Input::RestoreEnded { .. }) {
                     *shell.stats.last_active.lock().expect("stats lock") = Instant::now();
                 }
                 shell.run(&myself, *input).await
@@ -363,6 +363,13 @@ impl Shell {
                 }
             }
             Effect::StartStep(order) => self.start_step(myself, *order),
+            Effect::StartRestore(order) => self.start_restore(myself, *order),
+            Effect::SetDrift(drift) => {
+                let (app, cluster) = (&self.app, &self.cluster);
+                if let Err(e) = daemon.store.set_drift(app, cluster, drift.as_ref()).await {
+                    tracing::warn!(%app, %cluster, error = %e, "could not record the target's drift");
+                }
+            }
             Effect::StopStep { id } => {
                 if let Some(step) = self.step.as_ref().filter(|s| s.id == id) {
                     step.cancel.cancel();
@@ -495,23 +502,69 @@ impl Shell {
             cap: slot.cap.clone(),
             deployment: d,
         };
-        let cap = slot.cap.clone();
+        self.spawn_job(myself, job, false);
+    }
+
+    /// Run the cluster's activate step as a restore. It gets a token of its
+    /// own: the step's was cancelled if a stop led here, and a restore is
+    /// never stopped; the drop guard still kills it if the actor dies.
+    fn start_restore(&mut self, myself: &ActorRef<TargetMsg>, order: RestoreOrder) {
+        let d = order.deployment;
+        let limit = self.daemon.config.limits.output_bytes_per_deployment;
+        let cap = match self.step.as_ref().filter(|s| s.id == d.id) {
+            Some(slot) => slot.cap.clone(),
+            None => Arc::new(Mutex::new(OutputCap::new(limit))),
+        };
+        let cancel = CancellationToken::new();
+        self.step = Some(StepSlot {
+            id: d.id,
+            _kill_on_drop: cancel.clone().drop_guard(),
+            cancel: cancel.clone(),
+            cap: cap.clone(),
+        });
+        let job = PhaseJob {
+            daemon: self.daemon.clone(),
+            step: step::step_config(&self.daemon, &d.cluster, State::Activating),
+            env: step::restore_env(&self.daemon, &d, order.version.as_ref()),
+            deadline: order.deadline,
+            cancel,
+            cap,
+            deployment: d,
+        };
+        self.spawn_job(myself, job, true);
+    }
+
+    /// Run `job` (a phase, or a restore) in a tracked task that reports
+    /// back to the actor.
+    fn spawn_job(&self, myself: &ActorRef<TargetMsg>, job: PhaseJob, restore: bool) {
+        let cap = job.cap.clone();
         let myself = myself.clone();
         let d = &job.deployment;
-        let span = tracing::info_span!("deployment", id = %d.id, app = %d.app, cluster = %d.cluster, phase = %d.state);
+        let phase = if restore { "restore" } else { d.state.as_str() };
+        let span = tracing::info_span!("deployment", id = %d.id, app = %d.app, cluster = %d.cluster, phase);
         let task = async move {
             let (id, phase) = (job.deployment.id, job.deployment.state);
             tracing::info!("phase started");
-            let result = job.run().await;
-            if let super::core::PhaseResult::Failed(error) = &result {
+            let result = match restore {
+                true => job.restore().await,
+                false => job.run().await,
+            };
+            if let PhaseResult::Failed(error) = &result {
                 tracing::warn!(%error, "phase failed");
             }
             let dropped_lines = cap.lock().expect("output cap lock").dropped_lines();
-            let ended = Input::StepEnded {
-                id,
-                phase,
-                result,
-                dropped_lines,
+            let ended = match restore {
+                true => Input::RestoreEnded {
+                    id,
+                    result,
+                    dropped_lines,
+                },
+                false => Input::StepEnded {
+                    id,
+                    phase,
+                    result,
+                    dropped_lines,
+                },
             };
             let _ = myself.cast(TargetMsg::Input(Box::new(ended)));
         };

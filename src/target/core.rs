@@ -12,6 +12,13 @@
 //!   committed and the next deployment started;
 //! - **record first, act second**: nothing is answered, started or announced
 //!   on the strength of a write before the store confirmed it;
+//! - **the active pointer is the desired state**: when an `activating` phase
+//!   ends any way but `succeeded` (failed, timed out, cancelled,
+//!   superseded), its activate step may have switched the cluster already,
+//!   so before its end is committed the cluster's activate step runs again
+//!   for the recorded active version (a *restore*); the target stays busy
+//!   meanwhile, a restore is never stopped, never restored, and one that
+//!   fails marks the target drifted;
 //! - a step result for a deployment or phase that is no longer running here
 //!   is ignored;
 //! - store errors are answers, not crashes: a request gets them back as an
@@ -20,7 +27,7 @@
 use super::{Rejection, Submit, Submitted, TargetError, Unavailable};
 use crate::config::ConflictPolicy;
 use crate::machine::{self, Authority, Kind, State};
-use crate::model::{Deployment, EventData, LogLine, QueuedInfo, Truncated, VersionInfo};
+use crate::model::{Deployment, Drift, EventData, LogLine, QueuedInfo, Truncated, VersionInfo};
 use crate::store::{Change, Created, Lease, NewDeployment, StoreError, VersionChange};
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
@@ -153,6 +160,13 @@ pub enum Input {
         /// Output lines the deployment's cap dropped so far.
         dropped_lines: u64,
     },
+    /// The restore started by [`Effect::StartRestore`] ended.
+    RestoreEnded {
+        id: Uuid,
+        result: PhaseResult,
+        /// Output lines the deployment's cap dropped so far.
+        dropped_lines: u64,
+    },
     /// Time to extend the running deployment's lease.
     RenewLease,
     LeaseRenewed {
@@ -226,6 +240,11 @@ pub enum Effect {
     Append { id: Uuid, events: Vec<EventData> },
     /// Run the running deployment's current phase → [`Input::StepEnded`].
     StartStep(Box<StepOrder>),
+    /// Run the cluster's activate step for the recorded active version (or
+    /// for none) → [`Input::RestoreEnded`]. Never stopped by [`Effect::StopStep`].
+    StartRestore(Box<RestoreOrder>),
+    /// Record (`Some`) or clear (`None`) the target's drift.
+    SetDrift(Option<Drift>),
     /// Stop the step: SIGTERM to its group, SIGKILL after the grace; it then
     /// reports [`Input::StepEnded`].
     StopStep { id: Uuid },
@@ -246,6 +265,17 @@ pub struct StepOrder {
     pub previous: Option<VersionInfo>,
     pub rollback_artifact: Option<String>,
     /// When the phase must be over (stored with the phase).
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// What a restore needs: the deployment whose activation did not succeed,
+/// and what the cluster should run again.
+#[derive(Debug, Clone)]
+pub struct RestoreOrder {
+    pub deployment: Deployment,
+    /// The active version to put back; `None`: nothing was active.
+    pub version: Option<VersionInfo>,
+    /// When the restore must be over: the activate step's timeout from now.
     pub deadline: Option<DateTime<Utc>>,
 }
 
@@ -271,6 +301,20 @@ struct Running {
     result: Option<PhaseResult>,
     dropped_lines: u64,
     stop: Option<Stop>,
+    /// Set once an `activating` phase ended without success.
+    restore: Option<Restore>,
+}
+
+/// The cluster is being put back on `previous` before `ending` is recorded.
+#[derive(Debug)]
+struct Restore {
+    /// The end to record; once the restore reported, its error says what
+    /// the restore did.
+    ending: Ending,
+    /// Everyone waiting for the end (cancels that came before or during).
+    waiters: Vec<ReplyTo>,
+    /// The restore step reported.
+    done: bool,
 }
 
 /// A stop was asked for: the step is being stopped, then this is recorded.
@@ -338,6 +382,11 @@ impl TargetCore {
                 result,
                 dropped_lines,
             } => self.step_ended(id, phase, result, dropped_lines, now, &mut out),
+            Input::RestoreEnded {
+                id,
+                result,
+                dropped_lines,
+            } => self.restore_ended(id, result, dropped_lines, now, &mut out),
             Input::RenewLease => {
                 if let Some(running) = &self.running {
                     let until = now + self.config.lease;

@@ -98,7 +98,37 @@ pub(super) fn step_env(
     env
 }
 
+/// The environment of a restore: the cluster's activate step, told to put
+/// `version` back (`DEPLOY_VERSION`, `DEPLOY_ARTIFACT`), or with both unset
+/// when nothing was active, and `DEPLOY_RESTORE=1` either way. The other
+/// `DEPLOY_*` variables name the deployment whose activation did not succeed.
+pub(super) fn restore_env(
+    daemon: &Daemon,
+    deployment: &Deployment,
+    version: Option<&VersionInfo>,
+) -> Vec<(String, String)> {
+    let mut restoring = deployment.clone();
+    restoring.version = version.map(|v| v.version.clone());
+    restoring.git = None;
+    let artifact = version.map(|v| v.artifact.clone());
+    let mut env = step_env(daemon, &restoring, None, artifact);
+    env.push(("DEPLOY_RESTORE".to_string(), "1".to_string()));
+    env
+}
+
 impl PhaseJob {
+    /// Run the cluster's activate step as a restore: its output is stored
+    /// under step `restore`, and nothing else is read or written.
+    pub async fn restore(self) -> PhaseResult {
+        let Some(step) = self.step.clone() else {
+            return PhaseResult::Done { artifact: None };
+        };
+        match self.run_step(Phase::Activate, "restore", step).await {
+            Ok(()) => PhaseResult::Done { artifact: None },
+            Err(e) => PhaseResult::Failed(e),
+        }
+    }
+
     pub async fn run(mut self) -> PhaseResult {
         let phase = match self.deployment.state {
             State::Building => Phase::Build,
@@ -114,7 +144,7 @@ impl PhaseJob {
             self.add_artifact_env().await;
         }
         if let Some(step) = self.step.clone()
-            && let Err(e) = self.run_step(phase, step).await
+            && let Err(e) = self.run_step(phase, phase.as_str(), step).await
         {
             return PhaseResult::Failed(e);
         }
@@ -179,7 +209,14 @@ impl PhaseJob {
         (!text.is_empty()).then(|| text.to_string())
     }
 
-    async fn run_step(&self, phase: Phase, step: StepConfig) -> Result<(), String> {
+    /// Run `step` for `phase`; `name` is the step's name in its log events
+    /// and its errors.
+    async fn run_step(
+        &self,
+        phase: Phase,
+        name: &'static str,
+        step: StepConfig,
+    ) -> Result<(), String> {
         let cwd = self.daemon.data_dir.workspace_source(self.deployment.id);
         let cwd = if cwd.is_dir() {
             cwd
@@ -204,7 +241,7 @@ impl PhaseJob {
         let pump = tokio::spawn(pump_logs(
             self.daemon.hub.clone(),
             self.deployment.id,
-            phase.as_str(),
+            name,
             receiver,
             self.cap.clone(),
         ));
@@ -213,7 +250,7 @@ impl PhaseJob {
         match outcome {
             StepOutcome::Succeeded => Ok(()),
             StepOutcome::Failed { exit, stderr_tail } => {
-                let mut error = format!("{} step failed ({exit})", phase.as_str());
+                let mut error = format!("{name} step failed ({exit})");
                 if !stderr_tail.is_empty() {
                     error.push_str(":\n");
                     error.push_str(&stderr_tail);
@@ -221,14 +258,11 @@ impl PhaseJob {
                 Err(error)
             }
             StepOutcome::TimedOut { after } => Err(format!(
-                "{} step timed out after {}",
-                phase.as_str(),
+                "{name} step timed out after {}",
                 humantime::format_duration(after)
             )),
-            StepOutcome::Cancelled => Err(format!("{} step cancelled", phase.as_str())),
-            StepOutcome::SpawnFailed(e) => {
-                Err(format!("{} step could not start: {e}", phase.as_str()))
-            }
+            StepOutcome::Cancelled => Err(format!("{name} step cancelled")),
+            StepOutcome::SpawnFailed(e) => Err(format!("{name} step could not start: {e}")),
         }
     }
 }

@@ -6,6 +6,7 @@ mod daemon;
 mod faults;
 mod pg_schema;
 mod record;
+mod restore;
 mod retention;
 mod security;
 mod store_contract;

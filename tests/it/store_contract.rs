@@ -15,11 +15,13 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 mod compaction;
+mod drift;
 use compaction::{
     compaction_keeps_the_newest_per_target, compaction_spares_active_young_running_and_kept,
     compaction_steps_are_small_and_converge,
 };
 mod text;
+use drift::drift_is_set_replaced_cleared_and_undone_by_a_success;
 use text::nul_bytes_are_stored_replaced_the_same_on_every_backend;
 
 /// Generate one `#[tokio::test]` per contract fn for a backend whose
@@ -53,6 +55,7 @@ macro_rules! contract {
                 compaction_spares_active_young_running_and_kept,
                 compaction_steps_are_small_and_converge,
                 nul_bytes_are_stored_replaced_the_same_on_every_backend,
+                drift_is_set_replaced_cleared_and_undone_by_a_success,
             );
         }
     };

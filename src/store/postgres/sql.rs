@@ -132,11 +132,22 @@ WITH cur AS (
         active_deployment_id = excluded.active_deployment_id,
         active_version = excluded.active_version,
         active_since = excluded.active_since
+), undrift AS (
+    DELETE FROM target_drift td USING d
+    WHERE d.state = 'succeeded' AND td.app = d.app AND td.cluster = d.cluster
 )
 SELECT ",
     deployment_columns!(),
     ", d.last_seq, d.state = 'succeeded' AS active, NULL::bigint AS queue_position FROM d"
 );
+
+pub const SET_DRIFT: &str = "\
+    INSERT INTO target_drift (app, cluster, version, error, deployment_id, since) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (app, cluster) DO UPDATE SET version = excluded.version, \
+        error = excluded.error, deployment_id = excluded.deployment_id, since = excluded.since";
+
+pub const CLEAR_DRIFT: &str = "DELETE FROM target_drift WHERE app = $1 AND cluster = $2";
 
 /// Bump `last_seq` by the number of events (the row lock orders concurrent
 /// appenders) and insert the events under the seqs just reserved. Zero rows
@@ -165,9 +176,12 @@ pub const EVENTS_AFTER: &str = "SELECT seq, kind, data FROM deployment_events \
 /// carrying the pointer's columns; one row of NULL deployment columns when
 /// there is none (the pointer may still be there).
 pub const TARGET: &str = concat!(
-    "SELECT x.*, t.active_version, t.active_deployment_id, t.active_since \
+    "SELECT x.*, t.active_version, t.active_deployment_id, t.active_since, \
+     td.version AS drift_version, td.error AS drift_error, \
+     td.deployment_id AS drift_deployment_id, td.since AS drift_since \
      FROM (SELECT 1) AS one \
      LEFT JOIN targets t ON t.app = $1 AND t.cluster = $2 \
+     LEFT JOIN target_drift td ON td.app = $1 AND td.cluster = $2 \
      LEFT JOIN LATERAL (",
     select_deployments!(),
     "WHERE d.app = $1 AND d.cluster = $2 AND d.state IN ",

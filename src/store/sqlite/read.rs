@@ -2,7 +2,9 @@
 //! [`SELECT_DEPLOYMENT`] on every read, so no row ever stores a stale copy.
 
 use super::TIME_FORMAT;
-use crate::model::{ActiveInfo, Deployment, Event, EventData, GitInfo, TargetView, VersionInfo};
+use crate::model::{
+    ActiveInfo, Deployment, Drift, Event, EventData, GitInfo, TargetView, VersionInfo,
+};
 use crate::store::{HistoryQuery, LeaseInfo, MAX_PAGE, Page, StoreError};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::types::Value;
@@ -144,12 +146,28 @@ pub(super) fn target(
         .prepare_cached(&queued_sql)?
         .query_map([&app, &cluster], deployment_row)?
         .collect::<Result<_, _>>()?;
+    let drift = conn
+        .query_row(
+            "SELECT version, error, deployment_id, since FROM target_drift
+             WHERE app = ?1 AND cluster = ?2",
+            [&app, &cluster],
+            |r| {
+                Ok(Drift {
+                    version: r.get(0)?,
+                    error: r.get(1)?,
+                    deployment_id: parse(r, 2, Uuid::parse_str)?,
+                    since: parse(r, 3, parse_time)?,
+                })
+            },
+        )
+        .optional()?;
     Ok(TargetView {
         app,
         cluster,
         active,
         running,
         queued,
+        drift,
     })
 }
 

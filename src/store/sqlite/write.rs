@@ -3,7 +3,7 @@
 
 use super::read::{self, git_json, ts};
 use crate::machine::State;
-use crate::model::{Event, EventData, StateChange};
+use crate::model::{Drift, Event, EventData, StateChange};
 use crate::store::{
     Applied, Change, CompactionReport, Created, DeletedVersion, NewDeployment, Retention,
     StoreError, VersionChange,
@@ -142,6 +142,10 @@ pub(super) fn transition(tx: &Transaction, change: &Change) -> Result<Applied, S
                 at
             ],
         )?;
+        tx.execute(
+            "DELETE FROM target_drift WHERE app = ?1 AND cluster = ?2",
+            params![current.app, current.cluster],
+        )?;
     }
     let data = EventData::State(StateChange {
         from: change.from,
@@ -250,6 +254,36 @@ fn insert_events(
         });
     }
     Ok(stored)
+}
+
+pub(super) fn set_drift(
+    tx: &Transaction,
+    app: &str,
+    cluster: &str,
+    drift: Option<&Drift>,
+) -> Result<(), StoreError> {
+    match drift {
+        Some(d) => tx.execute(
+            "INSERT INTO target_drift (app, cluster, version, error, deployment_id, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (app, cluster) DO UPDATE SET version = excluded.version,
+                 error = excluded.error, deployment_id = excluded.deployment_id,
+                 since = excluded.since",
+            params![
+                app,
+                cluster,
+                d.version,
+                crate::store::text::storable(&d.error),
+                d.deployment_id.to_string(),
+                ts(d.since)
+            ],
+        )?,
+        None => tx.execute(
+            "DELETE FROM target_drift WHERE app = ?1 AND cluster = ?2",
+            params![app, cluster],
+        )?,
+    };
+    Ok(())
 }
 
 pub(super) fn renew_leases(

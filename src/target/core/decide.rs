@@ -230,6 +230,10 @@ impl TargetCore {
             .as_mut()
             .expect("a stop needs a running deployment");
         let id = running.deployment.id;
+        if let Some(restore) = &mut running.restore {
+            // A restore is never stopped: wait for the end it leads to.
+            return restore.waiters.extend(waiter);
+        }
         match &mut running.stop {
             // Already stopping: the first reason stands; wait with it.
             Some(stop) => stop.waiters.extend(waiter),
@@ -294,7 +298,7 @@ impl TargetCore {
         match stop.ending.clone() {
             Some(ending) => {
                 let waiters = stop.waiters.clone();
-                self.end_running(&ending, waiters, now, out);
+                self.end_with(ending, waiters, now, out);
             }
             None => {
                 let waiters = std::mem::take(&mut stop.waiters);
@@ -328,7 +332,7 @@ impl TargetCore {
                     error,
                     superseded_by: None,
                 };
-                return self.end_running(&ending, Vec::new(), now, out);
+                return self.end_with(ending, Vec::new(), now, out);
             }
             PhaseResult::Done { artifact } => artifact,
         };
@@ -359,7 +363,7 @@ impl TargetCore {
     }
 
     /// Commit the running deployment's end; its step is gone.
-    fn end_running(
+    pub(super) fn end_running(
         &mut self,
         ending: &Ending,
         waiters: Vec<ReplyTo>,
@@ -488,3 +492,4 @@ pub(super) fn step_name(phase: State) -> &'static str {
 }
 
 mod queue;
+mod restore;

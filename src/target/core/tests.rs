@@ -24,6 +24,8 @@ struct Harness {
     /// The next commits answer these errors instead of applying.
     fail_commits: VecDeque<StoreError>,
     versions: HashMap<String, VersionInfo>,
+    /// The active pointer, moved by commits to `succeeded`.
+    active: Option<VersionInfo>,
 }
 
 impl Harness {
@@ -54,6 +56,7 @@ impl Harness {
             minted: 0,
             fail_commits: VecDeque::new(),
             versions: HashMap::new(),
+            active: None,
         };
         for d in &loaded.queued {
             h.remember(d.clone());
@@ -212,7 +215,7 @@ impl Harness {
                     .and_then(|v| self.versions.get(&v).cloned());
                 let facts = Ok(StartFacts {
                     current,
-                    previous: None,
+                    previous: self.active.clone(),
                     rollback_to,
                 });
                 Some(Input::Prepared { id, reply, facts })
@@ -248,6 +251,27 @@ impl Harness {
                 let d = &order.deployment;
                 self.log
                     .push(format!("step {} {}", self.label(d.id), d.state));
+                None
+            }
+            Effect::StartRestore(order) => {
+                let what = order.version.map(|v| v.version);
+                let what = what.as_deref().unwrap_or("(nothing)");
+                let label = self.label(order.deployment.id);
+                self.log.push(format!("restore {label} {what}"));
+                None
+            }
+            Effect::SetDrift(drift) => {
+                self.log.push(match drift {
+                    Some(d) => {
+                        let what = d.version.as_deref().unwrap_or("(nothing)");
+                        format!(
+                            "drift {what} by {}: {}",
+                            self.label(d.deployment_id),
+                            d.error
+                        )
+                    }
+                    None => "no drift".into(),
+                });
                 None
             }
             Effect::StopStep { id } => {
@@ -316,10 +340,23 @@ impl Harness {
         match change.version {
             VersionChange::Keep => {}
             VersionChange::Set(v) => row.version = Some(v),
-            VersionChange::Mint { .. } => {
+            VersionChange::Mint { artifact } => {
                 self.minted += 1;
-                row.version = Some(format!("v{}", self.minted));
+                let version = format!("v{}", self.minted);
+                row.version = Some(version.clone());
+                let info = VersionInfo {
+                    version: version.clone(),
+                    artifact,
+                    git: None,
+                    created_at: change.at,
+                    deployment_id: change.id,
+                };
+                self.versions.insert(version, info);
             }
+        }
+        if change.to == State::Succeeded {
+            let version = row.version.clone().expect("succeeded has a version");
+            self.active = self.versions.get(&version).cloned();
         }
         if change.from == State::Queued {
             row.started_at = Some(change.at);
@@ -401,4 +438,5 @@ fn lines(expected: &[&str]) -> Vec<String> {
 }
 
 mod conflicts;
+mod restores;
 mod stops;

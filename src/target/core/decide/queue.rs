@@ -172,6 +172,7 @@ impl TargetCore {
                     result: None,
                     dropped_lines: 0,
                     stop: None,
+                    restore: None,
                 });
                 self.announce_positions(out);
             }
