@@ -34,8 +34,11 @@ use std::collections::VecDeque;
 use std::time::Duration;
 use uuid::Uuid;
 
+mod facts;
 #[cfg(test)]
 mod tests;
+
+pub use facts::{CoreConfig, PhaseResult, PhaseTimeouts, StartFacts, SubmitFacts};
 
 /// Names a caller waiting for an answer; the shell maps it to a reply port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,75 +49,6 @@ pub struct ReplyTo(pub u64);
 pub enum Answer {
     Submitted(Submitted),
     Deployment(Deployment),
-}
-
-/// The fixed facts a core decides with: who we are and how long things last.
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    pub app: String,
-    pub cluster: String,
-    /// This daemon's instance id, the owner written into leases.
-    pub instance: String,
-    pub lease: Duration,
-    /// How soon a start or a record that the store refused for now is retried.
-    pub retry_after: Duration,
-    /// The cluster's step timeout per phase; `None` where no step is configured.
-    pub timeouts: PhaseTimeouts,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PhaseTimeouts {
-    pub build: Option<Duration>,
-    pub push: Option<Duration>,
-    pub activate: Option<Duration>,
-}
-
-impl PhaseTimeouts {
-    pub fn get(&self, phase: State) -> Option<Duration> {
-        match phase {
-            State::Building => self.build,
-            State::Pushing => self.push,
-            State::Activating => self.activate,
-            State::Queued
-            | State::Succeeded
-            | State::Failed
-            | State::Cancelled
-            | State::Interrupted => None,
-        }
-    }
-}
-
-/// How a phase's work ended, as the step task reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PhaseResult {
-    /// The phase's work is done; a build reports its artifact.
-    Done { artifact: Option<String> },
-    /// The phase failed (or was stopped); the text becomes the `error`.
-    Failed(String),
-}
-
-/// What the store told the shell before a submit could be decided.
-#[derive(Debug, Clone, Default)]
-pub struct SubmitFacts {
-    /// The deployment created earlier under the request's idempotency key,
-    /// with that request's fingerprint.
-    pub idempotent: Option<(Deployment, String)>,
-    /// For a rollback: the version it goes to (`None`: no such version).
-    pub rollback_to: Option<VersionInfo>,
-    /// What another instance runs or queues on the target; asked only when
-    /// this core holds nothing ([`TargetCore::holder`]).
-    pub foreign_holder: Option<Deployment>,
-}
-
-/// What the store told the shell before the queue's head could start.
-#[derive(Debug, Clone)]
-pub struct StartFacts {
-    /// The head's row as stored now (it may have been cancelled elsewhere).
-    pub current: Option<Deployment>,
-    /// The version active on the target: `DEPLOY_PREVIOUS_*`.
-    pub previous: Option<VersionInfo>,
-    /// For a rollback: the version it re-activates, if it still exists.
-    pub rollback_to: Option<VersionInfo>,
 }
 
 /// Everything that can happen to a target. Inputs live for one decision, so
