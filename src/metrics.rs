@@ -66,6 +66,9 @@ pub struct Live {
     /// Deployments queued behind a running one, over the resident actors.
     pub queue_depth: usize,
     pub stream_subscribers: usize,
+    /// Targets whose last restore failed (`None`: the store did not answer;
+    /// the gauge keeps its last value).
+    pub drifted_targets: Option<usize>,
 }
 
 /// One daemon's metrics: the registry and a handle on every series in it.
@@ -82,6 +85,7 @@ pub struct Metrics {
     compaction_last_seconds: Gauge<f64, AtomicU64>,
     resident_actors: Gauge,
     queue_depth: Gauge,
+    drifted_targets: Gauge,
     stream_subscribers: Gauge,
     /// Held while the [`Live`] gauges are set and the text encoded, so a
     /// rendering shows the `Live` it was given even beside another scrape.
@@ -135,6 +139,12 @@ impl Metrics {
             "queue_depth",
             "Deployments waiting in a target's queue",
             queue_depth.clone(),
+        );
+        let drifted_targets = Gauge::default();
+        registry.register(
+            "drifted_targets",
+            "Targets whose cluster may not run the active version: their last restore failed",
+            drifted_targets.clone(),
         );
         let resident_actors = Gauge::default();
         registry.register(
@@ -207,6 +217,7 @@ impl Metrics {
             compaction_last_seconds,
             resident_actors,
             queue_depth,
+            drifted_targets,
             stream_subscribers,
             scrape: Mutex::new(()),
         }
@@ -259,6 +270,9 @@ impl Metrics {
         self.resident_actors.set(gauge(live.resident_actors));
         self.queue_depth.set(gauge(live.queue_depth));
         self.stream_subscribers.set(gauge(live.stream_subscribers));
+        if let Some(drifted) = live.drifted_targets {
+            self.drifted_targets.set(gauge(drifted));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail, and every series is ours.
         encode(&mut text, &self.registry).expect("metrics encode into a String");

@@ -183,6 +183,15 @@ pub struct Drift {
     pub since: DateTime<Utc>,
 }
 
+/// A drifted target, as `/v1/supervisor` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftedTarget {
+    pub app: String,
+    pub cluster: String,
+    #[serde(flatten)]
+    pub drift: Drift,
+}
+
 /// The current time at the precision the stores keep (microseconds), so a
 /// value read back equals the value written.
 pub fn now() -> DateTime<Utc> {

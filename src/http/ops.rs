@@ -34,15 +34,24 @@ pub async fn supervisor(
     caller.may_everything(Role::Admin)?;
     let actors: Vec<ResidentActor> = state.supervisor.resident().await;
     let degraded = state.supervisor.degraded().await;
+    // Drift is durable: it is read from the store (null when the store is away).
+    let drifted = match state.shared.store.drifted().await {
+        Ok(drifted) => Some(drifted),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list drifted targets");
+            None
+        }
+    };
     Ok(Json(json!({
         "resident": actors.len(),
         "actors": actors,
-        "degraded": degraded
+        "degraded": degraded,
+        "drifted": drifted
     })))
 }
 
-/// The daemon's metrics as OpenMetrics text. Resident actors, their queues and open streams are read
-/// now, so they are exact at the moment of the scrape.
+/// The daemon's metrics as OpenMetrics text. Resident actors, their queues, open streams and
+/// drifted targets are read now, so they are exact at the moment of the scrape.
 pub async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
@@ -51,6 +60,7 @@ pub async fn metrics(
         resident_actors: resident.len(),
         queue_depth: resident.iter().map(|r| r.queue_length).sum(),
         stream_subscribers: state.shared.hub.total_subscribers(),
+        drifted_targets: state.shared.store.drifted().await.ok().map(|d| d.len()),
     };
     let text = state.metrics().render(live);
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)

@@ -94,6 +94,7 @@ fn recordings_show_up_and_counters_only_grow() {
         resident_actors: 4,
         queue_depth: 2,
         stream_subscribers: 9,
+        drifted_targets: Some(3),
     };
     let first = parse(&metrics.render(live));
     let at = |samples: &BTreeMap<String, f64>, key: &str| {
@@ -112,6 +113,7 @@ fn recordings_show_up_and_counters_only_grow() {
     assert_eq!(at(&first, "deployd_queue_depth"), 2.0);
     assert_eq!(at(&first, "deployd_resident_actors"), 4.0);
     assert_eq!(at(&first, "deployd_stream_subscribers"), 9.0);
+    assert_eq!(at(&first, "deployd_drifted_targets"), 3.0);
     assert_eq!(at(&first, "deployd_compaction_runs_total"), 2.0);
     assert_eq!(at(&first, "deployd_compaction_failures_total"), 1.0);
     assert_eq!(

@@ -6,7 +6,7 @@
 //! compiler says so).
 
 use super::Metrics;
-use crate::model::{Deployment, Drift, Event, EventData, TargetView, VersionInfo};
+use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
     Applied, Change, CompactionReport, Created, DynStore, HistoryQuery, LeaseInfo, NewDeployment,
     Page, Retention, Store, StoreError,
@@ -114,6 +114,10 @@ impl Store for TimedStore {
         drift: Option<&Drift>,
     ) -> Result<(), StoreError> {
         self.timed(self.inner.set_drift(app, cluster, drift)).await
+    }
+
+    async fn drifted(&self) -> Result<Vec<DriftedTarget>, StoreError> {
+        self.timed(self.inner.drifted()).await
     }
 
     async fn renew_leases(

@@ -23,7 +23,8 @@ pub mod text;
 
 use crate::machine::{self, Authority, Facts, Kind, Refusal, State};
 use crate::model::{
-    Deployment, Drift, Event, EventData, GitInfo, TargetView, VersionInfo, clip_error,
+    Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, TargetView, VersionInfo,
+    clip_error,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -99,6 +100,9 @@ pub trait Store: Send + Sync + 'static {
         cluster: &str,
         drift: Option<&Drift>,
     ) -> Result<(), StoreError>;
+
+    /// Every target whose last restore failed, by app and cluster.
+    async fn drifted(&self) -> Result<Vec<DriftedTarget>, StoreError>;
 
     /// Extend the lease of `owner`'s running deployments; returns how many.
     async fn renew_leases(

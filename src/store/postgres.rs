@@ -20,7 +20,8 @@ use super::{
 };
 use crate::machine::State;
 use crate::model::{
-    ActiveInfo, Deployment, Drift, Event, EventData, StateChange, TargetView, VersionInfo,
+    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, StateChange, TargetView,
+    VersionInfo,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -453,6 +454,25 @@ impl Store for PgStore {
             }
         }
         Ok(())
+    }
+
+    async fn drifted(&self) -> Result<Vec<DriftedTarget>, StoreError> {
+        let rows = self.query(sql::DRIFTED, &[]).await?;
+        let drifted = rows.iter().map(|row| {
+            Ok(DriftedTarget {
+                app: row.try_get("app")?,
+                cluster: row.try_get("cluster")?,
+                drift: Drift {
+                    version: row.try_get("version")?,
+                    error: row.try_get("error")?,
+                    deployment_id: row.try_get("deployment_id")?,
+                    since: row.try_get("since")?,
+                },
+            })
+        });
+        drifted
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(Into::into)
     }
 
     async fn renew_leases(

@@ -26,7 +26,7 @@ use super::{
     Applied, Change, CompactionReport, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment,
     Page, Retention, Store, StoreError,
 };
-use crate::model::{Deployment, Drift, Event, EventData, TargetView, VersionInfo};
+use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -266,6 +266,10 @@ impl Store for SqliteStore {
         let (app, cluster, drift) = (app.to_string(), cluster.to_string(), drift.cloned());
         self.write(move |tx| write::set_drift(tx, &app, &cluster, drift.as_ref()))
             .await
+    }
+
+    async fn drifted(&self) -> Result<Vec<DriftedTarget>, StoreError> {
+        self.read(|tx| read::drifted(tx)).await
     }
 
     async fn renew_leases(

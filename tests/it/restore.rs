@@ -160,11 +160,19 @@ async fn a_failed_restore_shows_drift_until_a_success(backend: Backend) {
     assert_eq!(drift.version.as_deref(), Some("v1"));
     assert_eq!(drift.deployment_id, d.id);
     assert!(drift.error.contains("restore refused"), "{}", drift.error);
+    // Operators see it too: /v1/supervisor lists it, /metrics counts it.
+    let (listed, gauge) = drift_seen_by_operators(&app).await;
+    assert_eq!(
+        listed,
+        vec![("web".to_string(), "flaky".to_string(), d.id.to_string())]
+    );
+    assert_eq!(gauge, 1.0);
 
     std::fs::remove_file(app.data_dir.join("break-restore")).unwrap();
     app.succeed_flaky("three").await;
     let target = app.client.target("web", "flaky").await.unwrap();
     assert!(target.drift.is_none(), "a success clears the drift");
+    assert_eq!(drift_seen_by_operators(&app).await, (Vec::new(), 0.0));
     assert_eq!(app.current().as_deref(), Some("three"));
     app.stop().await;
 }
@@ -181,4 +189,38 @@ async fn a_failed_first_activation_leaves_nothing_current(backend: Backend) {
     assert_eq!(app.current(), None, "nothing is current");
     assert_eq!(app.active_version().await, None);
     app.stop().await;
+}
+
+/// The drifted targets `/v1/supervisor` lists (app, cluster, deployment) and
+/// the `deployd_drifted_targets` gauge of `/metrics`.
+async fn drift_seen_by_operators(app: &TestApp) -> (Vec<(String, String, String)>, f64) {
+    let supervisor: serde_json::Value = reqwest::get(format!("{}/v1/supervisor", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = supervisor["drifted"]
+        .as_array()
+        .expect("a list of drifted targets")
+        .iter()
+        .map(|t| {
+            let field = |k: &str| t[k].as_str().unwrap().to_string();
+            (field("app"), field("cluster"), field("deployment_id"))
+        })
+        .collect();
+    let metrics = reqwest::get(format!("{}/metrics", app.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("deployd_drifted_targets "))
+        .expect("the drifted-targets gauge")
+        .trim()
+        .parse()
+        .unwrap();
+    (listed, gauge)
 }

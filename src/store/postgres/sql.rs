@@ -147,6 +147,9 @@ pub const SET_DRIFT: &str = "\
     ON CONFLICT (app, cluster) DO UPDATE SET version = excluded.version, \
         error = excluded.error, deployment_id = excluded.deployment_id, since = excluded.since";
 
+pub const DRIFTED: &str = "SELECT app, cluster, version, error, deployment_id, since \
+     FROM target_drift ORDER BY app, cluster";
+
 pub const CLEAR_DRIFT: &str = "DELETE FROM target_drift WHERE app = $1 AND cluster = $2";
 
 /// Bump `last_seq` by the number of events (the row lock orders concurrent

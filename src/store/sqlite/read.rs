@@ -3,7 +3,8 @@
 
 use super::TIME_FORMAT;
 use crate::model::{
-    ActiveInfo, Deployment, Drift, Event, EventData, GitInfo, TargetView, VersionInfo,
+    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, TargetView,
+    VersionInfo,
 };
 use crate::store::{HistoryQuery, LeaseInfo, MAX_PAGE, Page, StoreError};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -355,4 +356,26 @@ where
 
 fn conversion(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+}
+
+/// Every drifted target, by app and cluster.
+pub(super) fn drifted(conn: &Connection) -> Result<Vec<DriftedTarget>, StoreError> {
+    conn.prepare_cached(
+        "SELECT app, cluster, version, error, deployment_id, since FROM target_drift
+         ORDER BY app, cluster",
+    )?
+    .query_map([], |r| {
+        Ok(DriftedTarget {
+            app: r.get(0)?,
+            cluster: r.get(1)?,
+            drift: Drift {
+                version: r.get(2)?,
+                error: r.get(3)?,
+                deployment_id: parse(r, 4, Uuid::parse_str)?,
+                since: parse(r, 5, parse_time)?,
+            },
+        })
+    })?
+    .collect::<Result<_, _>>()
+    .map_err(Into::into)
 }

@@ -57,7 +57,32 @@ pub async fn drift_is_set_replaced_cleared_and_undone_by_a_success(store: DynSto
         .set_drift("web", "staging", Some(&second))
         .await
         .expect("set");
+    let listed = |store: &DynStore| {
+        let store = store.clone();
+        async move {
+            let drifted = store.drifted().await.expect("drifted");
+            drifted
+                .into_iter()
+                .map(|t| (t.app, t.cluster, t.drift))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(&store).await,
+        vec![
+            ("web".to_string(), "prod".to_string(), second.clone()),
+            ("web".to_string(), "staging".to_string(), second.clone()),
+        ],
+        "every drifted target, by app and cluster"
+    );
     succeed(&store, "web", "prod").await;
     assert_eq!(drift_of(&store, "web", "prod").await, None);
-    assert_eq!(drift_of(&store, "web", "staging").await, Some(second));
+    assert_eq!(
+        drift_of(&store, "web", "staging").await,
+        Some(second.clone())
+    );
+    assert_eq!(
+        listed(&store).await,
+        vec![("web".to_string(), "staging".to_string(), second)]
+    );
 }
