@@ -17,6 +17,9 @@ use futures::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -113,18 +116,18 @@ impl EventHub {
     ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static + use<> {
         // Subscribe before reading the store, so nothing committed in between
         // is missed; duplicates are skipped by seq.
-        let receiver = {
+        let live = BroadcastStream::new({
             let mut channels = self.channels.lock().expect("event channels lock");
             channels
                 .entry(id)
                 .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
                 .subscribe()
-        };
+        });
         let follower = Follower {
             hub: self.clone(),
             id,
             last: after,
-            receiver,
+            live,
             pending: Vec::new().into_iter(),
             need_read: true,
             done: false,
@@ -142,7 +145,8 @@ struct Follower {
     id: Uuid,
     /// The last seq handed to the subscriber.
     last: i64,
-    receiver: broadcast::Receiver<Event>,
+    /// Events broadcast after they were committed.
+    live: BroadcastStream<Event>,
     /// Events read from the store, not yet handed out.
     pending: std::vec::IntoIter<Event>,
     /// The store may hold events after `last` that the channel did not bring.
@@ -185,15 +189,21 @@ impl Follower {
                     self.done = true;
                     return None;
                 }
-                received = self.receiver.recv() => received,
+                received = self.live.next() => received,
             };
             match received {
-                Ok(event) if event.seq <= self.last => {}
-                Ok(event) if event.seq == self.last + 1 => return Some(Ok(self.hand_out(event))),
+                Some(Ok(event)) if event.seq <= self.last => {}
+                Some(Ok(event)) if event.seq == self.last + 1 => {
+                    return Some(Ok(self.hand_out(event)));
+                }
                 // A gap (committed between our read and our subscribe) or a
                 // lag behind the channel: the store has the missing ones.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.need_read = true,
-                Err(broadcast::error::RecvError::Closed) => {
+                Some(Ok(_)) | Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
+                    self.need_read = true
+                }
+                // The channel was dropped (the deployment ended, or its last
+                // subscriber left): follow a fresh one, then re-read.
+                None => {
                     self.resubscribe();
                     self.need_read = true;
                 }
@@ -237,10 +247,12 @@ impl Follower {
     /// Follow a fresh channel after the old one closed, before re-reading.
     fn resubscribe(&mut self) {
         let mut channels = self.hub.channels.lock().expect("event channels lock");
-        self.receiver = channels
-            .entry(self.id)
-            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-            .subscribe();
+        self.live = BroadcastStream::new(
+            channels
+                .entry(self.id)
+                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+                .subscribe(),
+        );
     }
 }
 
