@@ -194,12 +194,7 @@ async fn a_failed_first_activation_leaves_nothing_current(backend: Backend) {
 /// The drifted targets `/v1/supervisor` lists (app, cluster, deployment) and
 /// the `deployd_drifted_targets` gauge of `/metrics`.
 async fn drift_seen_by_operators(app: &TestApp) -> (Vec<(String, String, String)>, f64) {
-    let supervisor: serde_json::Value = reqwest::get(format!("{}/v1/supervisor", app.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let supervisor = app.get_json("/v1/supervisor").await;
     let listed = supervisor["drifted"]
         .as_array()
         .expect("a list of drifted targets")

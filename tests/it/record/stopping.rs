@@ -190,12 +190,7 @@ async fn a_short_store_outage_is_not_a_crash() {
     pg.resume();
     wait_ready(&app.client, "the database to be back").await;
 
-    let supervisor: serde_json::Value = reqwest::get(format!("{}/v1/supervisor", app.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let supervisor = app.get_json("/v1/supervisor").await;
     assert_eq!(
         supervisor["degraded"],
         serde_json::json!([]),

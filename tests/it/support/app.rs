@@ -120,6 +120,12 @@ impl TestApp {
         collect_events(&self.client, id, None).await
     }
 
+    /// `GET path` on the daemon, as JSON (for answers the client has no type for).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.url);
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+
     /// Wait until `id` ends and return it.
     pub async fn finished(&self, id: uuid::Uuid) -> Deployment {
         self.events_until_end(id).await;
