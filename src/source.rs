@@ -113,7 +113,7 @@ impl SourceStore {
 
     /// Where a source lives. Only meaningful for a digest that passed
     /// [`check_digest`]; anything else could name a path outside the store.
-    // TODO(core): take `&SourceDigest` once app_actor/phase.rs holds one.
+    // Takes text: deployments store their source as text (`Deployment.source`).
     pub fn path(&self, sha256: &str) -> PathBuf {
         self.dir.join(format!("{sha256}.tar"))
     }
