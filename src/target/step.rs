@@ -200,11 +200,14 @@ impl PhaseJob {
         }
     }
 
+    /// What the build wrote to `DEPLOY_ARTIFACT_FILE`, trimmed; bytes that
+    /// are not UTF-8 become U+FFFD (like step output), never a silent
+    /// fallback. `None` when the file is missing or blank.
     async fn read_artifact(&self) -> Option<String> {
-        let text =
-            tokio::fs::read_to_string(self.daemon.data_dir.artifact_file(self.deployment.id))
-                .await
-                .ok()?;
+        let bytes = tokio::fs::read(self.daemon.data_dir.artifact_file(self.deployment.id))
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&bytes);
         let text = text.trim();
         (!text.is_empty()).then(|| text.to_string())
     }
@@ -257,9 +260,11 @@ impl PhaseJob {
                 }
                 Err(error)
             }
-            StepOutcome::TimedOut { after } => Err(format!(
+            // The configured timeout, not what was left of the stored
+            // deadline when the process started (extraction counts too).
+            StepOutcome::TimedOut { .. } => Err(format!(
                 "{name} step timed out after {}",
-                humantime::format_duration(after)
+                humantime::format_duration(step.timeout)
             )),
             StepOutcome::Cancelled => Err(format!("{name} step cancelled")),
             StepOutcome::SpawnFailed(e) => Err(format!("{name} step could not start: {e}")),

@@ -12,6 +12,7 @@ on_both_stores!(
     control_characters_in_request_fields_are_400_naming_the_field,
     a_cancel_reason_with_a_control_character_is_refused_before_the_cancel,
     nul_bytes_in_step_output_and_stderr_are_recorded,
+    an_artifact_with_invalid_utf8_is_stored_replaced,
 );
 
 const DEPLOYS: &str = "/v1/apps/web/clusters/local/deployments";
@@ -172,5 +173,27 @@ async fn nul_bytes_in_step_output_and_stderr_are_recorded(backend: Backend) {
     );
     // A replay from the store says the same as the live stream did.
     assert_eq!(collect_events(&app.client, d.id, None).await, events);
+    app.stop().await;
+}
+
+/// An artifact that is not UTF-8 is stored like step output (U+FFFD), not
+/// silently replaced by the `source:<sha>` fallback.
+async fn an_artifact_with_invalid_utf8_is_stored_replaced(backend: Backend) {
+    let build = "printf 'art\\000\\377x' > \"$DEPLOY_ARTIFACT_FILE\"";
+    let app = spawn_app(backend, |c| {
+        let cluster = sh_cluster(Some(build), None, Some("echo \"$DEPLOY_ARTIFACT\""));
+        c.clusters.insert("bytes".into(), cluster);
+    })
+    .await;
+    let source = app.upload(&[("index.html", "x", 0o644)]).await;
+    let d = app
+        .client
+        .deploy("web", "bytes", &deploy_request(&source))
+        .await
+        .unwrap();
+    let ended = app.finished(d.id).await;
+    assert_eq!(ended.state, State::Succeeded, "{:?}", ended.error);
+    let versions = app.get_json("/v1/apps/web/versions").await;
+    assert_eq!(versions["versions"][0]["artifact"], "art\u{FFFD}\u{FFFD}x");
     app.stop().await;
 }
