@@ -18,7 +18,10 @@
 //!   so before its end is committed the cluster's activate step runs again
 //!   for the recorded active version (a *restore*); the target stays busy
 //!   meanwhile, a restore is never stopped, never restored, and one that
-//!   fails marks the target drifted;
+//!   fails marks the target drifted; the same holds for an activation whose
+//!   instance died: reconciliation hands it to the target's core, which
+//!   takes it over (a compare-and-set on the lapsed lease), restores, and
+//!   records it `interrupted`;
 //! - a step result for a deployment or phase that is no longer running here
 //!   is ignored;
 //! - store errors are answers, not crashes: a request gets them back as an
@@ -101,6 +104,21 @@ pub enum Input {
         /// Output lines the deployment's cap dropped so far.
         dropped_lines: u64,
     },
+    /// Reconciliation found this target's deployment `activating` under a
+    /// lease its owner stopped renewing (a crash): its activate step may
+    /// have switched the cluster, so take it over and restore.
+    Adopt {
+        deployment: Box<Deployment>,
+        /// The instance that stopped renewing the lease.
+        owner: Option<String>,
+        /// The version active on the target, to restore.
+        previous: Result<Option<VersionInfo>, StoreError>,
+    },
+    /// The take-over's compare-and-set answered: `Ok(true)`, it is ours now.
+    TakenOver {
+        adoption: Box<Adoption>,
+        result: Result<bool, StoreError>,
+    },
     /// Time to extend the running deployment's lease.
     RenewLease,
     LeaseRenewed {
@@ -119,6 +137,14 @@ pub struct Loaded {
     /// Another instance (or a dead one the reaper will free) runs a
     /// deployment of this target.
     pub held_elsewhere: bool,
+}
+
+/// A crashed instance's activation this core takes over.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub deployment: Deployment,
+    pub owner: Option<String>,
+    pub previous: Option<VersionInfo>,
 }
 
 /// Why a change was committed: says what to do with the store's answer.
@@ -177,6 +203,25 @@ pub enum Effect {
     /// Run the cluster's activate step for the recorded active version (or
     /// for none) → [`Input::RestoreEnded`]. Never stopped by [`Effect::StopStep`].
     StartRestore(Box<RestoreOrder>),
+    /// Make the lapsed deployment ours: a compare-and-set on its state and
+    /// its lease having lapsed before `lapsed_before` → [`Input::TakenOver`].
+    TakeOver {
+        adoption: Box<Adoption>,
+        lapsed_before: DateTime<Utc>,
+        lease: Lease,
+        deadline: Option<DateTime<Utc>>,
+    },
+    /// Kill what is left on this host of a dead daemon's steps for `id`.
+    KillLeftovers { id: Uuid },
+    /// Move the running deployment's stored phase deadline (and lease), so
+    /// reconciliation leaves a restore that runs past the phase's deadline
+    /// alone.
+    ExtendDeadline {
+        id: Uuid,
+        state: State,
+        lease: Lease,
+        deadline: Option<DateTime<Utc>>,
+    },
     /// Record (`Some`) or clear (`None`) the target's drift.
     SetDrift(Option<Drift>),
     /// Stop the step: SIGTERM to its group, SIGKILL after the grace; it then
@@ -265,6 +310,8 @@ struct Ending {
     to: State,
     error: String,
     superseded_by: Option<Uuid>,
+    /// `Reconciler` only for `interrupted`: an adopted activation.
+    by: Authority,
 }
 
 impl TargetCore {
@@ -321,6 +368,14 @@ impl TargetCore {
                 result,
                 dropped_lines,
             } => self.restore_ended(id, result, dropped_lines, now, &mut out),
+            Input::Adopt {
+                deployment,
+                owner,
+                previous,
+            } => self.adopt(*deployment, owner, previous, now, &mut out),
+            Input::TakenOver { adoption, result } => {
+                self.taken_over(*adoption, result, now, &mut out)
+            }
             Input::RenewLease => {
                 if let Some(running) = &self.running {
                     let until = now + self.config.lease;
