@@ -7,6 +7,8 @@
 //! switching (`hang-activate`), and refuses restores while
 //! `<data_dir>/break-restore` exists.
 
+mod crash;
+
 use crate::support::app::*;
 use crate::support::on_both_stores;
 use deployd::config::{ClusterConfig, Config};
