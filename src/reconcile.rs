@@ -46,7 +46,10 @@ pub async fn wait_for_running(daemon: &Daemon, grace: Duration) {
 }
 
 /// Mark what this instance still runs `interrupted`: the record says exactly
-/// what happened. The actors were stopped, which stopped their steps.
+/// what happened. The actors were stopped, which stopped their steps. An
+/// activation is left `activating` under its lease: its step may have
+/// switched the cluster, and the instance that adopts it once the lease
+/// lapsed (this one restarted, or another) restores before recording it.
 pub async fn interrupt_owned(daemon: &Daemon) {
     let owned = match daemon.store.owned_by(&daemon.instance).await {
         Ok(owned) => owned,
@@ -56,6 +59,12 @@ pub async fn interrupt_owned(daemon: &Daemon) {
         }
     };
     for lease in owned {
+        if lease.deployment.state == State::Activating {
+            // Its stopped activate step may have switched the cluster: leave
+            // the lease to lapse, and the next instance to restore it.
+            tracing::warn!(deployment = %lease.deployment.id, "left activating for the next instance to restore");
+            continue;
+        }
         let error = format!(
             "interrupted during {}: deployd shut down",
             lease.deployment.state

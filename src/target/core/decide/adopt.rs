@@ -23,10 +23,12 @@ impl TargetCore {
         out: &mut Vec<Effect>,
     ) {
         // Something runs here already (then the lapsed lease is ours and
-        // renewing it tells us), the row moved on, or the store is away:
-        // reconciliation hands it over again while the lease stays lapsed.
+        // renewing it tells us), the row moved on, the store is away, or we
+        // are shutting down (a restore started now would be stopped with the
+        // actor): reconciliation, here or elsewhere, hands it over again
+        // while the lease stays lapsed.
         let Ok(previous) = previous else { return };
-        if self.running.is_some() || deployment.state != State::Activating {
+        if self.running.is_some() || self.shutting_down || deployment.state != State::Activating {
             return;
         }
         out.push(Effect::TakeOver {

@@ -188,3 +188,11 @@ fn a_queued_deployment_starts_after_the_adopted_restore() {
         "{log:?}"
     );
 }
+
+#[test]
+fn a_shutting_down_core_adopts_nothing() {
+    let (mut h, d) = crashed_during_activation(true);
+    h.feed(Input::ShuttingDown);
+    h.adopt(&d);
+    assert!(h.take().is_empty(), "the next instance restores it");
+}
