@@ -13,7 +13,10 @@ use deployd::machine::State;
 use deployd::model::{Deployment, EventData};
 use std::path::Path;
 
-on_both_stores!(a_restarted_daemon_restores_what_a_killed_activation_switched);
+on_both_stores!(
+    a_restarted_daemon_restores_what_a_killed_activation_switched,
+    a_daemon_stopped_during_activation_restores_after_its_restart,
+);
 
 /// Settings and a `switching` cluster whose releases and `current` symlink
 /// live in `cluster` (outside any daemon's data dir, as a real cluster is):
@@ -64,6 +67,13 @@ fn current(cluster: &Path) -> Option<String> {
 /// v1 succeeds; v2's activate step switches `current`, then its daemon is
 /// killed. Returns v2.
 async fn kill_during_a_switched_activation(daemon: Daemon, cluster: &Path) -> Deployment {
+    let v2 = switch_to_v2(&daemon, cluster).await;
+    daemon.kill9();
+    v2
+}
+
+/// v1 succeeds; v2's activate step has switched `current` and sleeps.
+async fn switch_to_v2(daemon: &Daemon, cluster: &Path) -> Deployment {
     let v1 = deploy(&daemon.client, "one", false).await;
     let events = collect_events(&daemon.client, v1.id, None).await;
     assert!(matches!(&events.last().unwrap().1, EventData::State(s) if s.to == State::Succeeded));
@@ -71,7 +81,6 @@ async fn kill_during_a_switched_activation(daemon: Daemon, cluster: &Path) -> De
     let switched = cluster.join(format!("switched-{}", v2.id));
     eventually("v2's activate step to switch", || switched.exists()).await;
     assert_eq!(current(cluster).as_deref(), Some("two"));
-    daemon.kill9();
     v2
 }
 
@@ -104,15 +113,39 @@ async fn assert_restored(client: &Client, v2: &Deployment, cluster: &Path) {
     assert!(target.drift.is_none() && target.running.is_none());
 }
 
+/// The store URL for a daemon process (`None`: the embedded store), and the
+/// database to keep alive meanwhile.
+async fn store_for(backend: Backend) -> (Option<String>, Option<crate::support::pg::TestDatabase>) {
+    match backend {
+        Backend::Sqlite => (None, None),
+        Backend::Postgres => {
+            let db = fresh_database().await;
+            (Some(db.url().to_string()), Some(db))
+        }
+    }
+}
+
+/// SIGTERM stops the activate step after the grace, but does not record the
+/// deployment `interrupted` without a restore: the next start restores.
+async fn a_daemon_stopped_during_activation_restores_after_its_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    std::fs::create_dir_all(&cluster).unwrap();
+    let (url, _db) = store_for(backend).await;
+    let config = write_config(dir.path(), url.as_deref(), &switching_toml(&cluster));
+    let daemon = Daemon::start(&config).await;
+    let v2 = switch_to_v2(&daemon, &cluster).await;
+    assert!(daemon.terminate().await.success());
+
+    let restarted = Daemon::start(&config).await;
+    assert_restored(&restarted.client, &v2, &cluster).await;
+}
+
 async fn a_restarted_daemon_restores_what_a_killed_activation_switched(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster");
     std::fs::create_dir_all(&cluster).unwrap();
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(fresh_database().await),
-    };
-    let url = db.as_ref().map(|db| db.url().to_string());
+    let (url, _db) = store_for(backend).await;
     let config = write_config(dir.path(), url.as_deref(), &switching_toml(&cluster));
     let daemon = Daemon::start(&config).await;
     let v2 = kill_during_a_switched_activation(daemon, &cluster).await;
