@@ -41,7 +41,10 @@ mod facts;
 #[cfg(test)]
 mod tests;
 
-pub use facts::{CoreConfig, PhaseResult, PhaseTimeouts, StartFacts, SubmitFacts};
+pub use facts::{
+    Adoption, CoreConfig, PhaseResult, PhaseTimeouts, RestoreOrder, StartFacts, StepOrder,
+    SubmitFacts,
+};
 
 /// Names a caller waiting for an answer; the shell maps it to a reply port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,14 +142,6 @@ pub struct Loaded {
     pub held_elsewhere: bool,
 }
 
-/// A crashed instance's activation this core takes over.
-#[derive(Debug, Clone)]
-pub struct Adoption {
-    pub deployment: Deployment,
-    pub owner: Option<String>,
-    pub previous: Option<VersionInfo>,
-}
-
 /// Why a change was committed: says what to do with the store's answer.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)]
@@ -235,27 +230,6 @@ pub enum Effect {
     ClearWorkspace { id: Uuid },
     /// Nothing runs or waits: the shell may passivate the actor later.
     Idle,
-}
-
-/// What a step task needs to run one phase.
-#[derive(Debug, Clone)]
-pub struct StepOrder {
-    pub deployment: Deployment,
-    pub previous: Option<VersionInfo>,
-    pub rollback_artifact: Option<String>,
-    /// When the phase must be over (stored with the phase).
-    pub deadline: Option<DateTime<Utc>>,
-}
-
-/// What a restore needs: the deployment whose activation did not succeed,
-/// and what the cluster should run again.
-#[derive(Debug, Clone)]
-pub struct RestoreOrder {
-    pub deployment: Deployment,
-    /// The active version to put back; `None`: nothing was active.
-    pub version: Option<VersionInfo>,
-    /// When the restore must be over: the activate step's timeout from now.
-    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// One target's state in this process.
