@@ -2,11 +2,12 @@
 //!
 //! Running deployments whose lease expired become `interrupted` (naming the
 //! phase and the instance), those past their stored phase deadline become
-//! `failed`, except an `activating` one whose lease expired: its activate
-//! step may have switched the cluster before its instance died, so it goes
-//! to its target's actor ([`SupervisorHandle::adopt`]), which restores the
-//! active version before recording the end; and a deployment this instance still runs at shutdown becomes
-//! `interrupted`. Each is a compare-and-set through [`Daemon::commit`]: a live
+//! `failed`, and a deployment this instance still runs at shutdown becomes
+//! `interrupted`. An `activating` one is never settled here without a
+//! restore: its activate step may have switched the cluster before its
+//! instance died, so once its lease lapsed it goes to its target's actor
+//! ([`SupervisorHandle::adopt`]), which restores the active version before
+//! recording the end, and shutdown leaves it for that. Each is a compare-and-set through [`Daemon::commit`]: a live
 //! owner that got there first wins, and nothing is recorded twice. The
 //! [`reaper`] runs it every lease period / 3 (at least every
 //! [`REAPER_MAX_PERIOD`]), and start-up runs it, once the supervisor runs,
@@ -100,8 +101,9 @@ pub async fn reconcile(
 ) -> Result<usize, StoreError> {
     let now = now();
     let mut settled = 0;
-    let lapsed_activation =
-        |l: &LeaseInfo| l.deployment.state == State::Activating && l.lease_expires_at < Some(now);
+    let lapsed_activation = |l: &LeaseInfo| {
+        l.deployment.state == State::Activating && l.lease_expires_at.is_some_and(|t| t < now)
+    };
     for lease in daemon.store.expired_leases(now).await? {
         if lapsed_activation(&lease) {
             if let Err(e) = supervisor.adopt(&lease).await {

@@ -97,7 +97,7 @@ impl Shell {
                 lease,
                 deadline,
             } => {
-                let own = Holder::Owner(daemon.instance.clone());
+                let own = Holder::Owner(lease.owner.clone());
                 match daemon
                     .store
                     .take_over(id, state, &own, &lease, deadline)
