@@ -1,8 +1,9 @@
 //! Wiring: open the store, reconcile, start the supervisor, serve HTTP until
 //! the shutdown signal, then shut down in order.
 //!
-//! Start-up reconciles before it serves: expired leases and overdue phases
-//! are settled, and targets with durable `queued` rows get their actor back,
+//! Start-up starts the supervisor, then reconciles before it serves: expired
+//! leases and overdue phases are settled (a crashed instance's activations
+//! are handed to their target's actor, which restores the cluster first), and targets with durable `queued` rows get their actor back,
 //! which resumes them in order. Shutdown: stop taking work, end open streams,
 //! give running steps `server.shutdown_grace`, then stop them and mark their
 //! deployments `interrupted`; queued ones stay queued for the next start.
@@ -65,15 +66,19 @@ pub async fn serve(
         stopping: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
+    // The supervisor runs first: reconciliation hands it the activations
+    // of a crashed instance, to be restored before they are recorded.
+    let (supervisor, _) = SupervisorHandle::start(shared.clone()).await?;
     tracing::info!(instance = %shared.instance, "reconciling before serving");
-    reconcile(&shared)
+    reconcile(&shared, &supervisor)
         .await
         .context("start-up reconciliation failed")?;
-    let (supervisor, _) = SupervisorHandle::start(shared.clone()).await?;
     for (app, cluster) in shared.store.queued_targets().await? {
         supervisor.wake(&app, &cluster).await?;
     }
-    shared.tasks.spawn(reaper(shared.clone()));
+    shared
+        .tasks
+        .spawn(reaper(shared.clone(), supervisor.clone()));
     let every = shared.config.deploy.compact_every;
     shared.tasks.spawn(crate::compaction::run(
         shared.clone(),

@@ -20,7 +20,7 @@ pub use budget::RestartBudget;
 use crate::daemon::Daemon;
 use crate::machine::{Authority, State};
 use crate::model::Deployment;
-use crate::store::{Change, VersionChange};
+use crate::store::{Change, LeaseInfo, VersionChange};
 use crate::target::{
     ActorStats, Args, Submit, Submitted, TargetActor, TargetError, TargetHandle, TargetMsg,
     Unavailable,
@@ -107,6 +107,17 @@ impl SupervisorHandle {
         self.with_target(app, cluster, |target| {
             let reason = reason.clone();
             async move { target.cancel(id, reason).await }
+        })
+        .await
+    }
+
+    /// Hand an activation whose instance stopped renewing its lease to its
+    /// target's actor, which takes it over and restores the cluster.
+    pub async fn adopt(&self, lease: &LeaseInfo) -> Result<(), TargetError> {
+        let d = &lease.deployment;
+        self.with_target(&d.app, &d.cluster, |target| {
+            let lease = lease.clone();
+            async move { target.adopt(lease).await }
         })
         .await
     }

@@ -6,10 +6,11 @@
 //! compiler says so).
 
 use super::Metrics;
+use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
-    Applied, Change, CompactionReport, Created, DynStore, HistoryQuery, LeaseInfo, NewDeployment,
-    Page, Retention, Store, StoreError,
+    Applied, Change, CompactionReport, Created, DynStore, HistoryQuery, Holder, Lease, LeaseInfo,
+    NewDeployment, Page, Retention, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -127,6 +128,18 @@ impl Store for TimedStore {
         expires_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         self.timed(self.inner.renew_leases(owner, ids, expires_at))
+            .await
+    }
+
+    async fn take_over(
+        &self,
+        id: Uuid,
+        state: State,
+        holder: &Holder,
+        lease: &Lease,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        self.timed(self.inner.take_over(id, state, holder, lease, deadline))
             .await
     }
 

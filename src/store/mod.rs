@@ -112,6 +112,20 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
+    /// Give running deployment `id`, if it is still in `state` and held as
+    /// `holder` says, the lease `lease` and the phase deadline `deadline`
+    /// (`None`: none); true if it did. A compare-and-set: of the instances
+    /// taking over one lapsed deployment, exactly one wins, and a lease the
+    /// owner renewed meanwhile is not taken.
+    async fn take_over(
+        &self,
+        id: Uuid,
+        state: State,
+        holder: &Holder,
+        lease: &Lease,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
+
     /// Running deployments whose lease ran out before `now`.
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
 
@@ -190,6 +204,16 @@ pub enum VersionChange {
 pub struct Lease {
     pub owner: String,
     pub expires_at: DateTime<Utc>,
+}
+
+/// Who must hold a running deployment for [`Store::take_over`] to change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// Nobody: its lease ran out before this instant (its owner stopped
+    /// renewing it).
+    LapsedBefore(DateTime<Utc>),
+    /// This owner, still: it extends its own lease and deadline.
+    Owner(String),
 }
 
 /// A state change the machine approved. Build one with [`Change::new`]; the

@@ -15,8 +15,8 @@
 //! Connections are plain TCP (`NoTls`).
 
 use super::{
-    Applied, Change, CompactionReport, Created, DeletedVersion, HistoryQuery, LeaseInfo, Migration,
-    NewDeployment, Page, Retention, Store, StoreError, VersionChange,
+    Applied, Change, CompactionReport, Created, DeletedVersion, HistoryQuery, Holder, Lease,
+    LeaseInfo, Migration, NewDeployment, Page, Retention, Store, StoreError, VersionChange,
 };
 use crate::machine::State;
 use crate::model::{
@@ -486,6 +486,27 @@ impl Store for PgStore {
         Ok(client
             .execute(&statement, &[&owner, &ids, &expires_at])
             .await?)
+    }
+
+    async fn take_over(
+        &self,
+        id: Uuid,
+        state: State,
+        holder: &Holder,
+        lease: &Lease,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let state = state.as_str();
+        let common: [&(dyn ToSql + Sync); 5] =
+            [&id, &state, &lease.owner, &lease.expires_at, &deadline];
+        let (sql, held_by): (&str, &(dyn ToSql + Sync)) = match holder {
+            Holder::LapsedBefore(before) => (sql::TAKE_OVER_LAPSED, before),
+            Holder::Owner(owner) => (sql::TAKE_OVER_OWNED, owner),
+        };
+        let statement = client.prepare_cached(sql).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = common.into_iter().chain([held_by]).collect();
+        Ok(client.execute(&statement, &params).await? == 1)
     }
 
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {

@@ -23,9 +23,10 @@ mod write;
 
 use super::text::{storable, storable_events};
 use super::{
-    Applied, Change, CompactionReport, Created, HistoryQuery, LeaseInfo, Migration, NewDeployment,
-    Page, Retention, Store, StoreError,
+    Applied, Change, CompactionReport, Created, HistoryQuery, Holder, Lease, LeaseInfo, Migration,
+    NewDeployment, Page, Retention, Store, StoreError,
 };
+use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -280,6 +281,19 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let (owner, ids) = (owner.to_string(), ids.to_vec());
         self.write(move |tx| write::renew_leases(tx, &owner, &ids, expires_at))
+            .await
+    }
+
+    async fn take_over(
+        &self,
+        id: Uuid,
+        state: State,
+        holder: &Holder,
+        lease: &Lease,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let (holder, lease) = (holder.clone(), lease.clone());
+        self.write(move |tx| write::take_over(tx, id, state, &holder, &lease, deadline))
             .await
     }
 

@@ -24,7 +24,7 @@ use crate::daemon::Daemon;
 use crate::machine::{Kind, State};
 use crate::model::{Deployment, now};
 use crate::pipeline::OutputCap;
-use crate::store::StoreError;
+use crate::store::{LeaseInfo, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +46,9 @@ pub enum TargetMsg {
         Option<String>,
         RpcReplyPort<Result<Deployment, TargetError>>,
     ),
+    /// Reconciliation found this activation's lease lapsed: take it over.
+    /// Answered once the core decided (a take-over that it won is restoring).
+    Adopt(Box<LeaseInfo>, RpcReplyPort<Result<(), TargetError>>),
     /// A step result or a timer, for the core.
     Input(Box<Input>),
     /// Passivate if still idle since the check numbered `generation` was set.
@@ -57,6 +60,7 @@ impl std::fmt::Debug for TargetMsg {
         match self {
             TargetMsg::Submit(s, _) => write!(f, "Submit({})", s.kind),
             TargetMsg::Cancel(id, _, _) => write!(f, "Cancel({id})"),
+            TargetMsg::Adopt(lease, _) => write!(f, "Adopt({})", lease.deployment.id),
             TargetMsg::Input(input) => write!(f, "Input({input:?})"),
             TargetMsg::IdleCheck(g) => write!(f, "IdleCheck({g})"),
         }
@@ -172,7 +176,10 @@ impl Actor for TargetActor {
         message: TargetMsg,
         shell: &mut Shell,
     ) -> Result<(), ActorProcessingErr> {
-        if matches!(message, TargetMsg::Submit(..) | TargetMsg::Cancel(..)) {
+        if matches!(
+            message,
+            TargetMsg::Submit(..) | TargetMsg::Cancel(..) | TargetMsg::Adopt(..)
+        ) {
             shell.stats.pending.fetch_sub(1, Ordering::Relaxed);
             *shell.stats.last_active.lock().expect("stats lock") = Instant::now();
         }
@@ -213,6 +220,23 @@ impl Actor for TargetActor {
                     found,
                 };
                 shell.run(&myself, input).await;
+            }
+            TargetMsg::Adopt(lease, reply) => {
+                if shell.draining {
+                    let _ = reply.send(Err(Unavailable::Retry.into()));
+                    return Ok(());
+                }
+                let previous = shell.active_version().await;
+                let LeaseInfo {
+                    deployment, owner, ..
+                } = *lease;
+                let input = Input::Adopt {
+                    deployment: Box::new(deployment),
+                    owner,
+                    previous,
+                };
+                shell.run(&myself, input).await;
+                let _ = reply.send(Ok(()));
             }
             TargetMsg::Input(input) => {
                 if matches!(*input, Input::StepEnded { .. } | Input::RestoreEnded { .. }) {

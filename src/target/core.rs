@@ -18,7 +18,10 @@
 //!   so before its end is committed the cluster's activate step runs again
 //!   for the recorded active version (a *restore*); the target stays busy
 //!   meanwhile, a restore is never stopped, never restored, and one that
-//!   fails marks the target drifted;
+//!   fails marks the target drifted; the same holds for an activation whose
+//!   instance died: reconciliation hands it to the target's core, which
+//!   takes it over (a compare-and-set on the lapsed lease), restores, and
+//!   records it `interrupted`;
 //! - a step result for a deployment or phase that is no longer running here
 //!   is ignored;
 //! - store errors are answers, not crashes: a request gets them back as an
@@ -38,7 +41,10 @@ mod facts;
 #[cfg(test)]
 mod tests;
 
-pub use facts::{CoreConfig, PhaseResult, PhaseTimeouts, StartFacts, SubmitFacts};
+pub use facts::{
+    Adoption, CoreConfig, PhaseResult, PhaseTimeouts, RestoreOrder, StartFacts, StepOrder,
+    SubmitFacts,
+};
 
 /// Names a caller waiting for an answer; the shell maps it to a reply port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +106,21 @@ pub enum Input {
         result: PhaseResult,
         /// Output lines the deployment's cap dropped so far.
         dropped_lines: u64,
+    },
+    /// Reconciliation found this target's deployment `activating` under a
+    /// lease its owner stopped renewing (a crash): its activate step may
+    /// have switched the cluster, so take it over and restore.
+    Adopt {
+        deployment: Box<Deployment>,
+        /// The instance that stopped renewing the lease.
+        owner: Option<String>,
+        /// The version active on the target, to restore.
+        previous: Result<Option<VersionInfo>, StoreError>,
+    },
+    /// The take-over's compare-and-set answered: `Ok(true)`, it is ours now.
+    TakenOver {
+        adoption: Box<Adoption>,
+        result: Result<bool, StoreError>,
     },
     /// Time to extend the running deployment's lease.
     RenewLease,
@@ -177,6 +198,25 @@ pub enum Effect {
     /// Run the cluster's activate step for the recorded active version (or
     /// for none) → [`Input::RestoreEnded`]. Never stopped by [`Effect::StopStep`].
     StartRestore(Box<RestoreOrder>),
+    /// Make the lapsed deployment ours: a compare-and-set on its state and
+    /// its lease having lapsed before `lapsed_before` → [`Input::TakenOver`].
+    TakeOver {
+        adoption: Box<Adoption>,
+        lapsed_before: DateTime<Utc>,
+        lease: Lease,
+        deadline: Option<DateTime<Utc>>,
+    },
+    /// Kill what is left on this host of a dead daemon's steps for `id`.
+    KillLeftovers { id: Uuid },
+    /// Move the running deployment's stored phase deadline (and lease), so
+    /// reconciliation leaves a restore that runs past the phase's deadline
+    /// alone.
+    ExtendDeadline {
+        id: Uuid,
+        state: State,
+        lease: Lease,
+        deadline: Option<DateTime<Utc>>,
+    },
     /// Record (`Some`) or clear (`None`) the target's drift.
     SetDrift(Option<Drift>),
     /// Stop the step: SIGTERM to its group, SIGKILL after the grace; it then
@@ -190,27 +230,6 @@ pub enum Effect {
     ClearWorkspace { id: Uuid },
     /// Nothing runs or waits: the shell may passivate the actor later.
     Idle,
-}
-
-/// What a step task needs to run one phase.
-#[derive(Debug, Clone)]
-pub struct StepOrder {
-    pub deployment: Deployment,
-    pub previous: Option<VersionInfo>,
-    pub rollback_artifact: Option<String>,
-    /// When the phase must be over (stored with the phase).
-    pub deadline: Option<DateTime<Utc>>,
-}
-
-/// What a restore needs: the deployment whose activation did not succeed,
-/// and what the cluster should run again.
-#[derive(Debug, Clone)]
-pub struct RestoreOrder {
-    pub deployment: Deployment,
-    /// The active version to put back; `None`: nothing was active.
-    pub version: Option<VersionInfo>,
-    /// When the restore must be over: the activate step's timeout from now.
-    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// One target's state in this process.
@@ -265,6 +284,8 @@ struct Ending {
     to: State,
     error: String,
     superseded_by: Option<Uuid>,
+    /// `Reconciler` only for `interrupted`: an adopted activation.
+    by: Authority,
 }
 
 impl TargetCore {
@@ -321,6 +342,14 @@ impl TargetCore {
                 result,
                 dropped_lines,
             } => self.restore_ended(id, result, dropped_lines, now, &mut out),
+            Input::Adopt {
+                deployment,
+                owner,
+                previous,
+            } => self.adopt(*deployment, owner, previous, now, &mut out),
+            Input::TakenOver { adoption, result } => {
+                self.taken_over(*adoption, result, now, &mut out)
+            }
             Input::RenewLease => {
                 if let Some(running) = &self.running {
                     let until = now + self.config.lease;

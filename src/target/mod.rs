@@ -20,7 +20,7 @@ pub use actor::{ActorStats, Args, TargetActor, TargetMsg};
 use crate::config::ConflictPolicy;
 use crate::machine::{Kind, State};
 use crate::model::{Deployment, GitInfo};
-use crate::store::StoreError;
+use crate::store::{LeaseInfo, StoreError};
 use ractor::{ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -138,6 +138,14 @@ impl TargetHandle {
         reason: Option<String>,
     ) -> Result<Deployment, TargetError> {
         self.call(|reply| TargetMsg::Cancel(id, reason, reply))
+            .await
+    }
+
+    /// Hand over an activation whose instance stopped renewing its lease:
+    /// the core takes it over, restores the cluster and records the end.
+    /// Answers once the core decided, not when the restore is over.
+    pub async fn adopt(&self, lease: LeaseInfo) -> Result<(), TargetError> {
+        self.call(|reply| TargetMsg::Adopt(Box::new(lease), reply))
             .await
     }
 

@@ -4,8 +4,11 @@
 //!
 //! The `flaky` cluster is the built-in `local` one, whose activate step also
 //! fails after switching (`fail-activate` in the source), or waits after
-//! switching (`hang-activate`), and refuses restores while
-//! `<data_dir>/break-restore` exists.
+//! switching (`hang-activate`), refuses restores while
+//! `<data_dir>/break-restore` exists, and takes 8 s to restore while
+//! `<data_dir>/slow-restore` does.
+
+mod crash;
 
 use crate::support::app::*;
 use crate::support::on_both_stores;
@@ -18,6 +21,7 @@ on_both_stores!(
     a_cancelled_activation_is_restored_and_rollback_still_works,
     a_failed_restore_shows_drift_until_a_success,
     a_failed_first_activation_leaves_nothing_current,
+    a_restore_after_a_timeout_outlives_the_phase_deadline,
 );
 
 fn flaky(config: &mut Config) {
@@ -31,6 +35,7 @@ fn flaky(config: &mut Config) {
         r#"if [ "${{DEPLOY_RESTORE:-}}" = 1 ] && [ -e "$DEPLOY_DATA_DIR/break-restore" ]; then
   echo "restore refused" >&2; exit 4
 fi
+if [ "${{DEPLOY_RESTORE:-}}" = 1 ] && [ -e "$DEPLOY_DATA_DIR/slow-restore" ]; then sleep 8; fi
 {local}
 if [ "${{DEPLOY_RESTORE:-}}" != 1 ]; then
   if [ -e "$DEPLOY_ARTIFACT/fail-activate" ]; then echo "health check failed" >&2; exit 2; fi
@@ -218,4 +223,30 @@ async fn drift_seen_by_operators(app: &TestApp) -> (Vec<(String, String, String)
         .parse()
         .unwrap();
     (listed, gauge)
+}
+
+/// The restore after a timed-out activation starts at the phase's deadline;
+/// it stores its own, so reconciliation (which fails phases past their
+/// deadline plus the kill grace and 5 s) leaves it to finish.
+async fn a_restore_after_a_timeout_outlives_the_phase_deadline(backend: Backend) {
+    let app = spawn_app(backend, |config| {
+        flaky(config);
+        config.deploy.lease = std::time::Duration::from_secs(3); // the reaper runs every second
+        config.deploy.kill_grace = std::time::Duration::from_secs(1);
+        let flaky = config.clusters.get_mut("flaky").unwrap();
+        flaky.activate.as_mut().unwrap().timeout = std::time::Duration::from_secs(10);
+    })
+    .await;
+    app.succeed_flaky("one").await;
+    std::fs::write(app.data_dir.join("slow-restore"), "").unwrap();
+    let d = app.deploy_flaky("two", Some("hang-activate")).await;
+    let failed = app.finished(d.id).await;
+    assert_eq!(failed.state, State::Failed);
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("timed out") && error.ends_with("; restored v1 on the cluster"),
+        "the restore ran to its end: {error}"
+    );
+    assert_eq!(app.current().as_deref(), Some("one"));
+    app.stop().await;
 }

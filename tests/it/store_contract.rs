@@ -20,8 +20,10 @@ use compaction::{
     compaction_keeps_the_newest_per_target, compaction_spares_active_young_running_and_kept,
     compaction_steps_are_small_and_converge,
 };
+mod take_over;
 mod text;
 use drift::drift_is_set_replaced_cleared_and_undone_by_a_success;
+use take_over::take_over_wins_once_and_only_a_lapsed_or_own_lease;
 use text::nul_bytes_are_stored_replaced_the_same_on_every_backend;
 
 /// Generate one `#[tokio::test]` per contract fn for a backend whose
@@ -48,6 +50,7 @@ macro_rules! contract {
                 succeeded_moves_the_active_pointer,
                 previous_version_is_the_one_before_active,
                 leases_renew_expire_and_belong,
+                take_over_wins_once_and_only_a_lapsed_or_own_lease,
                 queued_targets_lists_waiting_targets,
                 history_cursor_walks_a_thousand_rows,
                 ping_answers,

@@ -226,6 +226,14 @@ pub const RENEW_LEASES: &str = concat!(
     running!()
 );
 
+pub const TAKE_OVER_LAPSED: &str = "UPDATE deployments \
+     SET owner = $3, lease_expires_at = $4, phase_deadline = $5 \
+     WHERE id = $1 AND state = $2 AND lease_expires_at < $6";
+
+pub const TAKE_OVER_OWNED: &str = "UPDATE deployments \
+     SET owner = $3, lease_expires_at = $4, phase_deadline = $5 \
+     WHERE id = $1 AND state = $2 AND owner = $6";
+
 pub const EXPIRED_LEASES: &str = concat!(
     select_deployments!(),
     "WHERE d.state IN ",

@@ -5,8 +5,8 @@ use super::read::{self, git_json, ts};
 use crate::machine::State;
 use crate::model::{Drift, Event, EventData, StateChange};
 use crate::store::{
-    Applied, Change, CompactionReport, Created, DeletedVersion, NewDeployment, Retention,
-    StoreError, VersionChange,
+    Applied, Change, CompactionReport, Created, DeletedVersion, Holder, Lease, NewDeployment,
+    Retention, StoreError, VersionChange,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -303,6 +303,37 @@ pub(super) fn renew_leases(
         params![ts(expires_at), owner, ids],
     )?;
     Ok(renewed as u64)
+}
+
+/// [`Store::take_over`](crate::store::Store::take_over): one compare-and-set
+/// on the state and the holder.
+pub(super) fn take_over(
+    tx: &Transaction,
+    id: Uuid,
+    state: State,
+    holder: &Holder,
+    lease: &Lease,
+    deadline: Option<DateTime<Utc>>,
+) -> Result<bool, StoreError> {
+    let (condition, held_by) = match holder {
+        Holder::LapsedBefore(before) => ("lease_expires_at < ?6", ts(*before)),
+        Holder::Owner(owner) => ("owner = ?6", owner.clone()),
+    };
+    let taken = tx.execute(
+        &format!(
+            "UPDATE deployments SET owner = ?3, lease_expires_at = ?4, phase_deadline = ?5
+             WHERE id = ?1 AND state = ?2 AND {condition}"
+        ),
+        params![
+            id.to_string(),
+            state.as_str(),
+            lease.owner,
+            ts(lease.expires_at),
+            deadline.map(ts),
+            held_by
+        ],
+    )?;
+    Ok(taken == 1)
 }
 
 /// One compaction step: the deployments, then the versions, retention no

@@ -3,6 +3,8 @@
 //! effect's I/O and returns the answer as the core's next input.
 
 use super::*;
+use crate::model::VersionInfo;
+use crate::store::Holder;
 
 impl Shell {
     pub(super) async fn carry_out(
@@ -60,6 +62,56 @@ impl Shell {
             }
             Effect::StartStep(order) => self.start_step(myself, *order),
             Effect::StartRestore(order) => self.start_restore(myself, *order),
+            Effect::TakeOver {
+                adoption,
+                lapsed_before,
+                lease,
+                deadline,
+            } => {
+                let d = &adoption.deployment;
+                let lapsed = Holder::LapsedBefore(lapsed_before);
+                let result = daemon
+                    .store
+                    .take_over(d.id, d.state, &lapsed, &lease, deadline)
+                    .await;
+                match &result {
+                    Ok(true) => {
+                        tracing::warn!(deployment = %d.id, "took over an activation whose instance stopped renewing its lease")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(deployment = %d.id, error = %e, "could not take over a lapsed activation")
+                    }
+                }
+                return Some(Input::TakenOver { adoption, result });
+            }
+            Effect::KillLeftovers { id } => {
+                let killed = crate::pipeline::kill_orphans(id);
+                if killed > 0 {
+                    tracing::warn!(deployment = %id, killed, "killed a dead daemon's leftover step processes");
+                }
+            }
+            Effect::ExtendDeadline {
+                id,
+                state,
+                lease,
+                deadline,
+            } => {
+                let own = Holder::Owner(lease.owner.clone());
+                match daemon
+                    .store
+                    .take_over(id, state, &own, &lease, deadline)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(deployment = %id, "could not extend the deadline: the deployment is no longer ours")
+                    }
+                    Err(e) => {
+                        tracing::warn!(deployment = %id, error = %e, "could not extend the deadline")
+                    }
+                }
+            }
             Effect::SetDrift(drift) => {
                 let (app, cluster) = (&self.app, &self.cluster);
                 if let Err(e) = daemon.store.set_drift(app, cluster, drift.as_ref()).await {
@@ -148,16 +200,22 @@ impl Shell {
         Ok(facts)
     }
 
+    /// The version active on the target now.
+    pub(super) async fn active_version(&self) -> Result<Option<VersionInfo>, StoreError> {
+        let store = &self.daemon.store;
+        let view = store.target(&self.app, &self.cluster).await?;
+        match &view.active {
+            Some(active) => store.version(&self.app, &active.version).await,
+            None => Ok(None),
+        }
+    }
+
     /// What the core needs to start `id`: its row now, the active version,
     /// a rollback's version.
     async fn start_facts(&self, id: Uuid) -> Result<StartFacts, StoreError> {
         let store = &self.daemon.store;
         let current = store.get(id).await?;
-        let view = store.target(&self.app, &self.cluster).await?;
-        let previous = match &view.active {
-            Some(active) => store.version(&self.app, &active.version).await?,
-            None => None,
-        };
+        let previous = self.active_version().await?;
         let rollback_to = match current.as_ref().and_then(|d| d.rollback_to.as_ref()) {
             Some(v) => store.version(&self.app, v).await?,
             None => None,

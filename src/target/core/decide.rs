@@ -160,6 +160,7 @@ impl TargetCore {
             to: State::Cancelled,
             error: "superseded".to_string(),
             superseded_by: Some(by),
+            by: Authority::Actor,
         };
         let ours = self.holds(holder.id);
         for queued in std::mem::take(&mut self.queue) {
@@ -186,6 +187,7 @@ impl TargetCore {
                     to: State::Failed,
                     error,
                     superseded_by: None,
+                    by: Authority::Actor,
                 };
                 return self.end_with(ending, Vec::new(), now, out);
             }
@@ -253,14 +255,18 @@ impl TargetCore {
         if !change.to.is_running() {
             return change;
         }
-        let lease = Lease {
-            owner: self.config.instance.clone(),
-            expires_at: now + self.config.lease,
-        };
-        let change = change.with_lease(lease);
+        let change = change.with_lease(self.lease(now));
         match self.config.timeouts.get(change.to) {
             Some(timeout) => change.with_deadline(now + timeout),
             None => change,
+        }
+    }
+
+    /// This instance's lease on a running deployment, from `now`.
+    pub(super) fn lease(&self, now: DateTime<Utc>) -> Lease {
+        Lease {
+            owner: self.config.instance.clone(),
+            expires_at: now + self.config.lease,
         }
     }
 
@@ -312,8 +318,10 @@ fn settle(
 /// The change that ends `d`, which is not terminal: the machine allows
 /// `failed` and `cancelled` from every other state.
 fn ending_change(d: &Deployment, ending: &Ending, now: DateTime<Utc>) -> Change {
-    let change = Change::new(d, ending.to, Authority::Actor, VersionChange::Keep, now)
-        .expect("failed and cancelled are allowed from every state that is not terminal");
+    let change = Change::new(d, ending.to, ending.by, VersionChange::Keep, now).expect(
+        "failed and cancelled are allowed from every state that is not terminal, \
+         interrupted too for reconciliation",
+    );
     let change = change.with_error(&ending.error);
     match ending.superseded_by {
         Some(by) => change.with_superseded_by(by),
@@ -346,6 +354,7 @@ pub(super) fn step_name(phase: State) -> &'static str {
     }
 }
 
+mod adopt;
 mod queue;
 mod restore;
 mod stop;

@@ -1,8 +1,10 @@
 //! What the core is configured with and what the shell tells it: the fixed
-//! facts of a target, and the store's answers a decision needs.
+//! facts of a target, and the store's answers a decision needs; and the
+//! orders the core gives a step task.
 
 use crate::machine::State;
 use crate::model::{Deployment, VersionInfo};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// The fixed facts a core decides with: who we are and how long things last.
@@ -72,4 +74,33 @@ pub struct StartFacts {
     pub previous: Option<VersionInfo>,
     /// For a rollback: the version it re-activates, if it still exists.
     pub rollback_to: Option<VersionInfo>,
+}
+
+/// A crashed instance's activation this core takes over.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub deployment: Deployment,
+    pub owner: Option<String>,
+    pub previous: Option<VersionInfo>,
+}
+
+/// What a step task needs to run one phase.
+#[derive(Debug, Clone)]
+pub struct StepOrder {
+    pub deployment: Deployment,
+    pub previous: Option<VersionInfo>,
+    pub rollback_artifact: Option<String>,
+    /// When the phase must be over (stored with the phase).
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// What a restore needs: the deployment whose activation did not succeed,
+/// and what the cluster should run again.
+#[derive(Debug, Clone)]
+pub struct RestoreOrder {
+    pub deployment: Deployment,
+    /// The active version to put back; `None`: nothing was active.
+    pub version: Option<VersionInfo>,
+    /// When the restore must be over: the activate step's timeout from now.
+    pub deadline: Option<DateTime<Utc>>,
 }

@@ -26,6 +26,8 @@ struct Harness {
     versions: HashMap<String, VersionInfo>,
     /// The active pointer, moved by commits to `succeeded`.
     active: Option<VersionInfo>,
+    /// What the next take-over's compare-and-set answers.
+    take_over: VecDeque<Result<bool, StoreError>>,
 }
 
 impl Harness {
@@ -57,6 +59,7 @@ impl Harness {
             fail_commits: VecDeque::new(),
             versions: HashMap::new(),
             active: None,
+            take_over: VecDeque::new(),
         };
         for d in &loaded.queued {
             h.remember(d.clone());
@@ -260,6 +263,45 @@ impl Harness {
                 self.log.push(format!("restore {label} {what}"));
                 None
             }
+            Effect::TakeOver {
+                adoption,
+                lapsed_before,
+                lease,
+                deadline,
+            } => {
+                let d = &adoption.deployment;
+                let result = self.take_over.pop_front().unwrap_or(Ok(true));
+                self.log.push(format!(
+                    "take over {} lapsed before {} as {} until {}, deadline {}{}",
+                    self.label(d.id),
+                    lapsed_before.format("%H:%M:%S"),
+                    lease.owner,
+                    lease.expires_at.format("%H:%M:%S"),
+                    deadline.map_or("none".into(), |t| t.format("%H:%M:%S").to_string()),
+                    match &result {
+                        Ok(true) => "",
+                        Ok(false) => " lost",
+                        Err(_) => " refused",
+                    },
+                ));
+                Some(Input::TakenOver { adoption, result })
+            }
+            Effect::KillLeftovers { id } => {
+                self.log.push(format!("kill leftovers {}", self.label(id)));
+                None
+            }
+            Effect::ExtendDeadline {
+                id,
+                state,
+                deadline,
+                ..
+            } => {
+                let deadline = deadline.map_or("none".into(), |t| t.format("%H:%M:%S").to_string());
+                let label = self.label(id);
+                self.log
+                    .push(format!("deadline {label} {state} {deadline}"));
+                None
+            }
             Effect::SetDrift(drift) => {
                 self.log.push(match drift {
                     Some(d) => {
@@ -437,6 +479,7 @@ fn lines(expected: &[&str]) -> Vec<String> {
     expected.iter().map(|s| s.to_string()).collect()
 }
 
+mod adopts;
 mod conflicts;
 mod restores;
 mod stops;

@@ -77,6 +77,7 @@ impl TargetCore {
                         current.app
                     ),
                     superseded_by: None,
+                    by: Authority::Actor,
                 };
                 super::settle(
                     &current,
@@ -194,6 +195,7 @@ impl TargetCore {
                     to: State::Failed,
                     error: format!("could not start: {e}"),
                     superseded_by: None,
+                    by: Authority::Actor,
                 };
                 super::settle(&head, &ending, reply.into_iter().collect(), true, now, out);
             }

@@ -60,10 +60,20 @@ impl TargetCore {
             id,
             format!("the activate step did not succeed: restoring {what} on the cluster"),
         ));
+        let deadline = self.config.timeouts.activate.map(|t| now + t);
+        // The restore may run past the phase's stored deadline (after a
+        // timeout, it starts there): store its own, or reconciliation would
+        // fail the deployment and stop the restore.
+        out.push(Effect::ExtendDeadline {
+            id,
+            state: running.deployment.state,
+            lease: self.lease(now),
+            deadline,
+        });
         out.push(Effect::StartRestore(Box::new(RestoreOrder {
             deployment: running.deployment.clone(),
             version: running.previous.clone(),
-            deadline: self.config.timeouts.activate.map(|t| now + t),
+            deadline,
         })));
     }
 

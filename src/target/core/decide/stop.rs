@@ -22,6 +22,7 @@ impl TargetCore {
                 None => "cancelled".to_string(),
             },
             superseded_by: None,
+            by: Authority::Actor,
         };
         if self.running_id() == Some(id) {
             return self.request_stop(Some(ending), Some(reply), now, out);

@@ -44,6 +44,7 @@ fn a_failed_activation_restores_the_active_version_then_fails() {
         h.take(),
         lines(&[
             "d2 note: the activate step did not succeed: restoring v1 on the cluster",
+            "deadline d2 activating 12:01:00",
             "restore d2 v1",
         ]),
         "nothing is committed while the restore runs"
@@ -71,7 +72,7 @@ fn a_timed_out_activation_restores_too() {
     let mut h = activating_over_v1();
     let timed_out = "activate step timed out after 1m";
     h.step_ends("d2", PhaseResult::Failed(timed_out.into()));
-    assert_eq!(h.take()[1], "restore d2 v1");
+    assert_eq!(h.take()[2], "restore d2 v1");
     h.restore_ends("d2", PhaseResult::Done { artifact: None });
     assert_eq!(
         h.error_of("d2"),
@@ -97,6 +98,7 @@ fn cancel_during_activation_stops_then_restores_then_cancels() {
         h.take(),
         lines(&[
             "d2 note: the activate step did not succeed: restoring v1 on the cluster",
+            "deadline d2 activating 12:01:00",
             "restore d2 v1",
         ])
     );
@@ -127,7 +129,7 @@ fn a_success_that_races_a_cancel_is_still_restored() {
     h.cancel("d2");
     h.take();
     h.step_succeeds("d2");
-    assert_eq!(h.take()[1], "restore d2 v1", "the step may have switched");
+    assert_eq!(h.take()[2], "restore d2 v1", "the step may have switched");
 }
 
 #[test]
@@ -145,7 +147,7 @@ fn superseding_an_activation_restores_before_the_next_starts() {
         ])
     );
     h.step_ends("d2", PhaseResult::Failed("activate step cancelled".into()));
-    assert_eq!(h.take()[1], "restore d2 v1");
+    assert_eq!(h.take()[2], "restore d2 v1");
     h.restore_ends("d2", PhaseResult::Done { artifact: None });
     let log = h.take();
     assert_eq!(log[1], "commit d2 activating->cancelled");
@@ -197,7 +199,7 @@ fn a_first_activation_that_fails_restores_nothing_active() {
         "d1",
         PhaseResult::Failed("activate step failed (exit 1)".into()),
     );
-    assert_eq!(h.take()[1], "restore d1 (nothing)");
+    assert_eq!(h.take()[2], "restore d1 (nothing)");
     h.restore_ends("d1", PhaseResult::Done { artifact: None });
     assert_eq!(
         h.error_of("d1"),
@@ -222,7 +224,7 @@ fn a_rollback_whose_activation_fails_restores_the_active_version() {
         "d3",
         PhaseResult::Failed("activate step failed (exit 1)".into()),
     );
-    assert_eq!(h.take()[1], "restore d3 v2", "back to v2, not to v1");
+    assert_eq!(h.take()[2], "restore d3 v2", "back to v2, not to v1");
     h.restore_ends("d3", PhaseResult::Done { artifact: None });
     assert_eq!(h.rows[&h.id("d3")].state, State::Failed);
     assert_eq!(h.active.as_ref().map(|v| v.version.as_str()), Some("v2"));
