@@ -14,13 +14,13 @@
 //!   (503) until the period passes; other targets are untouched.
 
 mod budget;
+mod recover;
 
 pub use budget::RestartBudget;
 
 use crate::daemon::Daemon;
-use crate::machine::{Authority, State};
 use crate::model::Deployment;
-use crate::store::{Change, LeaseInfo, VersionChange};
+use crate::store::LeaseInfo;
 use crate::target::{
     ActorStats, Args, Submit, Submitted, TargetActor, TargetError, TargetHandle, TargetMsg,
     Unavailable,
@@ -292,55 +292,14 @@ impl Actor for Supervisor {
                     tracing::error!(%app, %cluster, %error, restarts, "target actor crashed");
                     let daemon = state.daemon.clone();
                     let supervisor = SupervisorHandle { actor: myself };
-                    let recovery = recover(daemon.clone(), supervisor, target, error.to_string());
+                    let recovery =
+                        recover::recover(daemon.clone(), supervisor, target, error.to_string());
                     daemon.tasks.spawn(recovery);
                 }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
         }
         Ok(())
-    }
-}
-
-/// After a crash: fail the deployment the actor was running (its step was
-/// killed when the actor's state dropped), then restart the actor if work is
-/// queued — unless the target is degraded, in which case the next request
-/// after the budget period restarts it.
-async fn recover(daemon: Arc<Daemon>, supervisor: SupervisorHandle, target: Target, error: String) {
-    let (app, cluster) = &target;
-    let message = format!("the target's actor crashed: {error}");
-    if let Ok(owned) = daemon.store.owned_by(&daemon.instance).await {
-        for lease in owned
-            .iter()
-            .filter(|l| &l.deployment.app == app && &l.deployment.cluster == cluster)
-        {
-            let d = &lease.deployment;
-            crate::pipeline::kill_orphans(d.id);
-            let Ok(change) = Change::new(
-                d,
-                State::Failed,
-                Authority::Actor,
-                VersionChange::Keep,
-                crate::model::now(),
-            ) else {
-                continue;
-            };
-            let since = d.started_at.unwrap_or(d.created_at);
-            match daemon.commit(change.with_error(&message), since).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(deployment = %d.id, error = %e, "could not fail the crashed actor's deployment")
-                }
-            }
-        }
-    }
-    match daemon.store.target(app, cluster).await {
-        Ok(view) if !view.queued.is_empty() => {
-            if let Err(e) = supervisor.wake(app, cluster).await {
-                tracing::warn!(%app, %cluster, error = %e, "not restarting the target's actor");
-            }
-        }
-        _ => {}
     }
 }
 
