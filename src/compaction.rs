@@ -1,56 +1,103 @@
-//! Retention in the background: every `deploy.compact_every`, delete what
-//! [`Store::compact`](crate::store::Store::compact) no longer keeps, in small
-//! batches, then remove the release directories of the versions it deleted.
+//! Retention: every `deploy.compact_every`, delete what
+//! [`Store::compact`](crate::store::Store::compact) no longer keeps, in
+//! small batches, remove the release directories of the versions it
+//! deleted (and run their cluster's cleanup step), then [`sweep`] the data
+//! dir. [`plan`] answers the same question without deleting anything.
 //!
 //! What must stay true:
 //! - the store decides what goes; this job only repeats its short steps (no
 //!   long transaction, no long lock) and cleans up after them;
-//! - only a path strictly inside `<data_dir>/releases`, named exactly as it is
-//!   on disk (no symlink, no `..`), is ever removed, and never the one a
-//!   target's `current` link points at: an artifact is text a build step
-//!   wrote, so it is checked, not trusted.
+//! - retention counts releases you can go back to, not attempts: a target's
+//!   active version and the one before it are never deleted, whatever the
+//!   settings;
+//! - only what the data dir's layout names is removed ([`remove`]).
 
+pub mod cleanup;
+mod remove;
+pub mod sweep;
+
+use crate::config::DeployConfig;
 use crate::daemon::Daemon;
-
-use crate::store::{CompactionReport, Retention, StoreError};
-use std::io;
-use std::path::{Component, Path, PathBuf};
+use crate::machine::State;
+use crate::store::{
+    CompactionPlan, DeletedVersion, PlannedDeployment, PlannedVersion, Retention, StoreError,
+};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sweep::Removal;
 use tokio_util::sync::CancellationToken;
 
 /// Deployments (and versions) one store step deletes at most.
 pub const BATCH: u32 = 500;
 
+/// Deployments (and versions) a dry run lists at most.
+pub const PLAN_LIMIT: u32 = 1000;
+
+/// What one compaction run deleted and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub deployments_deleted: u64,
+    /// Versions deleted, with their artifacts.
+    pub versions_deleted: Vec<DeletedVersion>,
+    /// Entries of the data dir swept because no record needs them.
+    pub removed: Vec<Removal>,
+}
+
+/// What a compaction run would delete now, and why: the dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub dry_run: bool,
+    pub deployments: Vec<Planned<PlannedDeployment>>,
+    pub versions: Vec<Planned<PlannedVersion>>,
+    /// Entries of the data dir the sweep would remove.
+    pub removed: Vec<Removal>,
+}
+
+/// One item of a [`Plan`], with the reason it would go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Planned<T> {
+    #[serde(flatten)]
+    pub item: T,
+    pub why: String,
+}
+
+/// The retention policy `deploy` sets, judged at `now`.
+pub fn policy(deploy: &DeployConfig, now: chrono::DateTime<chrono::Utc>) -> Retention {
+    let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    Retention {
+        keep_releases: deploy.keep_releases,
+        keep_attempts: deploy.keep_attempts,
+        min_age: age(deploy.keep_min_age),
+        attempts_min_age: age(deploy.keep_attempts_min_age),
+        now,
+    }
+}
+
 /// Compact every `every` until `stop`; the first run is `every` after start.
-pub async fn run(shared: Arc<Daemon>, every: Duration, stop: CancellationToken) {
+pub async fn run(daemon: Arc<Daemon>, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = compact_once(&shared).await {
+        if let Err(e) = compact_once(&daemon).await {
             tracing::warn!(error = %e, "compaction failed; will try again");
         }
     }
 }
 
 /// One full compaction: store steps until one deletes nothing, each step's
-/// release directories removed before the next. Judged against the time it
-/// started, so it ends even while new deployments arrive.
-pub async fn compact_once(shared: &Daemon) -> Result<CompactionReport, StoreError> {
+/// versions' release directories removed (and their cleanup steps run)
+/// before the next, then a sweep of the data dir. Judged against the time
+/// it started, so it ends even while new deployments arrive.
+pub async fn compact_once(daemon: &Daemon) -> Result<Report, StoreError> {
     let started = Instant::now();
-    let deploy = &shared.config.deploy;
-    let policy = Retention {
-        keep_per_target: deploy.keep_per_target,
-        min_age: chrono::Duration::from_std(deploy.keep_min_age).unwrap_or(chrono::Duration::MAX),
-        now: chrono::Utc::now(),
-    };
-    let (data_dir, metrics) = (&shared.data_dir, &shared.metrics);
-    let releases = data_dir.releases();
-    let mut total = CompactionReport::default();
+    let policy = policy(&daemon.config.deploy, chrono::Utc::now());
+    let metrics = &daemon.metrics;
+    let mut total = Report::default();
     let outcome = loop {
-        let step = match shared.store.compact(&policy, BATCH).await {
+        let step = match daemon.store.compact(&policy, BATCH).await {
             Ok(step) => step,
             Err(e) => break Err(e),
         };
@@ -58,161 +105,101 @@ pub async fn compact_once(shared: &Daemon) -> Result<CompactionReport, StoreErro
             break Ok(());
         }
         metrics.compaction_deleted(step.deployments_deleted, step.versions_deleted.len() as u64);
-        let artifacts: Vec<String> = step
-            .versions_deleted
-            .iter()
-            .map(|v| v.artifact.clone())
-            .collect();
-        remove_releases(releases.clone(), artifacts).await;
-        total.absorb(step);
+        for version in &step.versions_deleted {
+            cleanup::version_deleted(daemon, version).await;
+        }
+        total.deployments_deleted += step.deployments_deleted;
+        total.versions_deleted.extend(step.versions_deleted);
+    };
+    let outcome = match outcome {
+        Ok(()) => sweep::sweep(daemon, false).await.map(|removed| {
+            total.removed = removed;
+        }),
+        Err(e) => Err(e),
     };
     let secs = started.elapsed().as_secs_f64();
     metrics.compaction_run(outcome.is_ok(), secs);
-    if !total.is_empty() {
+    if total != Report::default() {
         tracing::info!(
             deployments = total.deployments_deleted,
             versions = total.versions_deleted.len(),
+            removed = total.removed.len(),
             secs,
-            "compaction deleted old deployments"
+            "compaction deleted what retention no longer keeps"
         );
     }
     outcome.map(|()| total)
 }
 
-/// Remove the artifacts that are release directories (or files) of ours.
-/// Failures are logged, not returned: the versions are gone either way, and
-/// a directory left behind costs only disk.
-async fn remove_releases(releases: PathBuf, artifacts: Vec<String>) {
-    let removing = tokio::task::spawn_blocking(move || {
-        for artifact in artifacts {
-            match remove_release(&releases, Path::new(&artifact)) {
-                Ok(true) => tracing::debug!(%artifact, "removed a release"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(%artifact, error = %e, "could not remove a release"),
-            }
+/// What [`compact_once`] would delete and remove now, each with its reason;
+/// nothing is changed.
+pub async fn plan(daemon: &Daemon) -> Result<Plan, StoreError> {
+    let deploy = &daemon.config.deploy;
+    let policy = policy(deploy, chrono::Utc::now());
+    let CompactionPlan {
+        deployments,
+        versions,
+    } = daemon.store.compaction_plan(&policy, PLAN_LIMIT).await?;
+    let going: std::collections::HashSet<(String, String)> = versions
+        .iter()
+        .map(|v| (v.app.clone(), v.version.clone()))
+        .collect();
+    let deployments = deployments
+        .into_iter()
+        .map(|d| {
+            let why = deployment_reason(deploy, &d, &going);
+            Planned { item: d, why }
+        })
+        .collect();
+    let versions = versions
+        .into_iter()
+        .map(|v| {
+            let why = version_reason(deploy, &v);
+            Planned { item: v, why }
+        })
+        .collect();
+    let removed = sweep::sweep(daemon, true).await?;
+    Ok(Plan {
+        dry_run: true,
+        deployments,
+        versions,
+        removed,
+    })
+}
+
+fn deployment_reason(
+    deploy: &DeployConfig,
+    d: &PlannedDeployment,
+    going: &std::collections::HashSet<(String, String)>,
+) -> String {
+    let target = format!("{}/{}", d.app, d.cluster);
+    match (&d.version, d.state) {
+        (_, State::Failed | State::Cancelled | State::Interrupted) => format!(
+            "{} without going live: older than the newest {} such attempts on {target} \
+             (deploy.keep_attempts) and than deploy.keep_attempts_min_age ({})",
+            d.state,
+            deploy.keep_attempts,
+            humantime::format_duration(deploy.keep_attempts_min_age)
+        ),
+        (Some(version), _) if going.contains(&(d.app.clone(), version.clone())) => {
+            format!("its version {version} is deleted")
         }
-    });
-    if let Err(e) = removing.await {
-        tracing::warn!(error = %e, "removing releases failed");
+        (Some(version), _) => format!(
+            "an earlier activation of {version} on {target}; the one that last made it \
+             active is kept"
+        ),
+        (None, _) => format!("ended on {target} with no version"),
     }
 }
 
-/// Remove `artifact` if it is safely ours; whether anything was removed.
-pub fn remove_release(releases: &Path, artifact: &Path) -> io::Result<bool> {
-    let Ok(releases) = releases.canonicalize() else {
-        return Ok(false); // no releases directory: nothing of ours to remove
-    };
-    let plain = artifact.is_absolute()
-        && artifact
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if !plain || !artifact.starts_with(&releases) || artifact == releases {
-        return Ok(false);
+fn version_reason(deploy: &DeployConfig, v: &PlannedVersion) -> String {
+    if v.live_on.is_empty() {
+        return "never live on any cluster, and no kept deployment has it".to_string();
     }
-    let meta = match std::fs::symlink_metadata(artifact) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    // A symlinked parent would make the text name a place outside releases.
-    if meta.file_type().is_symlink() || artifact.canonicalize()? != artifact {
-        return Ok(false);
-    }
-    let current = artifact.parent().map(|dir| dir.join("current"));
-    if current
-        .and_then(|link| std::fs::read_link(link).ok())
-        .as_deref()
-        == Some(artifact)
-    {
-        return Ok(false);
-    }
-    if meta.is_dir() {
-        std::fs::remove_dir_all(artifact)?;
-    } else {
-        std::fs::remove_file(artifact)?;
-    }
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::layout::DataDir;
-
-    struct Scene {
-        _dir: tempfile::TempDir,
-        releases: PathBuf,
-        outside: PathBuf,
-    }
-
-    fn scene() -> Scene {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().canonicalize().expect("canonical tempdir");
-        let releases = DataDir::prepare(&root.join("data")).unwrap().releases();
-        std::fs::create_dir_all(releases.join("web/local")).expect("mkdir");
-        let outside = root.join("elsewhere");
-        std::fs::create_dir_all(&outside).expect("mkdir");
-        Scene {
-            _dir: dir,
-            releases,
-            outside,
-        }
-    }
-
-    fn release(scene: &Scene, name: &str) -> PathBuf {
-        let path = scene.releases.join("web/local").join(name);
-        std::fs::create_dir_all(&path).expect("mkdir release");
-        std::fs::write(path.join("index.html"), "hi").expect("write");
-        path
-    }
-
-    #[test]
-    fn removes_an_old_release_directory() {
-        let scene = scene();
-        let old = release(&scene, "old");
-        assert!(remove_release(&scene.releases, &old).unwrap());
-        assert!(!old.exists());
-        // Gone already: nothing to do, not an error.
-        assert!(!remove_release(&scene.releases, &old).unwrap());
-    }
-
-    #[test]
-    fn never_touches_anything_outside_releases() {
-        let scene = scene();
-        let cases = [
-            scene.outside.clone(),
-            scene.releases.clone(),
-            scene.releases.join("web/local/../../../elsewhere"),
-            PathBuf::from("web/local/old"),
-        ];
-        for artifact in cases {
-            assert!(
-                !remove_release(&scene.releases, &artifact).unwrap(),
-                "{artifact:?}"
-            );
-        }
-        assert!(scene.outside.exists() && scene.releases.exists());
-    }
-
-    #[test]
-    fn never_follows_a_symlink() {
-        let scene = scene();
-        let link = scene.releases.join("web/local/link");
-        std::os::unix::fs::symlink(&scene.outside, &link).expect("symlink");
-        assert!(!remove_release(&scene.releases, &link).unwrap());
-        let through = link.join("x");
-        std::fs::create_dir_all(&through).expect("mkdir through the link");
-        assert!(!remove_release(&scene.releases, &through).unwrap());
-        assert!(scene.outside.join("x").exists() && link.exists());
-    }
-
-    #[test]
-    fn never_removes_what_current_points_at() {
-        let scene = scene();
-        let active = release(&scene, "active");
-        std::os::unix::fs::symlink(&active, scene.releases.join("web/local/current"))
-            .expect("symlink");
-        assert!(!remove_release(&scene.releases, &active).unwrap());
-        assert!(active.join("index.html").exists());
-    }
+    format!(
+        "was live on {}, but is not among the newest {} there (deploy.keep_releases), \
+         not active, not the one before the active one and not pinned",
+        v.live_on.join(", "),
+        deploy.keep_releases.max(2)
+    )
 }

@@ -81,10 +81,20 @@ pub struct DeployConfig {
     pub lease: Duration,
     #[serde(with = "duration")]
     pub idle_actor_after: Duration,
-    pub keep_per_target: u32,
-    /// Compaction never deletes a deployment or version younger than this.
+    /// Versions kept per (app, cluster), newest by when they were last live
+    /// there, on top of the active one and the one before it (always kept).
+    pub keep_releases: u32,
+    /// Deployments that ended without going live (failed, cancelled,
+    /// interrupted) kept per (app, cluster), newest first.
+    pub keep_attempts: u32,
+    /// Compaction never deletes a version, or a succeeded deployment,
+    /// younger than this.
     #[serde(with = "duration")]
     pub keep_min_age: Duration,
+    /// Compaction never deletes an attempt that never went live younger
+    /// than this.
+    #[serde(with = "duration")]
+    pub keep_attempts_min_age: Duration,
     /// How often the background compaction runs.
     #[serde(with = "duration")]
     pub compact_every: Duration,
@@ -100,6 +110,10 @@ pub struct Limits {
     pub extracted_bytes: u64,
     pub extracted_entries: u64,
     pub output_bytes_per_deployment: u64,
+    /// How long an uploaded source no deployment names is kept (from its
+    /// upload, or the last time a client checked for it or sent it again).
+    #[serde(with = "duration")]
+    pub source_ttl: Duration,
 }
 
 /// One cluster: the argv each phase runs. A phase with no step passes
@@ -110,6 +124,11 @@ pub struct ClusterConfig {
     pub build: Option<StepConfig>,
     pub push: Option<StepConfig>,
     pub activate: Option<StepConfig>,
+    /// Run after deployd removes what it made for a deployment that never
+    /// went live, and after compaction deletes a version built on this
+    /// cluster: to delete what the build left outside the data dir (an
+    /// image in a registry, say). Its failure is logged, never recorded.
+    pub cleanup: Option<StepConfig>,
     /// Extra environment variables every step of this cluster gets.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

@@ -7,7 +7,9 @@
 //!   broadcast, then metrics); the hub's `publish` is private to the hub, so no
 //!   part can broadcast a state the store lacks;
 //! - every background task is spawned on [`Daemon::tasks`], so shutdown can
-//!   wait for them instead of leaving them running.
+//!   wait for them instead of leaving them running;
+//! - a deployment's workspace (and, if it built no version, its release
+//!   directory) goes when [`Daemon::commit`] stores its final state.
 
 use crate::config::Config;
 use crate::events::EventHub;
@@ -63,6 +65,9 @@ impl Daemon {
         metrics.phase_finished(from, (at - phase_since).as_seconds_f64().max(0.0));
         if d.state.is_terminal() {
             metrics.deployment_finished(d.state);
+            // Whoever ended it (its actor, reconciliation, shutdown), what it
+            // left in the data dir goes with it.
+            crate::compaction::cleanup::ended(self, d);
         }
         Ok(applied.deployment)
     }

@@ -7,8 +7,18 @@
 //!   sources/<sha256>.tar            uploads, content-addressed (source::SourceStore)
 //!   work/<deployment>/src/          a deployment's extracted source: its steps' cwd
 //!   work/<deployment>/artifact      what the build step says it built
-//!   releases/<app>/<cluster>/…      the built-in `local` cluster's releases (compaction)
+//!   releases/<app>/<cluster>/<deployment>/
+//!                                   what a deployment's build made (DEPLOY_RELEASE_DIR);
+//!                                   the built-in `local` cluster's release directories
+//!   releases/<app>/<cluster>/current
+//!                                   the `local` cluster's active release (a symlink)
 //! ```
+//!
+//! Every entry named by a deployment id belongs to that deployment's record
+//! and goes with it: a workspace when the deployment ends, a release
+//! directory when it ends without building a version (or later, with the
+//! version, by compaction), a source once no deployment names it and
+//! `limits.source_ttl` has passed (`compaction::sweep` finds leftovers).
 //!
 //! What must stay true: the root is resolved once, when the `DataDir` is
 //! built, so every path handed out is absolute and canonical (compaction
@@ -86,9 +96,20 @@ impl DataDir {
         self.workspace(deployment).join(WORKSPACE_ARTIFACT)
     }
 
-    /// Where the built-in `local` cluster keeps releases: `<data_dir>/releases`.
+    /// Where builds keep releases: `<data_dir>/releases`.
     pub fn releases(&self) -> PathBuf {
         self.root.join(RELEASES)
+    }
+
+    /// The directory a deployment's build may make its release in, given
+    /// to steps as `DEPLOY_RELEASE_DIR`:
+    /// `<data_dir>/releases/<app>/<cluster>/<deployment>`. `app` and
+    /// `cluster` are validated names, so this stays inside `releases`.
+    pub fn release(&self, app: &str, cluster: &str, deployment: Uuid) -> PathBuf {
+        self.releases()
+            .join(app)
+            .join(cluster)
+            .join(deployment.to_string())
     }
 
     /// `dir` (one of the directories above), created again, with the data
@@ -126,6 +147,10 @@ mod tests {
             root.join(format!("work/{id}/artifact"))
         );
         assert_eq!(data.releases(), root.join("releases"));
+        assert_eq!(
+            data.release("web", "prod", id),
+            root.join(format!("releases/web/prod/{id}"))
+        );
         assert_eq!(DataDir::prepare(&root).unwrap(), data);
     }
 

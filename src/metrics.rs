@@ -83,6 +83,10 @@ pub struct Metrics {
     compaction_deployments: Counter,
     compaction_versions: Counter,
     compaction_last_seconds: Gauge<f64, AtomicU64>,
+    data_dir_bytes: [Gauge; AREAS.len()],
+    data_dir_entries: [Gauge; AREAS.len()],
+    data_dir_removed: [Counter; AREAS.len()],
+    cleanup_failures: Counter,
     resident_actors: Gauge,
     queue_depth: Gauge,
     drifted_targets: Gauge,
@@ -103,6 +107,26 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
+
+/// The areas of the data dir the metrics report on, as `area` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Sources = 0,
+    Work = 1,
+    Releases = 2,
+}
+
+impl Area {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Sources => "sources",
+            Area::Work => "work",
+            Area::Releases => "releases",
+        }
+    }
+}
+
+const AREAS: [Area; 3] = [Area::Sources, Area::Work, Area::Releases];
 
 type Labelled<M> = Family<[(&'static str, &'static str); 1], M, fn() -> M>;
 
@@ -204,6 +228,36 @@ impl Metrics {
             compaction_last_seconds.clone(),
         );
 
+        let bytes: Labelled<Gauge> = Family::new_with_constructor(Gauge::default);
+        let data_dir_bytes = AREAS.map(|a| bytes.get_or_create(&[("area", a.as_str())]).clone());
+        registry.register_with_unit(
+            "data_dir",
+            "Bytes on disk in each area of the data dir, as the last sweep measured them",
+            Unit::Bytes,
+            bytes,
+        );
+        let entries: Labelled<Gauge> = Family::new_with_constructor(Gauge::default);
+        let data_dir_entries =
+            AREAS.map(|a| entries.get_or_create(&[("area", a.as_str())]).clone());
+        registry.register(
+            "data_dir_entries",
+            "Sources, workspaces or release directories in each area, as the last sweep counted them",
+            entries,
+        );
+        let removed: Labelled<Counter> = Family::new_with_constructor(Counter::default);
+        let data_dir_removed =
+            AREAS.map(|a| removed.get_or_create(&[("area", a.as_str())]).clone());
+        registry.register(
+            "data_dir_removed",
+            "Sources, workspaces and release directories removed because no record needs them",
+            removed,
+        );
+        let cleanup_failures = counter(
+            &mut registry,
+            "cleanup_step_failures",
+            "Cluster cleanup steps that did not succeed",
+        );
+
         Metrics {
             registry,
             deployments: deployment_handles,
@@ -215,6 +269,10 @@ impl Metrics {
             compaction_deployments,
             compaction_versions,
             compaction_last_seconds,
+            data_dir_bytes,
+            data_dir_entries,
+            data_dir_removed,
+            cleanup_failures,
             resident_actors,
             queue_depth,
             drifted_targets,
@@ -261,6 +319,23 @@ impl Metrics {
             self.compaction_failures.inc();
         }
         self.compaction_last_seconds.set(secs);
+    }
+
+    /// What a sweep measured of one area: its bytes and its entries.
+    pub fn data_dir_measured(&self, area: Area, bytes: u64, entries: u64) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.data_dir_bytes[area as usize].set(gauge(bytes));
+        self.data_dir_entries[area as usize].set(gauge(entries));
+    }
+
+    /// An entry of `area` was removed because no record needs it.
+    pub fn data_dir_removed(&self, area: Area) {
+        self.data_dir_removed[area as usize].inc();
+    }
+
+    /// A cluster's cleanup step failed (or could not start).
+    pub fn cleanup_failed(&self) {
+        self.cleanup_failures.inc();
     }
 
     /// Everything, in the OpenMetrics text format (ending in `# EOF`).

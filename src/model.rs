@@ -144,7 +144,32 @@ pub struct VersionInfo {
     pub artifact: String,
     pub git: Option<GitInfo>,
     pub created_at: DateTime<Utc>,
+    /// The deployment whose build minted it (it may since have been compacted).
     pub deployment_id: Uuid,
+    /// The cluster whose build made it; `None` for versions minted before
+    /// deployd recorded it.
+    #[serde(default)]
+    pub built_on: Option<String>,
+    /// Pinned versions are never compacted.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Where it is or was the active version, one entry per cluster, by
+    /// cluster name: what a rollback to it would put back.
+    #[serde(default)]
+    pub live: Vec<LiveSpan>,
+}
+
+/// One cluster where a version is or was active: the last time it became
+/// the active version there, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveSpan {
+    pub cluster: String,
+    /// It is the cluster's active version now.
+    pub active: bool,
+    /// When it last became the active version.
+    pub since: DateTime<Utc>,
+    /// When a later version replaced it; `None` while it is active.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// What the target's active pointer names.
@@ -168,6 +193,10 @@ pub struct TargetView {
     /// later restore does).
     #[serde(default)]
     pub drift: Option<Drift>,
+    /// The version a rollback that names none would go to: the one active
+    /// before the active one. `None` when there is no such version.
+    #[serde(default)]
+    pub rollback_to: Option<String>,
 }
 
 /// A target whose cluster may not match its active pointer: after an

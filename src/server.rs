@@ -79,6 +79,15 @@ pub async fn serve(
     shared
         .tasks
         .spawn(reaper(shared.clone(), supervisor.clone()));
+    // What a crash left in the data dir (workspaces of deployments that
+    // reconciliation just ended, half-made releases) goes now, not at the
+    // first compaction.
+    let sweeping = shared.clone();
+    shared.tasks.spawn(async move {
+        if let Err(e) = crate::compaction::sweep::sweep(&sweeping, false).await {
+            tracing::warn!(error = %e, "the start-up sweep of the data dir failed");
+        }
+    });
     let every = shared.config.deploy.compact_every;
     shared.tasks.spawn(crate::compaction::run(
         shared.clone(),

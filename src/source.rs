@@ -68,7 +68,15 @@ pub struct PutOutcome {
 }
 
 /// Names temp files so they can never be mistaken for a source.
-const TEMP_PREFIX: &str = ".upload-";
+pub const TEMP_PREFIX: &str = ".upload-";
+
+/// Set a stored source's mtime to now: the start of its grace period.
+fn touch(path: &Path) {
+    let _ = fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+}
 
 impl SourceStore {
     /// The data dir's sources directory, as [`new`](Self::new) prepares it.
@@ -109,6 +117,18 @@ impl SourceStore {
 
     pub fn exists(&self, sha256: &str) -> bool {
         check_digest(sha256).is_ok_and(|digest| self.path(digest.as_str()).is_file())
+    }
+
+    /// Whether source `sha256` is stored; if it is, its grace period starts
+    /// again (its mtime becomes now), so a client that was just told it is
+    /// there has `limits.source_ttl` to deploy it before an unused source is
+    /// swept. A failure to touch the file is ignored: it only shortens that.
+    pub fn keep(&self, sha256: &str) -> bool {
+        if !self.exists(sha256) {
+            return false;
+        }
+        touch(&self.path(sha256));
+        true
     }
 
     /// Where a source lives. Only meaningful for a digest that passed
@@ -173,6 +193,7 @@ impl SourceStore {
             .await
             .map_err(io::Error::other)??;
         if intact {
+            touch(&path);
             return Ok(PutOutcome {
                 size,
                 created: false,

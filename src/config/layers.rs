@@ -163,11 +163,23 @@ fn describe(error: serde_path_to_error::Error<toml::de::Error>) -> (KeyPath, Str
         if key.last() != Some(&Seg::Key(name.to_string())) {
             key.push(Seg::Key(name.to_string()));
         }
+        if let Some((_, replaced)) = REPLACED.iter().find(|(old, _)| *old == name) {
+            return (key, (*replaced).to_string());
+        }
         let expected = expected.trim_start_matches(", ").replace('`', "");
         return (key, format!("unknown key ({expected})"));
     }
     (key, message)
 }
+
+/// Keys an earlier deployd had, with what replaced them: an old config file
+/// gets this sentence rather than a bare "unknown key".
+const REPLACED: &[(&str, &str)] = &[(
+    "keep_per_target",
+    "was replaced: retention counts releases, not attempts; set deploy.keep_releases \
+     (versions that were live, kept per target) and deploy.keep_attempts (deployments that \
+     never went live, kept per target)",
+)];
 
 /// One `DEPLOYD_A__B=value` variable, as a key path and a TOML value.
 struct EnvOverride {

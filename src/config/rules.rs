@@ -26,9 +26,9 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
     if let Some((name, _)) = limits.iter().find(|(_, value)| *value == 0) {
         return Some((at(&["limits", name]), "must be greater than 0".into()));
     }
-    if config.deploy.keep_per_target == 0 {
-        let key = at(&["deploy", "keep_per_target"]);
-        return Some((key, "must be greater than 0".into()));
+    if config.limits.source_ttl < Duration::from_secs(1) {
+        let message = "must be at least 1s: a source is uploaded before the deploy that names it";
+        return Some((at(&["limits", "source_ttl"]), message.into()));
     }
     if config.deploy.compact_every < Duration::from_secs(1) {
         let key = at(&["deploy", "compact_every"]);
@@ -66,6 +66,7 @@ fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, Stri
         ("build", &cluster.build),
         ("push", &cluster.push),
         ("activate", &cluster.activate),
+        ("cleanup", &cluster.cleanup),
     ];
     for (phase, step) in steps {
         let Some(step) = step else { continue };

@@ -52,7 +52,9 @@ fn a_file_overrides_one_key_and_keeps_the_rest() {
     let file = "[deploy]\nlease = \"30s\"\n[clusters.local.build]\ntimeout = \"20m\"\n";
     let config = load(file, &[]).expect("loads");
     assert_eq!(config.deploy.lease, Duration::from_secs(30));
-    assert_eq!(config.deploy.keep_per_target, 200);
+    assert_eq!(config.deploy.keep_releases, 10);
+    assert_eq!(config.deploy.keep_attempts, 20);
+    assert_eq!(config.limits.source_ttl, Duration::from_secs(24 * 3600));
     assert_eq!(config.deploy.on_conflict, ConflictPolicy::Reject);
     let build = config.clusters["local"].build.as_ref().expect("build kept");
     assert_eq!(build.timeout, Duration::from_secs(20 * 60));
@@ -128,10 +130,25 @@ fn env_tables_merge_and_env_arrays_keep_their_errors() {
 
 #[test]
 fn env_wins_over_the_file() {
-    let file = "[deploy]\nlease = \"30s\"\nkeep_per_target = 5\n";
+    let file = "[deploy]\nlease = \"30s\"\nkeep_releases = 5\n";
     let config = load(file, &[("DEPLOYD_DEPLOY__LEASE", "45s")]).expect("loads");
     assert_eq!(config.deploy.lease, Duration::from_secs(45));
-    assert_eq!(config.deploy.keep_per_target, 5);
+    assert_eq!(config.deploy.keep_releases, 5);
+}
+
+#[test]
+fn a_replaced_retention_key_says_what_replaced_it() {
+    let (key, message, _) = invalid(load("[deploy]\nkeep_per_target = 5\n", &[]));
+    assert_eq!(key, "deploy.keep_per_target");
+    assert!(message.contains("deploy.keep_releases"), "{message}");
+    assert!(message.contains("deploy.keep_attempts"), "{message}");
+}
+
+#[test]
+fn a_source_ttl_under_a_second_is_refused() {
+    let (key, message, _) = invalid(load("[limits]\nsource_ttl = \"0s\"\n", &[]));
+    assert_eq!(key, "limits.source_ttl");
+    assert!(message.contains("at least 1s"), "{message}");
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub async fn deploy(
         MAX_IDEMPOTENCY_KEY_BYTES,
         Lines::One,
     )?;
-    if !state.shared.sources.exists(source.as_str()) {
+    if !state.shared.sources.keep(source.as_str()) {
         return Err(ApiError::not_found(
             "source",
             format!(

@@ -62,7 +62,7 @@ pub async fn head(
         return denied.status;
     }
     match check_digest(&sha256) {
-        Ok(digest) if state.shared.sources.exists(digest.as_str()) => StatusCode::OK,
+        Ok(digest) if state.shared.sources.keep(digest.as_str()) => StatusCode::OK,
         Ok(_) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::BAD_REQUEST,
     }

@@ -9,7 +9,7 @@ use super::Metrics;
 use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
-    Applied, Change, CompactionReport, Created, DynStore, HistoryQuery, Holder, Lease, LeaseInfo,
+    Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, HistoryQuery, Holder, Lease, LeaseInfo,
     NewDeployment, Page, Retention, Store, StoreError,
 };
 use async_trait::async_trait;
@@ -169,5 +169,33 @@ impl Store for TimedStore {
         batch: u32,
     ) -> Result<CompactionReport, StoreError> {
         self.timed(self.inner.compact(policy, batch)).await
+    }
+
+    async fn pin(&self, app: &str, version: &str, pinned: bool) -> Result<VersionInfo, StoreError> {
+        self.timed(self.inner.pin(app, version, pinned)).await
+    }
+
+    async fn compaction_plan(
+        &self,
+        policy: &Retention,
+        limit: u32,
+    ) -> Result<CompactionPlan, StoreError> {
+        self.timed(self.inner.compaction_plan(policy, limit)).await
+    }
+
+    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
+        self.timed(self.inner.sources_in_use(sources)).await
+    }
+
+    async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        self.timed(self.inner.unended(ids)).await
+    }
+
+    async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        self.timed(self.inner.builders(ids)).await
+    }
+
+    async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.timed(self.inner.artifacts_under(prefix)).await
     }
 }

@@ -54,6 +54,8 @@ pub enum Phase {
     Build,
     Push,
     Activate,
+    /// A cluster's cleanup step (compaction, or an attempt that ended).
+    Cleanup,
 }
 
 impl Phase {
@@ -62,6 +64,7 @@ impl Phase {
             Phase::Build => "build",
             Phase::Push => "push",
             Phase::Activate => "activate",
+            Phase::Cleanup => "cleanup",
         }
     }
 }

@@ -141,20 +141,56 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Pin (`pinned`) or unpin `version` of `app`; the version as it is now.
+    /// Pinned versions are never compacted. Errors:
+    /// [`StoreError::UnknownVersion`] when the app has no such version.
+    async fn pin(&self, app: &str, version: &str, pinned: bool) -> Result<VersionInfo, StoreError>;
+
     /// One short step of retention, in one transaction: delete at most `batch`
     /// deployments `policy` no longer keeps (their events go with them), then
     /// at most `batch` versions nothing needs any more, and name those so the
     /// caller can remove their artifacts. Callers repeat until a step deletes
     /// nothing ([`CompactionReport::is_empty`]).
     ///
-    /// Never deleted: a target's newest `keep_per_target` deployments, its
-    /// active one, any deployment not yet ended or created after
-    /// [`Retention::cutoff`], and every deployment of a kept version. A
-    /// version is kept while a kept deployment has it (or a queued rollback
-    /// names it), while it is active on any target, when it is pinned, and
-    /// while it is younger than the cutoff.
+    /// Kept versions: every target's active one; per target, the newest
+    /// `max(keep_releases, 2)` versions by when they last became active (so
+    /// the one before the active one too); pinned ones; those a deployment
+    /// not yet ended has or will roll back to; those created after
+    /// [`Retention::cutoff`]; and those a kept deployment has.
+    ///
+    /// Kept deployments: those not ended; each target's active one; per
+    /// target, the newest `keep_attempts` that ended without going live
+    /// (failed, cancelled, interrupted) and any created after
+    /// [`Retention::attempts_cutoff`]; succeeded ones created after
+    /// [`Retention::cutoff`] or that last made a kept version active on
+    /// their target. Everything else goes: deployments first, then the
+    /// versions no deployment has any more.
     async fn compact(&self, policy: &Retention, batch: u32)
     -> Result<CompactionReport, StoreError>;
+
+    /// What [`compact`](Store::compact) would delete now, and why, without
+    /// deleting anything: at most `limit` deployments and `limit` versions,
+    /// oldest first.
+    async fn compaction_plan(
+        &self,
+        policy: &Retention,
+        limit: u32,
+    ) -> Result<CompactionPlan, StoreError>;
+
+    /// Which of `sources` (digests) a deployment, in any state, names.
+    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError>;
+
+    /// Which of `ids` are deployments that have not ended (queued or running):
+    /// their workspaces and release directories are still in use.
+    async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Which of `ids` are deployments that minted a version that still
+    /// exists: their release directories hold a kept version.
+    async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+
+    /// The artifacts of every version, of any app, that begin with `prefix`
+    /// (a directory under the data dir): what must not be swept from it.
+    async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// A deployment to create. The caller mints the id (UUIDv7).
@@ -308,18 +344,62 @@ pub struct HistoryQuery {
 /// What compaction keeps; see [`Store::compact`].
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// Deployments kept per (app, cluster), newest first.
-    pub keep_per_target: u32,
-    /// Nothing younger than this is deleted, whatever its rank.
+    /// Versions kept per (app, cluster), by when they last became active
+    /// there; at least 2 (the active one and the one before it) whatever
+    /// this says.
+    pub keep_releases: u32,
+    /// Deployments that ended without going live kept per (app, cluster).
+    pub keep_attempts: u32,
+    /// No version, and no succeeded deployment, younger than this is deleted.
     pub min_age: chrono::Duration,
+    /// No deployment that ended without going live younger than this is
+    /// deleted.
+    pub attempts_min_age: chrono::Duration,
     pub now: DateTime<Utc>,
 }
 
 impl Retention {
-    /// Rows created after this instant are never deleted.
+    /// Versions and succeeded deployments created after this are kept.
     pub fn cutoff(&self) -> DateTime<Utc> {
         self.now - self.min_age
     }
+
+    /// Attempts that never went live created after this are kept.
+    pub fn attempts_cutoff(&self) -> DateTime<Utc> {
+        self.now - self.attempts_min_age
+    }
+
+    /// Versions kept per target by rank: never fewer than two.
+    pub fn releases_per_target(&self) -> i64 {
+        i64::from(self.keep_releases.max(2))
+    }
+}
+
+/// What compaction would delete, and why: [`Store::compaction_plan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CompactionPlan {
+    pub deployments: Vec<PlannedDeployment>,
+    pub versions: Vec<PlannedVersion>,
+}
+
+/// A deployment compaction would delete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedDeployment {
+    pub id: Uuid,
+    pub app: String,
+    pub cluster: String,
+    pub state: State,
+    pub version: Option<String>,
+}
+
+/// A version compaction would delete, with the clusters where it was live
+/// (empty: it never was).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedVersion {
+    pub app: String,
+    pub version: String,
+    pub artifact: String,
+    pub live_on: Vec<String>,
 }
 
 /// What one or more compaction steps deleted.
@@ -348,6 +428,8 @@ pub struct DeletedVersion {
     pub app: String,
     pub version: String,
     pub artifact: String,
+    /// The cluster whose build made it: whose cleanup step is told.
+    pub built_on: Option<String>,
 }
 
 /// One page of a keyset listing; `next` is the key to pass as `before`.

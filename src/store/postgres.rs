@@ -15,8 +15,9 @@
 //! Connections are plain TCP (`NoTls`).
 
 use super::{
-    Applied, Change, CompactionReport, Created, DeletedVersion, HistoryQuery, Holder, Lease,
-    LeaseInfo, Migration, NewDeployment, Page, Retention, Store, StoreError, VersionChange,
+    Applied, Change, CompactionPlan, CompactionReport, Created, DeletedVersion, HistoryQuery,
+    Holder, Lease, LeaseInfo, Migration, NewDeployment, Page, PlannedDeployment, PlannedVersion,
+    Retention, Store, StoreError, VersionChange,
 };
 use crate::machine::State;
 use crate::model::{
@@ -32,6 +33,7 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 mod plumbing;
+mod retention;
 mod sql;
 
 use super::text::{storable, storable_events};
@@ -54,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         number: 3,
         name: "drift",
         sql: include_str!("../../migrations/postgres/0003_drift.sql"),
+    },
+    Migration {
+        number: 4,
+        name: "retention",
+        sql: include_str!("../../migrations/postgres/0004_retention.sql"),
     },
 ];
 
@@ -357,7 +364,11 @@ impl Store for PgStore {
             running: None,
             queued: Vec::new(),
             drift: None,
+            rollback_to: None,
         };
+        if let Some(row) = rows.first() {
+            view.rollback_to = row.try_get("rollback_to_version")?;
+        }
         if let Some(row) = rows.first()
             && let Some(deployment_id) = row.try_get("active_deployment_id")?
         {
@@ -533,23 +544,39 @@ impl Store for PgStore {
         self.query("SELECT 1", &[]).await.map(drop)
     }
 
+    async fn pin(&self, app: &str, version: &str, pinned: bool) -> Result<VersionInfo, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql::PIN).await?;
+        if client.execute(&statement, &[&app, &version, &pinned]).await? == 0 {
+            return Err(StoreError::UnknownVersion {
+                app: app.to_string(),
+                version: version.to_string(),
+            });
+        }
+        drop(client);
+        self.version(app, version)
+            .await?
+            .ok_or_else(|| StoreError::UnknownVersion {
+                app: app.to_string(),
+                version: version.to_string(),
+            })
+    }
+
     async fn compact(
         &self,
         policy: &Retention,
         batch: u32,
     ) -> Result<CompactionReport, StoreError> {
-        let (keep, cutoff, batch) = (
-            i64::from(policy.keep_per_target),
-            policy.cutoff(),
-            i64::from(batch),
-        );
+        let (releases, attempts, cutoff, attempts_cutoff, batch) = retention_params(policy, batch);
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&releases, &attempts, &cutoff, &attempts_cutoff, &batch];
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let statement = tx.prepare_cached(sql::COMPACT_DEPLOYMENTS).await?;
-        let deployments_deleted = tx.execute(&statement, &[&keep, &cutoff, &batch]).await?;
+        let statement = tx.prepare_cached(retention::DELETE_DEPLOYMENTS).await?;
+        let deployments_deleted = tx.execute(&statement, &params).await?;
         // A new snapshot: this statement sees the deployments just deleted.
-        let statement = tx.prepare_cached(sql::COMPACT_VERSIONS).await?;
-        let rows = tx.query(&statement, &[&cutoff, &batch]).await?;
+        let statement = tx.prepare_cached(retention::DELETE_VERSIONS).await?;
+        let rows = tx.query(&statement, &params).await?;
         let versions_deleted = rows
             .iter()
             .map(|row| {
@@ -557,6 +584,7 @@ impl Store for PgStore {
                     app: row.try_get("app")?,
                     version: row.try_get("version")?,
                     artifact: row.try_get("artifact")?,
+                    built_on: row.try_get("built_on")?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -566,6 +594,87 @@ impl Store for PgStore {
             versions_deleted,
         })
     }
+
+    async fn compaction_plan(
+        &self,
+        policy: &Retention,
+        limit: u32,
+    ) -> Result<CompactionPlan, StoreError> {
+        let (releases, attempts, cutoff, attempts_cutoff, limit) = retention_params(policy, limit);
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&releases, &attempts, &cutoff, &attempts_cutoff, &limit];
+        let deployments = self
+            .query(retention::PLAN_DEPLOYMENTS, &params)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(PlannedDeployment {
+                    id: row.try_get("id")?,
+                    app: row.try_get("app")?,
+                    cluster: row.try_get("cluster")?,
+                    state: parse_column(row, "state")?,
+                    version: row.try_get("version")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let versions = self
+            .query(retention::PLAN_VERSIONS, &params)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(PlannedVersion {
+                    app: row.try_get("app")?,
+                    version: row.try_get("version")?,
+                    artifact: row.try_get("artifact")?,
+                    live_on: row.try_get("live_on")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(CompactionPlan {
+            deployments,
+            versions,
+        })
+    }
+
+    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
+        let rows = self.query(retention::SOURCES_IN_USE, &[&sources]).await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get(0)?))
+            .collect()
+    }
+
+    async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let rows = self.query(retention::UNENDED, &[&ids]).await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get(0)?))
+            .collect()
+    }
+
+    async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let rows = self.query(retention::BUILDERS, &[&ids]).await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.query(retention::ARTIFACTS_UNDER, &[&prefix]).await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get(0)?))
+            .collect()
+    }
+}
+
+/// [`Retention`] as the retention statements' five parameters.
+fn retention_params(
+    policy: &Retention,
+    limit: u32,
+) -> (i64, i64, DateTime<Utc>, DateTime<Utc>, i64) {
+    (
+        policy.releases_per_target(),
+        i64::from(policy.keep_attempts),
+        policy.cutoff(),
+        policy.attempts_cutoff(),
+        i64::from(limit),
+    )
 }
 
 /// `server` (a `postgres://` URL or a key=value string) with its database

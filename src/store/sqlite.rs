@@ -19,12 +19,13 @@
 
 mod batch;
 mod read;
+mod retention;
 mod write;
 
 use super::text::{storable, storable_events};
 use super::{
-    Applied, Change, CompactionReport, Created, HistoryQuery, Holder, Lease, LeaseInfo, Migration,
-    NewDeployment, Page, Retention, Store, StoreError,
+    Applied, Change, CompactionPlan, CompactionReport, Created, HistoryQuery, Holder, Lease,
+    LeaseInfo, Migration, NewDeployment, Page, Retention, Store, StoreError,
 };
 use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
@@ -55,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         number: 3,
         name: "drift",
         sql: include_str!("../../migrations/sqlite/0003_drift.sql"),
+    },
+    Migration {
+        number: 4,
+        name: "retention",
+        sql: include_str!("../../migrations/sqlite/0004_retention.sql"),
     },
 ];
 
@@ -322,13 +328,60 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn pin(&self, app: &str, version: &str, pinned: bool) -> Result<VersionInfo, StoreError> {
+        let (app, version) = (app.to_string(), version.to_string());
+        self.write(move |tx| {
+            let unknown = || StoreError::UnknownVersion {
+                app: app.clone(),
+                version: version.clone(),
+            };
+            if !retention::pin(tx, &app, &version, pinned)? {
+                return Err(unknown());
+            }
+            read::version(tx, &app, &version)?.ok_or_else(unknown)
+        })
+        .await
+    }
+
     async fn compact(
         &self,
         policy: &Retention,
         batch: u32,
     ) -> Result<CompactionReport, StoreError> {
         let policy = *policy;
-        self.write(move |tx| write::compact(tx, &policy, batch))
+        self.write(move |tx| retention::compact(tx, &policy, batch))
+            .await
+    }
+
+    async fn compaction_plan(
+        &self,
+        policy: &Retention,
+        limit: u32,
+    ) -> Result<CompactionPlan, StoreError> {
+        let policy = *policy;
+        self.read(move |tx| retention::plan(tx, &policy, limit))
+            .await
+    }
+
+    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
+        let sources = sources.to_vec();
+        self.read(move |tx| retention::sources_in_use(tx, &sources))
+            .await
+    }
+
+    async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |tx| retention::unended(tx, &ids)).await
+    }
+
+    async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |tx| retention::builders(tx, &ids)).await
+    }
+
+    async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = prefix.to_string();
+        self.read(move |tx| retention::artifacts_under(tx, &prefix))
             .await
     }
 }

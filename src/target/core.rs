@@ -226,8 +226,9 @@ pub enum Effect {
     RenewLease { id: Uuid, until: DateTime<Utc> },
     /// Send [`Input::Retry`] after the delay.
     RetryAfter(Duration),
-    /// Remove the deployment's workspace; it has ended.
-    ClearWorkspace { id: Uuid },
+    /// The deployment has ended: drop its step slot. (Its workspace goes
+    /// with its final commit, in `Daemon::commit`, whoever ends it.)
+    ForgetStep { id: Uuid },
     /// Nothing runs or waits: the shell may passivate the actor later.
     Idle,
 }

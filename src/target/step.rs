@@ -82,6 +82,13 @@ pub(super) fn step_env(
         "DEPLOY_ARTIFACT_FILE",
         daemon.data_dir.artifact_file(id).display().to_string(),
     );
+    set(
+        "DEPLOY_RELEASE_DIR",
+        (daemon.data_dir)
+            .release(&deployment.app, &deployment.cluster, id)
+            .display()
+            .to_string(),
+    );
     if let Some(artifact) = rollback_artifact {
         set("DEPLOY_ARTIFACT", artifact);
     }

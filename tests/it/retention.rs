@@ -67,7 +67,7 @@ fn release_dir(app: &TestApp, d: &Deployment) -> PathBuf {
 /// release directories.
 async fn compaction_keeps_the_newest_active_and_rollback_targets(backend: Backend) {
     let app = spawn_app(backend, |config| {
-        config.deploy.keep_per_target = 2;
+        config.deploy.keep_releases = 2;
         config.deploy.keep_min_age = Duration::ZERO;
     })
     .await;

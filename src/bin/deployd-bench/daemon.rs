@@ -26,6 +26,7 @@ pub fn cluster(
         build: step(build),
         push: step(push),
         activate: step(activate),
+        cleanup: None,
         env: Default::default(),
     }
 }

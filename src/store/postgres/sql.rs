@@ -85,8 +85,8 @@ WITH inserted AS (
 )
 SELECT position.n FROM inserted, position";
 
-/// The compare-and-set, the optional mint, the `state` event and the active
-/// pointer, in one statement. Parameters: $1 id, $2 expected state, $3 new
+/// The compare-and-set, the optional mint, the `state` event, the active
+/// pointer and where the version was live, in one statement. Parameters: $1 id, $2 expected state, $3 new
 /// state, $4 at, $5 artifact to mint, $6 version to set, $7 whether the new
 /// state is terminal, $8 error, $9 superseded_by, $10 lease owner, $11 lease
 /// expiry, $12 phase deadline, $13 the event's payload.
@@ -96,15 +96,16 @@ SELECT position.n FROM inserted, position";
 pub const TRANSITION: &str = concat!(
     "
 WITH cur AS (
-    SELECT id, app, git FROM deployments WHERE id = $1::uuid AND state = $2::text FOR UPDATE
+    SELECT id, app, cluster, git FROM deployments WHERE id = $1::uuid AND state = $2::text FOR UPDATE
 ), counter AS (
     INSERT INTO app_version_counters AS c (app, last_number)
     SELECT app, 1 FROM cur WHERE $5::text IS NOT NULL
     ON CONFLICT (app) DO UPDATE SET last_number = c.last_number + 1
     RETURNING app, last_number
 ), minted AS (
-    INSERT INTO versions (app, number, version, artifact, git, deployment_id, created_at)
-    SELECT counter.app, counter.last_number, 'v' || counter.last_number, $5, cur.git, cur.id, $4::timestamptz
+    INSERT INTO versions (app, number, version, artifact, git, deployment_id, created_at, built_on)
+    SELECT counter.app, counter.last_number, 'v' || counter.last_number, $5, cur.git, cur.id,
+           $4::timestamptz, cur.cluster
     FROM counter, cur
     RETURNING version
 ), d AS (
@@ -135,6 +136,20 @@ WITH cur AS (
 ), undrift AS (
     DELETE FROM target_drift td USING d
     WHERE d.state = 'succeeded' AND td.app = d.app AND td.cluster = d.cluster
+), live AS (
+    INSERT INTO target_versions (app, cluster, version, active_since, active_until, deployment_id)
+    SELECT app, cluster, version, $4, NULL, id FROM d WHERE state = 'succeeded'
+    ON CONFLICT (app, cluster, version) DO UPDATE SET
+        active_since = excluded.active_since,
+        active_until = NULL,
+        deployment_id = excluded.deployment_id
+), replaced AS (
+    -- `targets` as this statement's snapshot has it: the pointer before the move.
+    UPDATE target_versions tv SET active_until = $4
+    FROM d, targets t
+    WHERE d.state = 'succeeded' AND t.app = d.app AND t.cluster = d.cluster
+      AND tv.app = t.app AND tv.cluster = t.cluster AND tv.version = t.active_version
+      AND t.active_version <> d.version
 )
 SELECT ",
     deployment_columns!(),
@@ -181,7 +196,10 @@ pub const EVENTS_AFTER: &str = "SELECT seq, kind, data FROM deployment_events \
 pub const TARGET: &str = concat!(
     "SELECT x.*, t.active_version, t.active_deployment_id, t.active_since, \
      td.version AS drift_version, td.error AS drift_error, \
-     td.deployment_id AS drift_deployment_id, td.since AS drift_since \
+     td.deployment_id AS drift_deployment_id, td.since AS drift_since, \
+     (SELECT p.version FROM target_versions p WHERE p.app = $1 AND p.cluster = $2 \
+        AND p.version IS DISTINCT FROM t.active_version \
+      ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1) AS rollback_to_version \
      FROM (SELECT 1) AS one \
      LEFT JOIN targets t ON t.app = $1 AND t.cluster = $2 \
      LEFT JOIN target_drift td ON td.app = $1 AND td.cluster = $2 \
@@ -196,9 +214,21 @@ pub const TARGET: &str = concat!(
      ORDER BY x.state = 'queued', x.id"
 );
 
+/// Versions with where they are or were live (`live`, a JSON array by
+/// cluster, from `target_versions`).
 macro_rules! select_versions {
     () => {
-        "SELECT v.number, v.version, v.artifact, v.git, v.created_at, v.deployment_id FROM versions v "
+        "SELECT v.number, v.version, v.artifact, v.git, v.created_at, v.deployment_id, \
+                v.built_on, v.pinned, \
+                COALESCE((SELECT jsonb_agg(jsonb_build_object( \
+                    'cluster', tv.cluster, 'since', tv.active_since, 'until', tv.active_until, \
+                    'active', EXISTS (SELECT 1 FROM targets t WHERE t.app = tv.app \
+                                      AND t.cluster = tv.cluster \
+                                      AND t.active_version = tv.version)) \
+                    ORDER BY tv.cluster) \
+                  FROM target_versions tv WHERE tv.app = v.app AND tv.version = v.version), \
+                  '[]'::jsonb) AS live \
+         FROM versions v "
     };
 }
 
@@ -210,15 +240,17 @@ pub const VERSIONS: &str = concat!(
 
 pub const VERSION: &str = concat!(select_versions!(), "WHERE v.app = $1 AND v.version = $2");
 
-/// The newest succeeded deployment whose version is not the active one.
+/// The version a plain rollback goes to: of the versions that were active
+/// on the target, the one that last became active, other than the active one.
 pub const PREVIOUS_VERSION: &str = concat!(
     select_versions!(),
-    "JOIN deployments d ON d.app = v.app AND d.version = v.version \
-     LEFT JOIN targets t ON t.app = d.app AND t.cluster = d.cluster \
-     WHERE d.app = $1 AND d.cluster = $2 AND d.state = 'succeeded' \
-       AND d.version IS DISTINCT FROM t.active_version \
-     ORDER BY d.id DESC LIMIT 1"
+    "JOIN target_versions p ON p.app = v.app AND p.version = v.version \
+     LEFT JOIN targets t ON t.app = p.app AND t.cluster = p.cluster \
+     WHERE p.app = $1 AND p.cluster = $2 AND p.version IS DISTINCT FROM t.active_version \
+     ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1"
 );
+
+pub const PIN: &str = "UPDATE versions SET pinned = $3 WHERE app = $1 AND version = $2";
 
 pub const RENEW_LEASES: &str = concat!(
     "UPDATE deployments SET lease_expires_at = $3 \
@@ -257,56 +289,6 @@ pub const OWNED_BY: &str = concat!(
 
 pub const QUEUED_TARGETS: &str =
     "SELECT DISTINCT app, cluster FROM deployments WHERE state = 'queued' ORDER BY app, cluster";
-
-/// One compaction step's deployments: at most $3 that retention no longer
-/// keeps, oldest first. $1 keep per target, $2 the age cutoff. A deployment
-/// is `protected` by rank, by not having ended, by age or by being active;
-/// the versions protected deployments have or (queued rollbacks) name are
-/// kept, and so are active and pinned ones: no deployment of a kept version
-/// goes. Ended rows never change, so what this snapshot saw still holds.
-pub const COMPACT_DEPLOYMENTS: &str = concat!(
-    "
-WITH ranked AS (
-    SELECT d.id, d.app, d.version, d.rollback_to,
-           (row_number() OVER (PARTITION BY d.app, d.cluster ORDER BY d.id DESC) <= $1::bigint
-            OR d.state = 'queued' OR d.state IN ",
-    running!(),
-    "
-            OR d.created_at > $2::timestamptz
-            OR EXISTS (SELECT 1 FROM targets t WHERE t.app = d.app AND t.cluster = d.cluster
-                       AND t.active_deployment_id = d.id)) AS protected
-    FROM deployments d
-), kept_versions AS (
-    SELECT app, version FROM ranked WHERE protected AND version IS NOT NULL
-    UNION SELECT app, rollback_to FROM ranked WHERE protected AND rollback_to IS NOT NULL
-    UNION SELECT app, active_version FROM targets
-    UNION SELECT app, version FROM versions WHERE pinned
-), doomed AS (
-    SELECT r.id FROM ranked r
-    WHERE NOT r.protected
-      AND NOT EXISTS (SELECT 1 FROM kept_versions k WHERE k.app = r.app AND k.version = r.version)
-    ORDER BY r.id LIMIT $3
-)
-DELETE FROM deployments d USING doomed WHERE d.id = doomed.id"
-);
-
-/// One compaction step's versions: at most $2 that no deployment has, no
-/// queued rollback names, no target has active, not pinned and created at or
-/// before $1. Rows a concurrent writer holds (a rollback's foreign key check)
-/// are skipped for the next step rather than waited for.
-pub const COMPACT_VERSIONS: &str = "
-WITH doomed AS (
-    SELECT v.app, v.number FROM versions v
-    WHERE NOT v.pinned AND v.created_at <= $1::timestamptz
-      AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app AND d.version = v.version)
-      AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app AND d.state = 'queued'
-                      AND d.rollback_to = v.version)
-      AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.app = v.app AND t.active_version = v.version)
-    ORDER BY v.app, v.number LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM versions v USING doomed WHERE v.app = doomed.app AND v.number = doomed.number
-RETURNING v.app, v.version, v.artifact";
 
 /// The history statement for `query`: newest first, one row more than the
 /// page. Only the filters asked for are in the text, so each variant gets a
@@ -371,6 +353,9 @@ pub fn version_info(row: &Row) -> Result<VersionInfo, StoreError> {
         git: git.map(|Json(git)| git),
         created_at: row.try_get("created_at")?,
         deployment_id: row.try_get("deployment_id")?,
+        built_on: row.try_get("built_on")?,
+        pinned: row.try_get("pinned")?,
+        live: row.try_get::<_, Json<_>>("live")?.0,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::TIME_FORMAT;
 use crate::model::{
-    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, TargetView,
+    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, LiveSpan, TargetView,
     VersionInfo,
 };
 use crate::store::{HistoryQuery, LeaseInfo, MAX_PAGE, Page, StoreError};
@@ -27,8 +27,20 @@ const SELECT_DEPLOYMENT: &str = "SELECT d.id, d.app, d.cluster, d.kind, d.state,
 
 const RUNNING: &str = "d.state IN ('building', 'pushing', 'activating')";
 
-const SELECT_VERSION: &str =
-    "SELECT v.version, v.artifact, v.git, v.created_at, v.deployment_id, v.number FROM versions v";
+/// Versions with where they are or were live (column 8, a JSON array by
+/// cluster, from `target_versions`).
+const SELECT_VERSION: &str = "
+    SELECT v.version, v.artifact, v.git, v.created_at, v.deployment_id, v.number,
+           v.built_on, v.pinned,
+           (SELECT json_group_array(json_object(
+                'cluster', tv.cluster, 'since', tv.active_since, 'until', tv.active_until,
+                'active', json(CASE WHEN EXISTS (SELECT 1 FROM targets t WHERE t.app = tv.app
+                                                 AND t.cluster = tv.cluster
+                                                 AND t.active_version = tv.version)
+                               THEN 'true' ELSE 'false' END)))
+            FROM (SELECT * FROM target_versions tv WHERE tv.app = v.app AND tv.version = v.version
+                  ORDER BY tv.cluster) tv)
+    FROM versions v";
 
 pub(super) fn deployment(conn: &Connection, id: Uuid) -> Result<Option<Deployment>, StoreError> {
     let sql = format!("{SELECT_DEPLOYMENT} WHERE d.id = ?1");
@@ -162,6 +174,7 @@ pub(super) fn target(
             },
         )
         .optional()?;
+    let rollback_to = previous_version(conn, &app, &cluster)?.map(|v| v.version);
     Ok(TargetView {
         app,
         cluster,
@@ -169,6 +182,7 @@ pub(super) fn target(
         running,
         queued,
         drift,
+        rollback_to,
     })
 }
 
@@ -207,8 +221,9 @@ pub(super) fn version(
         .optional()?)
 }
 
-/// The newest succeeded deployment of the target whose version is not the
-/// active one: what "roll back" with no version named goes to.
+/// What a rollback that names no version goes to: of the versions that were
+/// active on the target, the one that last became active, other than the
+/// active one.
 pub(super) fn previous_version(
     conn: &Connection,
     app: &str,
@@ -216,11 +231,11 @@ pub(super) fn previous_version(
 ) -> Result<Option<VersionInfo>, StoreError> {
     let sql = format!(
         "{SELECT_VERSION}
-         JOIN deployments d ON d.app = v.app AND d.version = v.version
-         JOIN targets t ON t.app = d.app AND t.cluster = d.cluster
-         WHERE t.app = ?1 AND t.cluster = ?2 AND d.state = 'succeeded'
-           AND d.version <> t.active_version
-         ORDER BY d.finished_at DESC, d.id DESC LIMIT 1"
+         JOIN target_versions p ON p.app = v.app AND p.version = v.version
+         WHERE p.app = ?1 AND p.cluster = ?2
+           AND p.version IS NOT (SELECT active_version FROM targets
+                                 WHERE app = ?1 AND cluster = ?2)
+         ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1"
     );
     Ok(conn
         .query_row(&sql, [app, cluster], version_row)
@@ -304,6 +319,9 @@ fn version_row(r: &Row) -> rusqlite::Result<VersionInfo> {
         git: parse_opt(r, 2, |s| serde_json::from_str::<GitInfo>(s))?,
         created_at: parse(r, 3, parse_time)?,
         deployment_id: parse(r, 4, Uuid::parse_str)?,
+        built_on: r.get(6)?,
+        pinned: r.get(7)?,
+        live: parse(r, 8, |s| serde_json::from_str::<Vec<LiveSpan>>(s))?,
     })
 }
 

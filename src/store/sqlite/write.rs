@@ -5,8 +5,7 @@ use super::read::{self, git_json, ts};
 use crate::machine::State;
 use crate::model::{Drift, Event, EventData, StateChange};
 use crate::store::{
-    Applied, Change, CompactionReport, Created, DeletedVersion, Holder, Lease, NewDeployment,
-    Retention, StoreError, VersionChange,
+    Applied, Change, Created, Holder, Lease, NewDeployment, StoreError, VersionChange,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -127,6 +126,24 @@ pub(super) fn transition(tx: &Transaction, change: &Change) -> Result<Applied, S
         return Err(stale());
     }
     if change.to == State::Succeeded {
+        let version = new_version.as_ref().or(current.version.as_ref());
+        // Where the version was live: the one active until now is replaced.
+        tx.execute(
+            "UPDATE target_versions SET active_until = ?3
+             WHERE app = ?1 AND cluster = ?2 AND version IS NOT ?4
+               AND version = (SELECT active_version FROM targets WHERE app = ?1 AND cluster = ?2)",
+            params![current.app, current.cluster, at, version],
+        )?;
+        tx.execute(
+            "INSERT INTO target_versions (app, cluster, version, active_since, active_until,
+                                          deployment_id)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5)
+             ON CONFLICT (app, cluster, version) DO UPDATE SET
+                 active_since = excluded.active_since,
+                 active_until = NULL,
+                 deployment_id = excluded.deployment_id",
+            params![current.app, current.cluster, version, at, id.to_string()],
+        )?;
         tx.execute(
             "INSERT INTO targets (app, cluster, active_deployment_id, active_version, active_since)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -176,8 +193,9 @@ fn mint(
     )?;
     let version = format!("v{number}");
     tx.execute(
-        "INSERT INTO versions (app, number, version, artifact, git, deployment_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO versions (app, number, version, artifact, git, deployment_id, created_at,
+                               built_on)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             current.app,
             number,
@@ -185,7 +203,8 @@ fn mint(
             artifact,
             current.git,
             id.to_string(),
-            ts(at)
+            ts(at),
+            current.cluster
         ],
     )?;
     Ok(version)
@@ -334,70 +353,6 @@ pub(super) fn take_over(
         ],
     )?;
     Ok(taken == 1)
-}
-
-/// One compaction step: the deployments, then the versions, retention no
-/// longer keeps; the rules are [`Store::compact`](crate::store::Store::compact)'s.
-/// The statements mirror the PostgreSQL backend's `COMPACT_*`.
-pub(super) fn compact(
-    tx: &Transaction,
-    policy: &Retention,
-    batch: u32,
-) -> Result<CompactionReport, StoreError> {
-    let cutoff = ts(policy.cutoff());
-    let deployments_deleted = tx.execute(
-        "WITH ranked AS (
-             SELECT d.id, d.app, d.version, d.rollback_to,
-                    (row_number() OVER (PARTITION BY d.app, d.cluster ORDER BY d.id DESC) <= ?1
-                     OR d.state IN ('queued', 'building', 'pushing', 'activating')
-                     OR d.created_at > ?2
-                     OR EXISTS (SELECT 1 FROM targets t WHERE t.app = d.app
-                                AND t.cluster = d.cluster AND t.active_deployment_id = d.id))
-                    AS protected
-             FROM deployments d
-         ), kept_versions AS (
-             SELECT app, version FROM ranked WHERE protected AND version IS NOT NULL
-             UNION SELECT app, rollback_to FROM ranked WHERE protected AND rollback_to IS NOT NULL
-             UNION SELECT app, active_version FROM targets
-             UNION SELECT app, version FROM versions WHERE pinned
-         ), doomed AS (
-             SELECT r.id FROM ranked r
-             WHERE NOT r.protected
-               AND NOT EXISTS (SELECT 1 FROM kept_versions k
-                               WHERE k.app = r.app AND k.version = r.version)
-             ORDER BY r.id LIMIT ?3
-         )
-         DELETE FROM deployments WHERE id IN (SELECT id FROM doomed)",
-        params![policy.keep_per_target, cutoff, batch],
-    )?;
-    let mut delete_versions = tx.prepare(
-        "WITH doomed AS (
-             SELECT v.app, v.number FROM versions v
-             WHERE NOT v.pinned AND v.created_at <= ?1
-               AND NOT EXISTS (SELECT 1 FROM deployments d
-                               WHERE d.app = v.app AND d.version = v.version)
-               AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app
-                               AND d.state = 'queued' AND d.rollback_to = v.version)
-               AND NOT EXISTS (SELECT 1 FROM targets t
-                               WHERE t.app = v.app AND t.active_version = v.version)
-             ORDER BY v.app, v.number LIMIT ?2
-         )
-         DELETE FROM versions WHERE (app, number) IN (SELECT app, number FROM doomed)
-         RETURNING app, version, artifact",
-    )?;
-    let versions_deleted = delete_versions
-        .query_map(params![cutoff, batch], |r| {
-            Ok(DeletedVersion {
-                app: r.get(0)?,
-                version: r.get(1)?,
-                artifact: r.get(2)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(CompactionReport {
-        deployments_deleted: deployments_deleted as u64,
-        versions_deleted,
-    })
 }
 
 /// The running-deployment index is the only unique constraint a state change

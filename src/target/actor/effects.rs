@@ -140,14 +140,10 @@ impl Shell {
             Effect::RetryAfter(after) => {
                 myself.send_after(after, || TargetMsg::Input(Box::new(Input::Retry)));
             }
-            Effect::ClearWorkspace { id } => {
+            Effect::ForgetStep { id } => {
                 if self.step.as_ref().is_some_and(|s| s.id == id) {
                     self.step = None;
                 }
-                let workspace = daemon.data_dir.workspace(id);
-                daemon.tasks.spawn_blocking(move || {
-                    let _ = std::fs::remove_dir_all(workspace);
-                });
             }
             Effect::Idle => self.schedule_idle_check(myself),
         }

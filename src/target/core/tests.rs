@@ -328,8 +328,8 @@ impl Harness {
                 self.log.push("retry later".into());
                 None
             }
-            Effect::ClearWorkspace { id } => {
-                self.log.push(format!("clear {}", self.label(id)));
+            Effect::ForgetStep { id } => {
+                self.log.push(format!("forget {}", self.label(id)));
                 None
             }
             Effect::Idle => {
@@ -392,6 +392,9 @@ impl Harness {
                     git: None,
                     created_at: change.at,
                     deployment_id: change.id,
+                    built_on: None,
+                    pinned: false,
+                    live: Vec::new(),
                 };
                 self.versions.insert(version, info);
             }

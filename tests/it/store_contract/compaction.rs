@@ -18,8 +18,10 @@ use uuid::Uuid;
 /// Keep `keep` per target, judged two days from now, minimum age one day.
 fn policy(keep: u32) -> Retention {
     Retention {
-        keep_per_target: keep,
+        keep_releases: keep,
+        keep_attempts: keep,
         min_age: Duration::days(1),
+        attempts_min_age: Duration::days(1),
         now: now() + Duration::days(2),
     }
 }

@@ -49,6 +49,7 @@ pub fn sh_cluster(
         build: step(build),
         push: step(push),
         activate: step(activate),
+        cleanup: None,
         env: Default::default(),
     }
 }

@@ -216,7 +216,7 @@ impl TargetCore {
             Ok(deployment) if deployment.state.is_terminal() => {
                 let id = deployment.id;
                 self.running = None;
-                out.push(Effect::ClearWorkspace { id });
+                out.push(Effect::ForgetStep { id });
                 self.start_next(None, out);
             }
             Ok(deployment) => {
@@ -240,7 +240,7 @@ impl TargetCore {
             Err(_) => {
                 let id = running.deployment.id;
                 self.running = None;
-                out.push(Effect::ClearWorkspace { id });
+                out.push(Effect::ForgetStep { id });
                 self.start_next(None, out);
             }
         }
@@ -261,7 +261,7 @@ impl TargetCore {
         let id = running.deployment.id;
         self.running = None;
         answer_all(&waiters, &result, out);
-        out.push(Effect::ClearWorkspace { id });
+        out.push(Effect::ForgetStep { id });
         self.announce_positions(out);
         self.start_next(None, out);
     }

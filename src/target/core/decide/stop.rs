@@ -146,7 +146,7 @@ impl TargetCore {
                         answer: Err(lost.into()),
                     });
                 }
-                out.push(Effect::ClearWorkspace { id });
+                out.push(Effect::ForgetStep { id });
                 self.start_next(None, out);
             }
         }

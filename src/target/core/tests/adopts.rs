@@ -66,7 +66,7 @@ fn an_adopted_activation_is_taken_over_restored_then_interrupted() {
         vec![
             "no drift".to_string(),
             format!("commit {label} activating->interrupted"),
-            format!("clear {label}"),
+            format!("forget {label}"),
             "idle".into(),
         ]
     );

@@ -158,7 +158,7 @@ fn superseded_deployment_ends_only_when_its_step_is_gone() {
         h.take(),
         lines(&[
             "commit d1 building->cancelled",
-            "clear d1",
+            "forget d1",
             "prepare d2",
             "commit d2 queued->building",
             "step d2 building"
@@ -194,7 +194,7 @@ fn queue_runs_in_order_and_positions_follow() {
         &log[log.len() - 6..],
         lines(&[
             "commit d1 activating->succeeded",
-            "clear d1",
+            "forget d1",
             "prepare d2",
             "commit d2 queued->building",
             "step d2 building",
@@ -227,7 +227,7 @@ fn a_deploy_walks_every_phase_and_mints_one_version() {
             "commit d1 pushing->activating",
             "step d1 activating",
             "commit d1 activating->succeeded",
-            "clear d1",
+            "forget d1",
             "idle",
         ])
     );
@@ -309,6 +309,9 @@ fn a_rollback_activates_its_version_without_building() {
         git: None,
         created_at: h.now,
         deployment_id: Uuid::now_v7(),
+        built_on: None,
+        pinned: false,
+        live: Vec::new(),
     };
     h.versions.insert("v3".into(), info.clone());
     let facts = SubmitFacts {
@@ -337,6 +340,9 @@ fn a_rollback_activates_its_version_without_building() {
             git: None,
             created_at: h.now,
             deployment_id: Uuid::now_v7(),
+            built_on: None,
+            pinned: false,
+            live: Vec::new(),
         })),
         ..SubmitFacts::default()
     };

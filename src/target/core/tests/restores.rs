@@ -56,7 +56,7 @@ fn a_failed_activation_restores_the_active_version_then_fails() {
         lines(&[
             "no drift",
             "commit d2 activating->failed",
-            "clear d2",
+            "forget d2",
             "idle"
         ])
     );
@@ -113,7 +113,7 @@ fn cancel_during_activation_stops_then_restores_then_cancels() {
             "commit d2 activating->cancelled".into(),
             format!("reply#{} d2 cancelled", first.0),
             format!("reply#{} d2 cancelled", second.0),
-            "clear d2".into(),
+            "forget d2".into(),
             "prepare d3".into(),
             "commit d3 queued->building".into(),
             "step d3 building".into(),
@@ -174,7 +174,7 @@ fn a_restore_that_fails_marks_drift() {
              the target is marked drifted until a deployment succeeds",
             "drift v1 by d2: restore step failed (exit 3)",
             "commit d2 activating->failed",
-            "clear d2",
+            "forget d2",
             "idle",
         ])
     );
@@ -246,7 +246,7 @@ fn a_deploy_that_fails_before_activation_restores_nothing() {
             h.take(),
             vec![
                 format!("commit d3 {phase}->failed"),
-                "clear d3".into(),
+                "forget d3".into(),
                 "idle".into()
             ],
             "{phase}"

@@ -37,7 +37,7 @@ fn cancel_waits_for_the_step_in_every_running_phase() {
             vec![
                 format!("commit d1 {phase}->cancelled"),
                 format!("reply#{} d1 cancelled", r.0),
-                "clear d1".into(),
+                "forget d1".into(),
                 "idle".into(),
             ],
             "{phase}"
@@ -193,7 +193,7 @@ fn a_lost_lease_stops_the_step_and_records_nothing() {
     assert_eq!(
         h.take(),
         lines(&[
-            "clear d1",
+            "forget d1",
             "prepare d2",
             "commit d2 queued->building",
             "step d2 building"
@@ -237,7 +237,7 @@ fn a_result_the_store_cannot_take_is_kept_and_retried() {
         vec![
             "commit d1 pushing->cancelled".to_string(),
             format!("reply#{} d1 cancelled", r.0),
-            "clear d1".into(),
+            "forget d1".into(),
             "idle".into()
         ]
     );
@@ -253,7 +253,7 @@ fn a_deployment_changed_elsewhere_is_let_go() {
         h.take(),
         lines(&[
             "commit d1 building->pushing refused: stale",
-            "clear d1",
+            "forget d1",
             "idle"
         ])
     );
