@@ -137,6 +137,13 @@ async fn kill9_during_a_build_frees_the_target_within_a_lease(backend: Backend) 
         !alive(leader) && !alive(child)
     })
     .await;
+    // Issue 12, case 3: the workspace goes with the deployment the restarted
+    // daemon's reconciliation ended.
+    let workspace = dir.path().join("data/work").join(d.id.to_string());
+    eventually("the interrupted deployment's workspace to go", || {
+        !workspace.exists()
+    })
+    .await;
 
     std::fs::write(&gate, "").unwrap();
     let next = upload_and_deploy(&restarted.client, "gated", ConflictPolicy::Reject).await;
@@ -225,6 +232,9 @@ async fn sigterm_interrupts_a_running_build_and_exits_zero(backend: Backend) {
     let status = daemon.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     eventually("the step to be stopped", || !alive(leader) && !alive(child)).await;
+    // The shutdown ended the deployment, and its workspace went with it.
+    let workspace = dir.path().join("data/work").join(d.id.to_string());
+    assert!(!workspace.exists(), "{} is left", workspace.display());
 
     let restarted = Daemon::start(&config).await;
     let stopped = restarted.client.get(d.id).await.unwrap();

@@ -1,7 +1,7 @@
-//! Retention through the daemon: real deploys on the `local` cluster past
-//! `keep_per_target`, compaction triggered by `POST /v1/admin/compact`, then
-//! what history, versions and the release directories still hold; and
-//! `GET /metrics`.
+//! Retention through the daemon: real deploys on the `local` cluster,
+//! compaction triggered by `POST /v1/admin/compact`, then what history,
+//! versions, rollbacks and the data dir still hold; and `GET /metrics`.
+//! Issue 12's cases are here, each on both stores.
 
 use crate::support::app::*;
 use crate::support::on_both_stores;
@@ -13,12 +13,14 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod cases;
+
 on_both_stores!(
     compaction_keeps_the_newest_active_and_rollback_targets,
     metrics_answer_prometheus_text,
 );
 
-async fn compact(app: &TestApp) -> Value {
+pub(crate) async fn compact(app: &TestApp) -> Value {
     let response = reqwest::Client::new()
         .post(format!("{}/v1/admin/compact", app.url))
         .send()
@@ -53,7 +55,7 @@ fn sample(text: &str, name: &str) -> f64 {
 }
 
 /// Where the `local` cluster built `d`, as the daemon (canonical data dir) names it.
-fn release_dir(app: &TestApp, d: &Deployment) -> PathBuf {
+pub(crate) fn release_dir(app: &TestApp, d: &Deployment) -> PathBuf {
     app.data_dir
         .canonicalize()
         .expect("the data dir exists")
@@ -61,10 +63,11 @@ fn release_dir(app: &TestApp, d: &Deployment) -> PathBuf {
         .join(d.id.to_string())
 }
 
-/// Five deploys and a rollback to v2, keeping two per target: the rollback
-/// (active) and the fifth deploy stay, and so does the second, whose v2 is
-/// active; the first, third and fourth go, with v1, v3 and v4 and their
-/// release directories.
+/// Five deploys and a rollback to v2, keeping two releases per target: v2
+/// (active, by the rollback) and v5 (the one before it) stay with the
+/// deployments that made them active; v1, v3 and v4 go with their
+/// deployments and release directories, and so does deploy 2, an earlier
+/// activation of v2 (its release directory stays: it is v2's).
 async fn compaction_keeps_the_newest_active_and_rollback_targets(backend: Backend) {
     let app = spawn_app(backend, |config| {
         config.deploy.keep_releases = 2;
@@ -95,7 +98,9 @@ async fn compaction_keeps_the_newest_active_and_rollback_targets(backend: Backen
     let runs_before = sample(&metrics(&app).await, "deployd_compaction_runs_total");
 
     let report = compact(&app).await;
-    assert_eq!(report["deployments_deleted"], 3, "{report}");
+    // Deploys 1, 3 and 4 with their versions, and deploy 2: the rollback is
+    // now the deployment that made v2 active.
+    assert_eq!(report["deployments_deleted"], 4, "{report}");
     let deleted: BTreeSet<&str> = report["versions_deleted"]
         .as_array()
         .expect("a list")
@@ -110,7 +115,7 @@ async fn compaction_keeps_the_newest_active_and_rollback_targets(backend: Backen
     };
     let history = app.client.history("web", &params).await.expect("history");
     let ids: Vec<_> = history.deployments.iter().map(|d| d.id).collect();
-    assert_eq!(ids, [rollback.id, deploys[4].id, deploys[1].id]);
+    assert_eq!(ids, [rollback.id, deploys[4].id]);
     let versions = app
         .client
         .versions("web", None, None)
@@ -163,6 +168,10 @@ async fn metrics_answer_prometheus_text(backend: Backend) {
         "deployd_stream_subscribers",
         "deployd_store_call_duration_seconds_count",
         "deployd_compaction_runs_total",
+        "deployd_data_dir_bytes{area=\"releases\"}",
+        "deployd_data_dir_entries{area=\"sources\"}",
+        "deployd_data_dir_removed_total{area=\"work\"}",
+        "deployd_cleanup_step_failures_total",
     ] {
         assert!(
             text.lines()
@@ -173,5 +182,12 @@ async fn metrics_answer_prometheus_text(backend: Backend) {
     assert!(text.ends_with("# EOF\n"), "{text}");
     // Read at scrape time: the target's actor is resident after its deploy.
     assert!(sample(&text, "deployd_resident_actors") >= 1.0, "{text}");
+    // Measured by the sweep: after a compaction, the release and its source.
+    compact(&app).await;
+    let text = metrics(&app).await;
+    assert!(sample(&text, "deployd_data_dir_bytes{area=\"releases\"}") > 0.0, "{text}");
+    assert_eq!(sample(&text, "deployd_data_dir_entries{area=\"releases\"}"), 1.0);
+    assert_eq!(sample(&text, "deployd_data_dir_entries{area=\"sources\"}"), 1.0);
+    assert_eq!(sample(&text, "deployd_data_dir_entries{area=\"work\"}"), 0.0);
     app.stop().await;
 }
