@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod cases;
+mod property;
 
 on_both_stores!(
     compaction_keeps_the_newest_active_and_rollback_targets,
