@@ -16,6 +16,8 @@ CREATE TABLE target_versions (
     FOREIGN KEY (app, version) REFERENCES versions (app, version) ON DELETE CASCADE
 );
 CREATE INDEX target_versions_by_version ON target_versions (app, version);
+-- Compaction asks, per succeeded deployment, whether it last made a kept version active.
+CREATE INDEX target_versions_by_deployment ON target_versions (deployment_id);
 
 -- The cluster whose build made a version: compaction runs that cluster's
 -- cleanup step when it deletes the version. NULL for versions older than this.

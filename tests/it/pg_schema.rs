@@ -220,3 +220,66 @@ async fn history_uses_the_keyset_indexes_on_a_big_table() {
         assert!(page.items.windows(2).all(|w| w[0].id > w[1].id));
     }
 }
+
+/// A database migrated by the release before retention counted releases:
+/// upgrading fills `target_versions` from the succeeded deployments it has,
+/// so the plain rollback target and where versions were live survive the
+/// upgrade. History: v1, v2 deployed, then a rollback to v1 (active).
+#[tokio::test]
+async fn upgrading_remembers_where_each_version_was_live() {
+    let database = empty_database().await;
+    let client = connect(database.url()).await;
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (number bigint PRIMARY KEY, name text NOT NULL,
+                                             applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for migration in MIGRATIONS.iter().filter(|m| m.number <= 3) {
+        client.batch_execute(migration.sql).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO schema_migrations (number, name) VALUES ($1, $2)",
+                &[&migration.number, &migration.name],
+            )
+            .await
+            .unwrap();
+    }
+    let (d1, d2, d3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    client
+        .batch_execute(&format!(
+            "INSERT INTO versions (app, number, version, artifact, deployment_id, created_at) VALUES
+                 ('web', 1, 'v1', 'artifact-1', '{d1}', '2026-01-01T00:00:00Z'),
+                 ('web', 2, 'v2', 'artifact-2', '{d2}', '2026-01-02T00:00:00Z');
+             INSERT INTO deployments (id, app, cluster, kind, state, version, rollback_to,
+                                      deployed_by, created_at, finished_at) VALUES
+                 ('{d1}', 'web', 'prod', 'deploy', 'succeeded', 'v1', NULL, 't',
+                  '2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z'),
+                 ('{d2}', 'web', 'prod', 'deploy', 'succeeded', 'v2', NULL, 't',
+                  '2026-01-02T00:00:00Z', '2026-01-02T00:01:00Z'),
+                 ('{d3}', 'web', 'prod', 'rollback', 'succeeded', 'v1', 'v1', 't',
+                  '2026-01-03T00:00:00Z', '2026-01-03T00:01:00Z');
+             INSERT INTO targets (app, cluster, active_deployment_id, active_version, active_since)
+                 VALUES ('web', 'prod', '{d3}', 'v1', '2026-01-03T00:01:00Z');"
+        ))
+        .await
+        .unwrap();
+    let store = PgStore::connect(database.url()).await.expect("upgrade");
+    let previous = store.previous_version("web", "prod").await.unwrap();
+    assert_eq!(previous.map(|v| v.version).as_deref(), Some("v2"));
+    assert_eq!(
+        store.target("web", "prod").await.unwrap().rollback_to.as_deref(),
+        Some("v2")
+    );
+    let v1 = store.version("web", "v1").await.unwrap().unwrap();
+    let v2 = store.version("web", "v2").await.unwrap().unwrap();
+    assert_eq!(v1.built_on.as_deref(), Some("prod"));
+    assert!(v1.live[0].active && v1.live[0].until.is_none(), "{v1:?}");
+    assert_eq!(v1.live[0].since.to_rfc3339(), "2026-01-03T00:01:00+00:00");
+    assert!(!v2.live[0].active, "{v2:?}");
+    assert_eq!(
+        v2.live[0].until.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-01-03T00:01:00+00:00")
+    );
+}

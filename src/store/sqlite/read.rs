@@ -174,7 +174,16 @@ pub(super) fn target(
             },
         )
         .optional()?;
-    let rollback_to = previous_version(conn, &app, &cluster)?.map(|v| v.version);
+    let rollback_to = conn
+        .prepare_cached(
+            "SELECT p.version FROM target_versions p
+             WHERE p.app = ?1 AND p.cluster = ?2
+               AND p.version IS NOT (SELECT active_version FROM targets
+                                     WHERE app = ?1 AND cluster = ?2)
+             ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1",
+        )?
+        .query_row([&app, &cluster], |r| r.get(0))
+        .optional()?;
     Ok(TargetView {
         app,
         cluster,
