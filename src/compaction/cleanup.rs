@@ -37,14 +37,13 @@ pub fn ended(daemon: &Daemon, d: &Deployment) {
         && d.state != State::Succeeded;
     let release = built_nothing.then(|| data_dir.release(&d.app, &d.cluster, d.id));
     let step = built_nothing
-        .then(|| cleanup_step(&daemon.config, &d.cluster))
+        .then(|| CleanupStep::of(daemon, &d.cluster))
         .flatten();
     let metrics = Arc::clone(&daemon.metrics);
-    let (config, d) = (Arc::clone(&daemon.config), d.clone());
+    let d = d.clone();
     daemon.tasks.spawn(async move {
         let removing = {
-            let data_dir = data_dir.clone();
-            let metrics = Arc::clone(&metrics);
+            let (data_dir, release) = (data_dir.clone(), release.clone());
             tokio::task::spawn_blocking(move || {
                 remove(&data_dir.work(), &workspace, Area::Work, &metrics);
                 if let Some(release) = &release {
@@ -53,15 +52,14 @@ pub fn ended(daemon: &Daemon, d: &Deployment) {
             })
         };
         let _ = removing.await;
-        if let Some(step) = step {
-            let release = data_dir.release(&d.app, &d.cluster, d.id);
+        if let (Some(step), Some(release)) = (step, release) {
             let env = vec![
                 ("DEPLOY_CLEANUP", "attempt".to_string()),
                 ("DEPLOY_ID", d.id.to_string()),
                 ("DEPLOY_RELEASE_DIR", release.display().to_string()),
             ];
             let what = format!("deployment {} of {}/{}", d.id, d.app, d.cluster);
-            run(&config, &data_dir, &metrics, &d.app, &d.cluster, step, env, &what).await;
+            step.run(&d.app, env, &what).await;
         }
     });
 }
@@ -85,20 +83,16 @@ pub async fn version_deleted(daemon: &Daemon, version: &DeletedVersion) {
         release_removed = removed,
         "compaction deleted a version"
     );
-    let Some(cluster) = &version.built_on else {
-        return;
-    };
-    let Some(step) = cleanup_step(&daemon.config, cluster) else {
-        return;
-    };
-    let env = vec![
-        ("DEPLOY_CLEANUP", "version".to_string()),
-        ("DEPLOY_VERSION", version.version.clone()),
-        ("DEPLOY_ARTIFACT", version.artifact.clone()),
-    ];
-    let what = format!("version {} of {}", version.version, version.app);
-    let (config, data_dir, metrics) = (&daemon.config, &daemon.data_dir, &daemon.metrics);
-    run(config, data_dir, metrics, &version.app, cluster, step, env, &what).await;
+    let step = (version.built_on.as_deref()).and_then(|cluster| CleanupStep::of(daemon, cluster));
+    if let Some(step) = step {
+        let env = vec![
+            ("DEPLOY_CLEANUP", "version".to_string()),
+            ("DEPLOY_VERSION", version.version.clone()),
+            ("DEPLOY_ARTIFACT", version.artifact.clone()),
+        ];
+        let what = format!("version {} of {}", version.version, version.app);
+        step.run(&version.app, env, &what).await;
+    }
 }
 
 /// Remove `path` from `area` if it is ours, counting it; errors are logged.
@@ -117,52 +111,63 @@ pub(super) fn remove(area: &Path, path: &Path, label: Area, metrics: &Metrics) -
     }
 }
 
-fn cleanup_step(config: &Config, cluster: &str) -> Option<StepConfig> {
-    config.clusters.get(cluster)?.cleanup.clone()
+/// A cluster's cleanup step with what running it needs of the daemon,
+/// owned, so it can run in a spawned task.
+struct CleanupStep {
+    config: Arc<Config>,
+    data_dir: DataDir,
+    metrics: Arc<Metrics>,
+    cluster: String,
+    step: StepConfig,
 }
 
-/// Run a cleanup step to its end with the cluster's env, `DEPLOY_APP`,
-/// `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and `extra`, in the data dir; its
-/// output goes to the log.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    config: &Config,
-    data_dir: &DataDir,
-    metrics: &Metrics,
-    app: &str,
-    cluster: &str,
-    step: StepConfig,
-    extra: Vec<(&str, String)>,
-    what: &str,
-) {
-    let mut env: Vec<(String, String)> = config
-        .clusters
-        .get(cluster)
-        .map(|c| c.env.clone().into_iter().collect())
-        .unwrap_or_default();
-    env.push(("DEPLOY_APP".into(), app.to_string()));
-    env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
-    env.push(("DEPLOY_DATA_DIR".into(), data_dir.root().display().to_string()));
-    env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
-    let command = StepCommand {
-        phase: Phase::Cleanup,
-        argv: step.run,
-        timeout: step.timeout,
-        cwd: data_dir.root().to_path_buf(),
-        env,
-        kill_grace: config.deploy.kill_grace,
-    };
-    let (lines, mut output) = mpsc::channel::<OutputLine>(64);
-    let logging = async {
-        while let Some(line) = output.recv().await {
-            tracing::info!(cluster, %what, line = %line.line, "cleanup step");
+impl CleanupStep {
+    /// The step `cluster` declares, if any.
+    fn of(daemon: &Daemon, cluster: &str) -> Option<CleanupStep> {
+        let step = daemon.config.clusters.get(cluster)?.cleanup.clone()?;
+        Some(CleanupStep {
+            config: Arc::clone(&daemon.config),
+            data_dir: daemon.data_dir.clone(),
+            metrics: Arc::clone(&daemon.metrics),
+            cluster: cluster.to_string(),
+            step,
+        })
+    }
+
+    /// Run it to its end, in the data dir, with the cluster's env,
+    /// `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and `extra`; its
+    /// output goes to the log, its failure is logged and counted.
+    async fn run(self, app: &str, extra: Vec<(&str, String)>, what: &str) {
+        let cluster = self.cluster.as_str();
+        let root = self.data_dir.root();
+        let mut env: Vec<(String, String)> = (self.config.clusters.get(cluster))
+            .map(|c| c.env.clone().into_iter().collect())
+            .unwrap_or_default();
+        env.push(("DEPLOY_APP".into(), app.to_string()));
+        env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
+        env.push(("DEPLOY_DATA_DIR".into(), root.display().to_string()));
+        env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+        let command = StepCommand {
+            phase: Phase::Cleanup,
+            argv: self.step.run,
+            timeout: self.step.timeout,
+            cwd: root.to_path_buf(),
+            env,
+            kill_grace: self.config.deploy.kill_grace,
+        };
+        let (lines, mut output) = mpsc::channel::<OutputLine>(64);
+        let logging = async {
+            while let Some(line) = output.recv().await {
+                tracing::info!(cluster, %what, line = %line.line, "cleanup step");
+            }
+        };
+        let cancel = CancellationToken::new();
+        let (outcome, ()) = tokio::join!(run_step(command, lines, cancel), logging);
+        if outcome == StepOutcome::Succeeded {
+            tracing::info!(cluster, %what, "cleanup step succeeded");
+        } else {
+            self.metrics.cleanup_failed();
+            tracing::warn!(cluster, %what, ?outcome, "cleanup step did not succeed");
         }
-    };
-    let (outcome, ()) = tokio::join!(run_step(command, lines, CancellationToken::new()), logging);
-    if outcome == StepOutcome::Succeeded {
-        tracing::info!(cluster, %what, "cleanup step succeeded");
-    } else {
-        metrics.cleanup_failed();
-        tracing::warn!(cluster, %what, ?outcome, "cleanup step did not succeed");
     }
 }

@@ -75,7 +75,11 @@ pub async fn sweep(daemon: &Daemon, dry_run: bool) -> Result<Vec<Removal>, Store
     let artifacts = store
         .artifacts_under(&releases_root.display().to_string())
         .await?;
-    let digests: Vec<String> = listing.stale_sources.iter().map(|(d, _)| d.clone()).collect();
+    let digests: Vec<String> = listing
+        .stale_sources
+        .iter()
+        .map(|(d, _)| d.clone())
+        .collect();
     let named: HashSet<String> = store.sources_in_use(&digests).await?.into_iter().collect();
 
     let mut doomed: Vec<(Area, PathBuf, String)> = Vec::new();

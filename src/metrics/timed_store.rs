@@ -9,8 +9,8 @@ use super::Metrics;
 use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
-    Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, HistoryQuery, Holder, Lease, LeaseInfo,
-    NewDeployment, Page, Retention, Store, StoreError,
+    Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, HistoryQuery, Holder,
+    Lease, LeaseInfo, NewDeployment, Page, Retention, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -547,7 +547,11 @@ impl Store for PgStore {
     async fn pin(&self, app: &str, version: &str, pinned: bool) -> Result<VersionInfo, StoreError> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::PIN).await?;
-        if client.execute(&statement, &[&app, &version, &pinned]).await? == 0 {
+        if client
+            .execute(&statement, &[&app, &version, &pinned])
+            .await?
+            == 0
+        {
             return Err(StoreError::UnknownVersion {
                 app: app.to_string(),
                 version: version.to_string(),
@@ -638,16 +642,12 @@ impl Store for PgStore {
 
     async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
         let rows = self.query(retention::SOURCES_IN_USE, &[&sources]).await?;
-        rows.iter()
-            .map(|row| Ok(row.try_get(0)?))
-            .collect()
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let rows = self.query(retention::UNENDED, &[&ids]).await?;
-        rows.iter()
-            .map(|row| Ok(row.try_get(0)?))
-            .collect()
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
@@ -657,9 +657,7 @@ impl Store for PgStore {
 
     async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let rows = self.query(retention::ARTIFACTS_UNDER, &[&prefix]).await?;
-        rows.iter()
-            .map(|row| Ok(row.try_get(0)?))
-            .collect()
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 }
 

@@ -269,7 +269,12 @@ async fn upgrading_remembers_where_each_version_was_live() {
     let previous = store.previous_version("web", "prod").await.unwrap();
     assert_eq!(previous.map(|v| v.version).as_deref(), Some("v2"));
     assert_eq!(
-        store.target("web", "prod").await.unwrap().rollback_to.as_deref(),
+        store
+            .target("web", "prod")
+            .await
+            .unwrap()
+            .rollback_to
+            .as_deref(),
         Some("v2")
     );
     let v1 = store.version("web", "v1").await.unwrap().unwrap();

@@ -186,9 +186,21 @@ async fn metrics_answer_prometheus_text(backend: Backend) {
     // Measured by the sweep: after a compaction, the release and its source.
     compact(&app).await;
     let text = metrics(&app).await;
-    assert!(sample(&text, "deployd_data_dir_bytes{area=\"releases\"}") > 0.0, "{text}");
-    assert_eq!(sample(&text, "deployd_data_dir_entries{area=\"releases\"}"), 1.0);
-    assert_eq!(sample(&text, "deployd_data_dir_entries{area=\"sources\"}"), 1.0);
-    assert_eq!(sample(&text, "deployd_data_dir_entries{area=\"work\"}"), 0.0);
+    assert!(
+        sample(&text, "deployd_data_dir_bytes{area=\"releases\"}") > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "deployd_data_dir_entries{area=\"releases\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "deployd_data_dir_entries{area=\"sources\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "deployd_data_dir_entries{area=\"work\"}"),
+        0.0
+    );
     app.stop().await;
 }

@@ -9,8 +9,8 @@
 use super::read::{parse, ts};
 use crate::machine::State;
 use crate::store::{
-    CompactionPlan, CompactionReport, DeletedVersion, PlannedDeployment, PlannedVersion,
-    Retention, StoreError,
+    CompactionPlan, CompactionReport, DeletedVersion, PlannedDeployment, PlannedVersion, Retention,
+    StoreError,
 };
 use rusqlite::{Connection, Transaction, params};
 use std::str::FromStr;
@@ -149,10 +149,7 @@ ORDER BY v.app, v.number LIMIT ?5"
 }
 
 /// [`Retention`] as the statements' five parameters.
-fn retention_params(
-    policy: &Retention,
-    limit: u32,
-) -> (i64, i64, String, String, i64) {
+fn retention_params(policy: &Retention, limit: u32) -> (i64, i64, String, String, i64) {
     (
         policy.releases_per_target(),
         i64::from(policy.keep_attempts),
@@ -163,7 +160,10 @@ fn retention_params(
 }
 
 /// Which of `sources` a deployment names.
-pub(super) fn sources_in_use(conn: &Connection, sources: &[String]) -> Result<Vec<String>, StoreError> {
+pub(super) fn sources_in_use(
+    conn: &Connection,
+    sources: &[String],
+) -> Result<Vec<String>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT DISTINCT source FROM deployments WHERE source IN (SELECT value FROM json_each(?1))",
     )?;
@@ -214,7 +214,12 @@ pub(super) fn artifacts_under(conn: &Connection, prefix: &str) -> Result<Vec<Str
 }
 
 /// Pin or unpin a version; false when the app has no such version.
-pub(super) fn pin(tx: &Transaction, app: &str, version: &str, pinned: bool) -> Result<bool, StoreError> {
+pub(super) fn pin(
+    tx: &Transaction,
+    app: &str,
+    version: &str,
+    pinned: bool,
+) -> Result<bool, StoreError> {
     Ok(tx.execute(
         "UPDATE versions SET pinned = ?3 WHERE app = ?1 AND version = ?2",
         params![app, version, pinned],

@@ -63,9 +63,12 @@ fn versions_of(listing: &deployd::model::VersionsPage) -> BTreeSet<String> {
 }
 
 fn removed_paths(report: &Value) -> BTreeSet<String> {
-    (report["removed"].as_array().expect("a list of removals").iter())
-        .map(|r| r["path"].as_str().expect("a path").to_string())
-        .collect()
+    (report["removed"]
+        .as_array()
+        .expect("a list of removals")
+        .iter())
+    .map(|r| r["path"].as_str().expect("a path").to_string())
+    .collect()
 }
 
 /// Case 1: two good deploys, then two that fail in build and two in
@@ -140,24 +143,39 @@ async fn a_failed_build_leaves_no_release_directory(backend: Backend) {
     let failed = deploy_files(&app, FAILING_BUILD).await;
     assert_eq!(failed.state, State::Failed);
     let dir = release_dir(&app, &failed);
-    eventually("the failed build's release directory to go", || !dir.exists()).await;
+    eventually("the failed build's release directory to go", || {
+        !dir.exists()
+    })
+    .await;
     let workspace = app.data_dir.join("work").join(failed.id.to_string());
     eventually("its workspace to go", || !workspace.exists()).await;
 
     let releases = release_dir(&app, &live).with_file_name("");
     let orphan = releases.join(uuid::Uuid::now_v7().to_string());
     let theirs = releases.join("operator-notes");
-    let stale_work = app.data_dir.join("work").join(uuid::Uuid::now_v7().to_string());
+    let stale_work = app
+        .data_dir
+        .join("work")
+        .join(uuid::Uuid::now_v7().to_string());
     for made in [&orphan, &theirs, &stale_work] {
         std::fs::create_dir_all(made.join("sub")).unwrap();
         std::fs::write(made.join("sub/file"), "x").unwrap();
     }
     let report = compact(&app).await;
     let removed = removed_paths(&report);
-    let orphan_path = releases.canonicalize().unwrap().join(orphan.file_name().unwrap());
-    assert!(removed.contains(&orphan_path.display().to_string()), "{report}");
+    let orphan_path = releases
+        .canonicalize()
+        .unwrap()
+        .join(orphan.file_name().unwrap());
+    assert!(
+        removed.contains(&orphan_path.display().to_string()),
+        "{report}"
+    );
     assert!(!orphan.exists() && !stale_work.exists());
-    assert!(theirs.join("sub/file").exists(), "not deployd's: left alone");
+    assert!(
+        theirs.join("sub/file").exists(),
+        "not deployd's: left alone"
+    );
     assert!(release_dir(&app, &live).is_dir());
     assert_eq!(
         std::fs::read_link(releases.join("current")).unwrap(),
@@ -169,7 +187,11 @@ async fn a_failed_build_leaves_no_release_directory(backend: Backend) {
 /// Case 3: what a crash left, workspaces and release directories named by
 /// deployments the store does not have running, goes at start-up.
 async fn the_start_up_sweep_removes_what_a_crash_left(backend: Backend) {
-    let (work, release, link) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (work, release, link) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
     let app = spawn_app(backend, |config| {
         let data = &config.server.data_dir;
         let releases = data.join("releases/web/local");
@@ -191,7 +213,10 @@ async fn the_start_up_sweep_removes_what_a_crash_left(backend: Backend) {
             && std::fs::symlink_metadata(releases.join(format!(".current.{link}"))).is_err()
     })
     .await;
-    assert!(data.join("work/notes").is_dir(), "not deployd's: left alone");
+    assert!(
+        data.join("work/notes").is_dir(),
+        "not deployd's: left alone"
+    );
     app.stop().await;
 }
 
@@ -238,7 +263,10 @@ async fn unused_sources_go_after_their_grace_period(backend: Backend) {
         .deploy("web", "local", &deploy_request(&unused))
         .await
         .expect_err("a swept source is not deployable");
-    assert!(refused.to_string().contains("is not on the server"), "{refused}");
+    assert!(
+        refused.to_string().contains("is not on the server"),
+        "{refused}"
+    );
     app.stop().await;
 }
 
@@ -255,7 +283,10 @@ async fn the_dry_run_answers_what_would_go_and_changes_nothing(backend: Backend)
         deploy_files(&app, &[]).await;
     }
     let attempt = deploy_files(&app, FAILING_BUILD).await;
-    let orphan = app.data_dir.join("work").join(uuid::Uuid::now_v7().to_string());
+    let orphan = app
+        .data_dir
+        .join("work")
+        .join(uuid::Uuid::now_v7().to_string());
     std::fs::create_dir_all(&orphan).unwrap();
 
     let http = reqwest::Client::new();
@@ -266,7 +297,11 @@ async fn the_dry_run_answers_what_would_go_and_changes_nothing(backend: Backend)
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
     }
-    let response = http.post(format!("{url}?dry_run=true")).send().await.unwrap();
+    let response = http
+        .post(format!("{url}?dry_run=true"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let plan: Value = response.json().await.unwrap();
     assert_eq!(plan["dry_run"], true);
@@ -283,7 +318,9 @@ async fn the_dry_run_answers_what_would_go_and_changes_nothing(backend: Backend)
         .expect("the failed attempt is named");
     assert!(attempt_why.contains("keep_attempts"), "{attempt_why}");
     assert!(
-        removed_paths(&plan).iter().any(|p| p.ends_with(orphan.file_name().unwrap().to_str().unwrap())),
+        removed_paths(&plan)
+            .iter()
+            .any(|p| p.ends_with(orphan.file_name().unwrap().to_str().unwrap())),
         "{plan}"
     );
     // Nothing changed.
@@ -322,13 +359,21 @@ async fn cleanup_steps_hear_of_attempts_and_deleted_versions(backend: Backend) {
     let mut first = None;
     for n in 0..3 {
         let source = app.upload(&[("index.html", &n.to_string(), 0o644)]).await;
-        let d = app.client.deploy("web", "registry", &deploy_request(&source)).await.unwrap();
+        let d = app
+            .client
+            .deploy("web", "registry", &deploy_request(&source))
+            .await
+            .unwrap();
         let d = app.finished(d.id).await;
         assert_eq!(d.state, State::Succeeded);
         first.get_or_insert(d);
     }
     let source = app.upload(&[("fail", "", 0o644)]).await;
-    let failed = app.client.deploy("web", "registry", &deploy_request(&source)).await.unwrap();
+    let failed = app
+        .client
+        .deploy("web", "registry", &deploy_request(&source))
+        .await
+        .unwrap();
     let failed = app.finished(failed.id).await;
     assert_eq!(failed.state, State::Failed);
     let read = || std::fs::read_to_string(&heard).unwrap_or_default();

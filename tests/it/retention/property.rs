@@ -87,7 +87,11 @@ fn live_elsewhere_in_time(listing: &[VersionInfo]) -> Vec<String> {
 async fn pin(app: &TestApp, version: &str, pinned: bool) {
     let url = format!("{}/v1/apps/web/versions/{version}/pin", app.url);
     let http = reqwest::Client::new();
-    let request = if pinned { http.post(url) } else { http.delete(url) };
+    let request = if pinned {
+        http.post(url)
+    } else {
+        http.delete(url)
+    };
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), 200, "pin {version} {pinned}");
 }
@@ -123,7 +127,10 @@ async fn apply(app: &TestApp, model: &mut Model, op: &Op) {
                 let request = rollback_request(None);
                 let r = app.client.rollback("web", "local", &request).await.unwrap();
                 let r = app.finished(r.id).await;
-                assert_eq!((r.state, r.version.as_deref()), (State::Succeeded, Some(&*to)));
+                assert_eq!(
+                    (r.state, r.version.as_deref()),
+                    (State::Succeeded, Some(&*to))
+                );
                 model.activations.push(to);
             }
         }
@@ -159,34 +166,61 @@ async fn apply(app: &TestApp, model: &mut Model, op: &Op) {
 async fn check(app: &TestApp, model: &Model, keep_releases: u32, after: &[Op]) {
     let listing = versions(app).await;
     let kept: BTreeSet<String> = listing.iter().map(|v| v.version.clone()).collect();
-    let must: BTreeSet<String> = model.window(keep_releases).union(&model.pinned).cloned().collect();
-    assert!(must.is_subset(&kept), "after {after:?}: must keep {must:?}, kept {kept:?}");
+    let must: BTreeSet<String> = model
+        .window(keep_releases)
+        .union(&model.pinned)
+        .cloned()
+        .collect();
+    assert!(
+        must.is_subset(&kept),
+        "after {after:?}: must keep {must:?}, kept {kept:?}"
+    );
     let target = app.client.target("web", "local").await.unwrap();
     if let Some(to) = &target.rollback_to {
-        assert!(kept.contains(to), "after {after:?}: plain rollback to {to}, kept {kept:?}");
+        assert!(
+            kept.contains(to),
+            "after {after:?}: plain rollback to {to}, kept {kept:?}"
+        );
     }
     assert_eq!(
         target.rollback_to.as_ref(),
-        model.window(2).iter().find(|v| Some(*v) != model.activations.last()),
+        model
+            .window(2)
+            .iter()
+            .find(|v| Some(*v) != model.activations.last()),
         "after {after:?}: the one before the active one"
     );
     let artifacts: HashSet<PathBuf> = listing.iter().map(|v| PathBuf::from(&v.artifact)).collect();
     for artifact in &artifacts {
-        assert!(artifact.is_dir(), "after {after:?}: {} is gone", artifact.display());
+        assert!(
+            artifact.is_dir(),
+            "after {after:?}: {} is gone",
+            artifact.display()
+        );
     }
-    let releases = app.data_dir.canonicalize().unwrap().join("releases/web/local");
+    let releases = app
+        .data_dir
+        .canonicalize()
+        .unwrap()
+        .join("releases/web/local");
     let entries = std::fs::read_dir(&releases).map(|dir| dir.map(|e| e.unwrap().path()).collect());
     for path in entries.unwrap_or_else(|_| Vec::new()) {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         if name == "current" {
             continue;
         }
-        assert!(artifacts.contains(&path), "after {after:?}: {name} has no record");
+        assert!(
+            artifacts.contains(&path),
+            "after {after:?}: {name} has no record"
+        );
     }
     let work: Vec<_> = std::fs::read_dir(app.data_dir.join("work"))
         .map(|dir| dir.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
-    assert!(work.is_empty(), "after {after:?}: workspaces left: {work:?}");
+    assert!(
+        work.is_empty(),
+        "after {after:?}: workspaces left: {work:?}"
+    );
 }
 
 async fn run(backend: Backend, ops: Vec<Op>, keep_releases: u32, keep_attempts: u32) {

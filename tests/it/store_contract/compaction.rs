@@ -69,7 +69,13 @@ async fn fail_build(store: &DynStore, app: &str, cluster: &str) -> Deployment {
 /// Roll `app/cluster` back to `version`, through to `succeeded`.
 async fn roll_back(store: &DynStore, app: &str, cluster: &str, version: &str) -> Deployment {
     let d = create(store, new_rollback(app, cluster, version)).await;
-    let d = step(store, &d, State::Activating, VersionChange::Set(version.into())).await;
+    let d = step(
+        store,
+        &d,
+        State::Activating,
+        VersionChange::Set(version.into()),
+    )
+    .await;
     step(store, &d, State::Succeeded, VersionChange::Keep).await
 }
 
@@ -100,7 +106,10 @@ fn deleted_versions(report: &CompactionReport) -> BTreeSet<String> {
 }
 
 async fn previous(store: &DynStore, app: &str, cluster: &str) -> Option<String> {
-    let previous = store.previous_version(app, cluster).await.expect("previous");
+    let previous = store
+        .previous_version(app, cluster)
+        .await
+        .expect("previous");
     let view = store.target(app, cluster).await.expect("target");
     let previous = previous.map(|v| v.version);
     assert_eq!(view.rollback_to, previous, "the target view agrees");
@@ -173,7 +182,10 @@ pub(super) async fn compaction_keeps_the_newest_releases_per_target(store: DynSt
         version_names(&store, "web").await,
         names(&["v8", "v9", "v10", "v11", "v12"])
     );
-    assert_eq!(previous(&store, "web", "prod").await.as_deref(), Some("v11"));
+    assert_eq!(
+        previous(&store, "web", "prod").await.as_deref(),
+        Some("v11")
+    );
 }
 
 /// Attempts that never went live have their own count and their own age:
@@ -200,7 +212,10 @@ pub(super) async fn attempts_have_their_own_limit_and_age(store: DynStore) {
     // of the other four, all go.
     assert_eq!(report.deployments_deleted, 4);
     let on = ids_on(&store, "web", "prod").await;
-    assert!(on.contains(&young.id) && on.contains(&attempts[4]), "{on:?}");
+    assert!(
+        on.contains(&young.id) && on.contains(&attempts[4]),
+        "{on:?}"
+    );
     for gone in &attempts[..4] {
         assert!(!on.contains(gone));
     }
@@ -222,7 +237,10 @@ pub(super) async fn a_version_live_on_another_cluster_is_kept(store: DynStore) {
         names(&["v1", "v3", "v5", "v6"])
     );
     assert_eq!(previous(&store, "web", "prod").await.as_deref(), Some("v1"));
-    assert_eq!(previous(&store, "web", "staging").await.as_deref(), Some("v5"));
+    assert_eq!(
+        previous(&store, "web", "staging").await.as_deref(),
+        Some("v5")
+    );
     let v3 = store.version("web", "v3").await.unwrap().expect("v3 kept");
     let live: Vec<(&str, bool)> = (v3.live.iter())
         .map(|span| (span.cluster.as_str(), span.active))
