@@ -16,7 +16,7 @@ pub use stream::{EventStream, StreamEvent, follow, resume};
 use crate::machine::State;
 use crate::model::{
     CancelRequest, DeployRequest, Deployment, ErrorBody, HistoryPage, RollbackRequest, SourceInfo,
-    TargetView, VersionsPage,
+    TargetView, VersionInfo, VersionsPage,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -254,6 +254,31 @@ impl Client {
         }
         if let Some(cursor) = cursor {
             request = request.query(&[("cursor", cursor)]);
+        }
+        self.call(request).await
+    }
+
+    /// Pin `version` of `app`, so compaction never deletes it; answers the
+    /// version as it is now. Pinning a pinned version is not an error.
+    pub async fn pin(&self, app: &str, version: &str) -> Result<VersionInfo, ClientError> {
+        let path = ["v1", "apps", app, "versions", version, "pin"];
+        self.call(self.request(Method::POST, &path)?).await
+    }
+
+    /// Unpin `version` of `app`: retention decides about it again.
+    pub async fn unpin(&self, app: &str, version: &str) -> Result<VersionInfo, ClientError> {
+        let path = ["v1", "apps", app, "versions", version, "pin"];
+        self.call(self.request(Method::DELETE, &path)?).await
+    }
+
+    /// Run a compaction now and answer what it deleted and removed; with
+    /// `dry_run`, what it would and why, changing nothing. Untyped: the
+    /// report and the plan are the server's (`compaction::{Report, Plan}`)
+    /// and only ever printed.
+    pub async fn compact(&self, dry_run: bool) -> Result<serde_json::Value, ClientError> {
+        let mut request = self.request(Method::POST, &["v1", "admin", "compact"])?;
+        if dry_run {
+            request = request.query(&[("dry_run", "true")]);
         }
         self.call(request).await
     }

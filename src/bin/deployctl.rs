@@ -15,6 +15,8 @@
 mod progress;
 #[path = "deployctl/show.rs"]
 mod show;
+#[path = "deployctl/versions.rs"]
+mod versions;
 
 use clap::builder::TypedValueParser;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -110,17 +112,55 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// An app's versions, newest first.
+    /// An app's versions, newest first: where each is or was live, and
+    /// whether it is pinned; or pin or unpin one.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = versions::RETENTION
+    )]
     Versions {
-        #[arg(long)]
-        app: String,
+        #[command(subcommand)]
+        pin: Option<Pin>,
+        /// The app whose versions to list.
+        #[arg(long, required = true)]
+        app: Option<String>,
+        /// Versions per page (1-500).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
+        /// Follow the pages to the oldest version.
         #[arg(long)]
         all: bool,
     },
+    /// Delete what retention no longer keeps, now, and say what went; needs
+    /// an admin token of every app and cluster.
+    #[command(after_help = versions::RETENTION)]
+    Compact {
+        /// Say what would be deleted, and why, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum Pin {
+    /// Keep VERSION of APP for good: compaction never deletes a pinned
+    /// version, so you can always roll back to it.
+    Pin {
+        /// The app the version belongs to.
+        app: String,
+        /// The version to keep: v1, v2, …
+        version: String,
+    },
+    /// Let retention decide about VERSION of APP again.
+    Unpin {
+        /// The app the version belongs to.
+        app: String,
+        /// The version to unpin: v1, v2, …
+        version: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -246,9 +286,24 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             show::history(&client, output, &app, params, all).await
         }
-        Command::Versions { app, limit, all } => {
-            show::versions(&client, output, &app, limit, all).await
-        }
+        Command::Versions {
+            pin,
+            app,
+            limit,
+            all,
+        } => match pin {
+            Some(Pin::Pin { app, version }) => {
+                versions::pin(&client, output, &app, &version, true).await
+            }
+            Some(Pin::Unpin { app, version }) => {
+                versions::pin(&client, output, &app, &version, false).await
+            }
+            None => {
+                let app = app.expect("clap requires --app without a subcommand");
+                versions::list(&client, output, &app, limit, all).await
+            }
+        },
+        Command::Compact { dry_run } => versions::compact(&client, output, dry_run).await,
         Command::Completions { .. } => unreachable!("answered before connecting"),
     }
 }

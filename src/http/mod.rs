@@ -68,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps/{app}/clusters/{cluster}", get(targets::target))
         .route("/v1/apps/{app}/deployments", get(deployments::history))
         .route("/v1/apps/{app}/versions", get(targets::versions))
+        .route(
+            "/v1/apps/{app}/versions/{version}/pin",
+            post(targets::pin).delete(targets::unpin),
+        )
         .route("/v1/deployments/{id}", get(deployments::get))
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/events", get(stream::events))

@@ -1,9 +1,10 @@
-//! The target view and an app's versions.
+//! The target view and an app's versions: listing them, and pinning one so
+//! that compaction never deletes it.
 
 use super::deployments::{check_params, check_target, parse_limit};
 use super::{ApiError, ApiPath, ApiQuery, AppState, Caller};
 use crate::config::Role;
-use crate::model::{TargetView, VersionsPage};
+use crate::model::{TargetView, VersionInfo, VersionsPage};
 use crate::names::{AppName, Target, Version};
 use axum::Json;
 use axum::extract::State;
@@ -48,4 +49,44 @@ pub async fn versions(
         versions: page.items,
         next_cursor: page.next.map(|n| format!("v{n}")),
     }))
+}
+
+/// `POST /v1/apps/{app}/versions/{version}/pin`: compaction never deletes a
+/// pinned version. Like the listing, a version belongs to the app, so a
+/// deploy token of the app may pin it whatever its clusters. Pinning a
+/// pinned version changes nothing and answers the same.
+pub async fn pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((app, version)): ApiPath<(String, String)>,
+) -> Result<Json<VersionInfo>, ApiError> {
+    set_pinned(&state, &caller, &app, &version, true).await
+}
+
+/// `DELETE /v1/apps/{app}/versions/{version}/pin`: retention decides about
+/// the version again. Unpinning an unpinned version changes nothing.
+pub async fn unpin(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((app, version)): ApiPath<(String, String)>,
+) -> Result<Json<VersionInfo>, ApiError> {
+    set_pinned(&state, &caller, &app, &version, false).await
+}
+
+async fn set_pinned(
+    state: &AppState,
+    caller: &Caller,
+    app: &str,
+    version: &str,
+    pinned: bool,
+) -> Result<Json<VersionInfo>, ApiError> {
+    let app: AppName = app.parse()?;
+    caller.may_app(Role::Deploy, app.as_str())?;
+    let version: Version = version.parse()?;
+    let info = state
+        .shared
+        .store
+        .pin(app.as_str(), version.as_str(), pinned)
+        .await?;
+    Ok(Json(info))
 }

@@ -5,6 +5,7 @@ mod cli_config;
 mod daemon;
 mod faults;
 mod pg_schema;
+mod pins;
 mod record;
 mod restore;
 mod retention;

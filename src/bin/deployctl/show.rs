@@ -1,11 +1,11 @@
-//! Showing what the server answered: targets, history and versions as
-//! text tables, or the API's own objects as JSON lines; and the small
-//! formatting helpers (durations, ages, error details) the CLI shares.
+//! Showing what the server answered: targets and history as text tables,
+//! or the API's own objects as JSON lines; and the small formatting helpers
+//! (durations, ages, tables, error details) the CLI shares.
 
 use crate::{Failure, Output, SUCCEEDED};
 use chrono::{DateTime, TimeDelta, Utc};
 use deployd::client::{Client, HistoryParams};
-use deployd::model::{Deployment, GitInfo, TargetView, VersionInfo};
+use deployd::model::{Deployment, GitInfo, TargetView};
 use serde::Serialize;
 
 /// Clusters looked for in this many recent deployments when `status` is
@@ -63,6 +63,10 @@ fn print_target(target: &TargetView) {
             active.deployment_id
         ),
         None => println!("  active   none"),
+    }
+    match &target.rollback_to {
+        Some(version) => println!("  rollback {version} (where a rollback without --to goes)"),
+        None => println!("  rollback none"),
     }
     match &target.running {
         Some(running) => println!(
@@ -137,53 +141,6 @@ pub async fn history(
     table(&header, rows.collect());
     if more.is_some() {
         eprintln!("(older deployments: --all, or a larger --limit)");
-    }
-    Ok(SUCCEEDED)
-}
-
-pub async fn versions(
-    client: &Client,
-    output: Output,
-    app: &str,
-    limit: Option<u32>,
-    all: bool,
-) -> Result<u8, Failure> {
-    let mut versions: Vec<VersionInfo> = Vec::new();
-    let mut cursor: Option<String> = None;
-    let more = loop {
-        let page = client.versions(app, limit, cursor.as_deref()).await?;
-        versions.extend(page.versions);
-        match page.next_cursor {
-            Some(next) if all => cursor = Some(next),
-            next => break next,
-        }
-    };
-    if output == Output::Json {
-        json_line(&serde_json::json!({"versions": versions, "next_cursor": more}));
-        return Ok(SUCCEEDED);
-    }
-    let header = [
-        "VERSION",
-        "CREATED",
-        "GIT-SHA",
-        "BRANCH",
-        "DEPLOYMENT",
-        "ARTIFACT",
-    ];
-    let rows = versions.iter().map(|v| {
-        let git = v.git.as_ref();
-        vec![
-            v.version.clone(),
-            ago(v.created_at),
-            short_sha(git),
-            git.and_then(|g| g.branch.clone()).unwrap_or_default(),
-            v.deployment_id.to_string(),
-            v.artifact.clone(),
-        ]
-    });
-    table(&header, rows.collect());
-    if more.is_some() {
-        eprintln!("(older versions: --all, or a larger --limit)");
     }
     Ok(SUCCEEDED)
 }
@@ -264,7 +221,7 @@ fn when(at: DateTime<Utc>) -> String {
     format!("{} ({})", at.format("%Y-%m-%d %H:%M:%S UTC"), ago(at))
 }
 
-fn short_sha(git: Option<&GitInfo>) -> String {
+pub fn short_sha(git: Option<&GitInfo>) -> String {
     let Some(sha) = git.and_then(|g| g.sha.as_deref()) else {
         return String::new();
     };
@@ -293,7 +250,7 @@ fn message(deployment: &Deployment) -> String {
 }
 
 /// Columns padded to their widest cell; the last one is not padded.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -4,6 +4,7 @@
 
 mod commands;
 mod history;
+mod versions;
 mod watch;
 
 use crate::support::app::*;
