@@ -150,6 +150,7 @@ enum Pin {
     /// version, so you can always roll back to it.
     Pin {
         /// The app the version belongs to.
+        #[arg(long)]
         app: String,
         /// The version to keep: v1, v2, …
         version: String,
@@ -157,6 +158,7 @@ enum Pin {
     /// Let retention decide about VERSION of APP again.
     Unpin {
         /// The app the version belongs to.
+        #[arg(long)]
         app: String,
         /// The version to unpin: v1, v2, …
         version: String,

@@ -16,12 +16,14 @@ Pinned versions are never compacted. Besides them, for each cluster deployd
 keeps the active version, the one active before it (where a rollback without
 --to goes), the newest deploy.keep_releases versions that were live there and
 the versions queued rollbacks need; versions younger than deploy.keep_min_age
-stay too. Compaction deletes the other versions, with their releases.
+stay too. Failed, cancelled and interrupted deploys never count against
+releases: they have their own limit, deploy.keep_attempts. Compaction deletes
+the other versions, with their releases.
 
-  deployctl versions --app web          where each version is or was live
-  deployctl versions pin web v12        keep v12 for good
-  deployctl versions unpin web v12      let retention decide about v12 again
-  deployctl compact --dry-run           what compaction would delete, and why";
+  deployctl versions --app web             where each version is or was live
+  deployctl versions pin --app web v12     keep v12 for good
+  deployctl versions unpin --app web v12   let retention decide about v12 again
+  deployctl compact --dry-run              what compaction would delete, and why";
 
 pub async fn list(
     client: &Client,

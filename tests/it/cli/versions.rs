@@ -59,7 +59,7 @@ async fn versions_show_pins_and_where_each_was_live(backend: Backend) {
         .expect("v1 was replaced on local");
 
     for _ in 0..2 {
-        let pin = run(&app.url, &["versions", "pin", "web", "v1"]).await;
+        let pin = run(&app.url, &["versions", "pin", "--app", "web", "v1"]).await;
         assert_eq!(pin.code, Some(0), "{}", pin.stderr);
         assert_eq!(
             pin.stdout,
@@ -101,7 +101,7 @@ async fn versions_show_pins_and_where_each_was_live(backend: Backend) {
     assert_eq!(json["versions"][1]["live"][1]["active"], true);
     assert_eq!(json["versions"][0]["pinned"], false);
 
-    let unpin = run(&app.url, &["versions", "unpin", "web", "v1"]).await;
+    let unpin = run(&app.url, &["versions", "unpin", "--app", "web", "v1"]).await;
     assert_eq!(unpin.code, Some(0), "{}", unpin.stderr);
     assert_eq!(
         unpin.stdout,
@@ -113,11 +113,11 @@ async fn versions_show_pins_and_where_each_was_live(backend: Backend) {
     // Refusals exit 2 with the server's reason, and change nothing.
     let before = listed(&app.url).await;
     for (args, code) in [
-        (["versions", "pin", "web", "latest"], "(invalid_argument)"),
-        (["versions", "pin", "web", "v9"], "(not_found)"),
-        (["versions", "unpin", "web", "v9"], "(not_found)"),
-        (["versions", "pin", "billing", "v1"], "(not_found)"),
-        (["versions", "pin", "Web", "v1"], "(invalid_argument)"),
+        (["versions", "pin", "--app", "web", "latest"], "(invalid_argument)"),
+        (["versions", "pin", "--app", "web", "v9"], "(not_found)"),
+        (["versions", "unpin", "--app", "web", "v9"], "(not_found)"),
+        (["versions", "pin", "--app", "billing", "v1"], "(not_found)"),
+        (["versions", "pin", "--app", "Web", "v1"], "(invalid_argument)"),
     ] {
         let refused = run(&app.url, &args).await;
         assert_eq!(refused.code, Some(2), "{args:?}: {}", refused.stderr);
@@ -168,7 +168,7 @@ async fn compact_dry_run_says_what_would_go_and_why_and_pins_hold() {
         let d = app.deploy("web", "local", &format!("release {n}")).await;
         deploys.push(app.finished(d.id).await);
     }
-    let pin = run(&app.url, &["versions", "pin", "web", "v1"]).await;
+    let pin = run(&app.url, &["versions", "pin", "--app", "web", "v1"]).await;
     assert_eq!(pin.code, Some(0), "{}", pin.stderr);
     let all = listed(&app.url).await;
 
