@@ -113,11 +113,17 @@ async fn versions_show_pins_and_where_each_was_live(backend: Backend) {
     // Refusals exit 2 with the server's reason, and change nothing.
     let before = listed(&app.url).await;
     for (args, code) in [
-        (["versions", "pin", "--app", "web", "latest"], "(invalid_argument)"),
+        (
+            ["versions", "pin", "--app", "web", "latest"],
+            "(invalid_argument)",
+        ),
         (["versions", "pin", "--app", "web", "v9"], "(not_found)"),
         (["versions", "unpin", "--app", "web", "v9"], "(not_found)"),
         (["versions", "pin", "--app", "billing", "v1"], "(not_found)"),
-        (["versions", "pin", "--app", "Web", "v1"], "(invalid_argument)"),
+        (
+            ["versions", "pin", "--app", "Web", "v1"],
+            "(invalid_argument)",
+        ),
     ] {
         let refused = run(&app.url, &args).await;
         assert_eq!(refused.code, Some(2), "{args:?}: {}", refused.stderr);
