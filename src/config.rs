@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Web origins (`scheme://host[:port]`) besides deployd's own whose pages
+    /// may send requests; empty by default: browsers may not drive deployd.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 // Debug by hand: the URL may carry a password, and configs get logged.

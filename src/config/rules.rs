@@ -41,6 +41,19 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         let message = "must start with postgres:// or postgresql://";
         return Some((at(&["store", "url"]), message.into()));
     }
+    if let Some((i, origin)) =
+        (config.server.allowed_origins.iter().enumerate()).find(|(_, origin)| !is_origin(origin))
+    {
+        let key = vec![
+            Seg::Key("server".into()),
+            Seg::Key("allowed_origins".into()),
+            Seg::Index(i),
+        ];
+        let message = format!(
+            "{origin:?} is not an origin: write scheme://host[:port], e.g. https://dash.example.com"
+        );
+        return Some((key, message));
+    }
     if config.auth.tokens.is_empty() && !config.server.listen.ip().is_loopback() {
         let message = "auth is off (no [[auth.tokens]] configured), so only a loopback \
             address is allowed; to enable auth, run `deployd token new NAME --role admin` \
@@ -89,6 +102,21 @@ fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, Stri
         at(&["env", var]),
         "not a valid environment variable name".into(),
     ))
+}
+
+/// `http(s)://host[:port]`, nothing more: what a browser sends as `Origin`.
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
 }
 
 /// Whether a text is a valid name of one kind.

@@ -385,3 +385,21 @@ fn the_postgres_example_is_a_valid_config() {
     assert!(!config.auth.tokens.is_empty());
     assert!(config.clusters.len() >= 2);
 }
+
+#[test]
+fn an_allowed_origin_must_be_an_origin() {
+    for bad in [
+        "dash.example.com",
+        "https://dash.example.com/path",
+        "ftp://x",
+        "https://",
+    ] {
+        let file = format!("[server]\nallowed_origins = [\"https://ok.example\", \"{bad}\"]\n");
+        let (key, message, _) = invalid(load(&file, &[]));
+        assert_eq!(key, "server.allowed_origins[1]", "{bad}");
+        assert!(message.contains("scheme://host[:port]"), "{message}");
+    }
+    let file =
+        "[server]\nallowed_origins = [\"https://dash.example.com:8443\", \"http://[::1]:3000/\"]\n";
+    assert!(load(file, &[]).is_ok());
+}

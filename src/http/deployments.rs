@@ -1,7 +1,7 @@
 //! Deploy, rollback, read, list and cancel deployments.
 
 use super::stream::progress;
-use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, parse_json, read_body};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, json_body};
 use crate::config::Role;
 use crate::machine::{Kind, State as Phase};
 use crate::model::{
@@ -33,7 +33,7 @@ pub async fn deploy(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
-    let request: DeployRequest = parse_json(&read_body(body).await?)?;
+    let request: DeployRequest = json_body(&headers, body).await?;
     let source: SourceDigest = request.source.parse()?;
     check_text(
         "message",
@@ -88,7 +88,7 @@ pub async fn rollback(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
-    let request: RollbackRequest = parse_json(&read_body(body).await?)?;
+    let request: RollbackRequest = json_body(&headers, body).await?;
     if let Some(version) = &request.version {
         version.parse::<Version>()?;
     }
@@ -166,10 +166,11 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Deployment>, ApiError> {
     let id = parse_id(&id)?;
-    let request: CancelRequest = parse_json(&read_body(body).await?)?;
+    let request: CancelRequest = json_body(&headers, body).await?;
     check_text(
         "reason",
         request.reason.as_deref(),

@@ -1,14 +1,16 @@
 //! The HTTP API of API.md: the router on one screen, one file per resource.
 //!
 //! Handlers validate input, then call the supervisor's handles or read the
-//! store; they never change a deployment themselves. Every `/v1` route runs
-//! behind [`auth::authenticate`] and each handler asks the [`Caller`] before it
+//! store; they never change a deployment themselves. Every route runs behind
+//! [`browser::guard`] (no cross-site or DNS-rebinding request gets through),
+//! every `/v1` route behind [`auth::authenticate`] and each handler asks the [`Caller`] before it
 //! acts; `/healthz` and `/readyz` are open. What must stay true: nothing is
 //! written when a request is answered with an error, and every error, axum's
 //! own rejections included, has API.md's one shape.
 
 mod admin;
 pub mod auth;
+mod browser;
 mod deployments;
 mod error;
 mod ops;
@@ -27,8 +29,8 @@ use crate::supervisor::SupervisorHandle;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -81,6 +83,13 @@ pub fn router(state: AppState) -> Router {
             tokens,
             auth::authenticate,
         ));
+    let config = &state.shared.config;
+    let policy = Arc::new(browser::Policy {
+        loopback_hosts_only: config.auth.tokens.is_empty(),
+        allowed_origins: (config.server.allowed_origins.iter())
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+    });
     Router::new()
         .merge(api)
         .route("/healthz", get(ops::healthz))
@@ -88,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(policy, browser::guard))
         .with_state(state)
 }
 
@@ -125,8 +135,36 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
     }
 }
 
-/// Read a JSON request body of at most [`JSON_BODY_LIMIT`] bytes.
-pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+/// A JSON request body of at most [`JSON_BODY_LIMIT`] bytes, parsed by
+/// [`parse_json`]. The request must say `Content-Type: application/json`,
+/// unless it has no body at all: a browser may send `text/plain` or a form
+/// to any site without asking, never JSON, so this is what keeps a web page
+/// from driving deployd (415 otherwise).
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE);
+    let is_json = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    let bytes = read_body(body).await?;
+    if !is_json && (content_type.is_some() || !bytes.is_empty()) {
+        let given = content_type
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_else(|| "none".to_string());
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("this endpoint takes Content-Type: application/json (got {given:?})"),
+        ));
+    }
+    parse_json(&bytes)
+}
+
+/// Read a request body of at most [`JSON_BODY_LIMIT`] bytes.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, JSON_BODY_LIMIT)
         .await
         .map_err(|_| {

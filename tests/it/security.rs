@@ -7,6 +7,7 @@
 //! nothing behind: the data dir holds the same files before and after.
 
 mod auth;
+mod browser;
 mod input;
 mod steps;
 mod uploads;
