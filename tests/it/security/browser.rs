@@ -30,6 +30,9 @@ fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
+/// A request's path, headers and body, and the status and code it must get.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8], u16, &'a str);
+
 /// Two good deploys of web/local, so a rollback would change something.
 async fn two_versions(app: &TestApp) {
     for tag in ["one", "two"] {
@@ -52,7 +55,7 @@ async fn cross_site_requests_are_refused_with_auth_off() {
         ("content-type", "text/plain"),
     ];
     let rollbacks = "/v1/apps/web/clusters/local/rollbacks";
-    let cases: [(&str, &[(&str, &str)], &[u8], u16, &str); 6] = [
+    let cases: [Case; 6] = [
         (rollbacks, &evil, b"{}", 403, "cross_origin"),
         ("/v1/admin/compact", &evil, b"", 403, "cross_origin"),
         (
@@ -92,7 +95,7 @@ async fn cross_site_requests_are_refused_with_auth_off() {
     assert_eq!(files(&app), before);
 
     // deployd's own origin, and JSON, are fine.
-    let own = format!("{}", app.url);
+    let own = app.url.clone();
     let headers = [
         ("origin", own.as_str()),
         ("content-type", "application/json"),
