@@ -112,7 +112,7 @@ pub async fn compact_once(daemon: &Daemon) -> Result<Report, StoreError> {
         total.versions_deleted.extend(step.versions_deleted);
     };
     let outcome = match outcome {
-        Ok(()) => sweep::sweep(daemon, false).await.map(|removed| {
+        Ok(()) => sweep::sweep(daemon, false, &[]).await.map(|removed| {
             total.removed = removed;
         }),
         Err(e) => Err(e),
@@ -140,6 +140,7 @@ pub async fn plan(daemon: &Daemon) -> Result<Plan, StoreError> {
         deployments,
         versions,
     } = daemon.store.compaction_plan(&policy, PLAN_LIMIT).await?;
+    let deleting: Vec<uuid::Uuid> = deployments.iter().map(|d| d.id).collect();
     let going: std::collections::HashSet<(String, String)> = versions
         .iter()
         .map(|v| (v.app.clone(), v.version.clone()))
@@ -158,7 +159,7 @@ pub async fn plan(daemon: &Daemon) -> Result<Plan, StoreError> {
             Planned { item: v, why }
         })
         .collect();
-    let removed = sweep::sweep(daemon, true).await?;
+    let removed = sweep::sweep(daemon, true, &deleting).await?;
     Ok(Plan {
         dry_run: true,
         deployments,

@@ -84,7 +84,7 @@ pub async fn serve(
     // first compaction.
     let sweeping = shared.clone();
     shared.tasks.spawn(async move {
-        if let Err(e) = crate::compaction::sweep::sweep(&sweeping, false).await {
+        if let Err(e) = crate::compaction::sweep::sweep(&sweeping, false, &[]).await {
             tracing::warn!(error = %e, "the start-up sweep of the data dir failed");
         }
     });

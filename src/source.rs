@@ -70,6 +70,10 @@ pub struct PutOutcome {
 /// Names temp files so they can never be mistaken for a source.
 pub const TEMP_PREFIX: &str = ".upload-";
 
+/// Names a source the sweep set aside while it decides
+/// (`compaction::sweep`), so this module and the sweep agree on it.
+pub const ASIDE_PREFIX: &str = ".sweep-";
+
 /// Set a stored source's mtime to now: the start of its grace period.
 fn touch(path: &Path) {
     let _ = fs::File::options()
@@ -100,12 +104,18 @@ impl SourceStore {
         fs::create_dir_all(&dir)?;
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            if entry
-                .file_name()
-                .as_bytes()
-                .starts_with(TEMP_PREFIX.as_bytes())
-            {
+            let name = entry.file_name();
+            if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
                 remove_if_present(&entry.path())?;
+            } else if let Some(real) = name.as_bytes().strip_prefix(ASIDE_PREFIX.as_bytes()) {
+                // A sweep stopped while judging it: back under its name, to
+                // be judged again by the next sweep.
+                let real = dir.join(std::ffi::OsStr::from_bytes(real));
+                if real.exists() {
+                    remove_if_present(&entry.path())?;
+                } else {
+                    fs::rename(entry.path(), real)?;
+                }
             }
         }
         Ok(SourceStore {

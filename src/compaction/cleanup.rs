@@ -64,18 +64,42 @@ pub fn ended(daemon: &Daemon, d: &Deployment) {
     });
 }
 
-/// After compaction deleted `version`: remove its artifact if it is a
-/// release directory of ours, then run the cleanup step of the cluster that
-/// built it (`DEPLOY_CLEANUP=version`), if that cluster declares one.
+/// After compaction deleted `version`: remove the release directory its
+/// build made, `releases/<app>/<built_on>/<deployment>` (the layout's name
+/// for it, never a path taken from the artifact's text), if the artifact is
+/// that directory or inside it and no kept version's artifact is; then run
+/// the cleanup step of the cluster that built it (`DEPLOY_CLEANUP=version`),
+/// if that cluster declares one. An artifact anywhere else (a registry, a
+/// content-addressed directory several versions share) is left to that step.
 pub async fn version_deleted(daemon: &Daemon, version: &DeletedVersion) {
-    let releases = daemon.data_dir.releases();
-    let artifact = version.artifact.clone();
-    let metrics = Arc::clone(&daemon.metrics);
-    let removed = tokio::task::spawn_blocking(move || {
-        remove(&releases, Path::new(&artifact), Area::Releases, &metrics)
-    })
-    .await
-    .unwrap_or(false);
+    let mut removed = false;
+    if let Some(cluster) = &version.built_on {
+        let dir = (daemon.data_dir).release(&version.app, cluster, version.deployment_id);
+        let artifact = Path::new(&version.artifact);
+        let ours = artifact.starts_with(&dir)
+            || Path::new(&version.artifact)
+                .canonicalize()
+                .is_ok_and(|a| dir.canonicalize().is_ok_and(|d| a.starts_with(d)));
+        let shared = match daemon
+            .store
+            .artifacts_under(&dir.display().to_string())
+            .await
+        {
+            Ok(others) => !others.is_empty(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check a release for kept versions; kept");
+                true
+            }
+        };
+        if ours && !shared {
+            let (releases, metrics) = (daemon.data_dir.releases(), Arc::clone(&daemon.metrics));
+            removed = tokio::task::spawn_blocking(move || {
+                remove(&releases, &dir, Area::Releases, &metrics)
+            })
+            .await
+            .unwrap_or(false);
+        }
+    }
     tracing::info!(
         app = %version.app,
         version = %version.version,

@@ -6,53 +6,84 @@
 //! at: an artifact is text a build step wrote, so it is checked, not trusted.
 
 use std::io;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// Remove `path` if it is safely ours: strictly inside `area` (a directory
-/// of the data dir, canonical), named as it is on disk, not a symlink and not
-/// what a `current` link beside it points at. Whether anything was removed;
-/// a path already gone is not an error.
+/// of the data dir, which may itself be a symlink to another disk), named as
+/// it is on disk with no symlink below the area, not a symlink itself and
+/// not what any `current` link of its app points at. Whether anything was
+/// removed; a path already gone is not an error.
 pub fn remove_inside(area: &Path, path: &Path) -> io::Result<bool> {
-    let Ok(area) = area.canonicalize() else {
-        return Ok(false); // no such area: nothing of ours to remove
-    };
-    let plain = path.is_absolute()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if !plain || !path.starts_with(&area) || path == area {
+    let Some(target) = removable(area, path)? else {
         return Ok(false);
+    };
+    if std::fs::symlink_metadata(&target)?.is_dir() {
+        std::fs::remove_dir_all(&target)?;
+    } else {
+        std::fs::remove_file(&target)?;
     }
-    let meta = match std::fs::symlink_metadata(path) {
+    Ok(true)
+}
+
+/// The canonical path [`remove_inside`] would remove for `path`, or `None`
+/// when it would refuse (or there is nothing): what a dry run reports.
+pub fn removable(area: &Path, path: &Path) -> io::Result<Option<PathBuf>> {
+    let canonical_area = match area.canonicalize() {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Spelled under the area as given, or under its canonical spelling.
+    let Ok(rest) = path
+        .strip_prefix(area)
+        .or_else(|_| path.strip_prefix(&canonical_area))
+    else {
+        return Ok(None);
+    };
+    let plain = rest.components().next().is_some()
+        && rest.components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Ok(None);
+    }
+    let target = canonical_area.join(rest);
+    let meta = match std::fs::symlink_metadata(&target) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     // A symlinked parent would make the text name a place outside the area.
-    if meta.file_type().is_symlink() || path.canonicalize()? != path {
-        return Ok(false);
+    if meta.file_type().is_symlink() || target.canonicalize()? != target {
+        return Ok(None);
     }
-    let current = path.parent().map(|dir| dir.join("current"));
-    if current
-        .and_then(|link| std::fs::read_link(link).ok())
-        .as_deref()
-        == Some(path)
-    {
-        return Ok(false);
+    if is_current(&target) {
+        return Ok(None);
     }
-    if meta.is_dir() {
-        std::fs::remove_dir_all(path)?;
-    } else {
-        std::fs::remove_file(path)?;
-    }
-    Ok(true)
+    Ok(Some(target))
+}
+
+/// Whether a `current` link of the release's app, in any of its clusters
+/// (`releases/<app>/*/current`), points at `release`, spelled absolute or
+/// relative.
+fn is_current(release: &Path) -> bool {
+    let Some(app) = release.parent().and_then(Path::parent) else {
+        return false;
+    };
+    let Ok(clusters) = std::fs::read_dir(app) else {
+        return false;
+    };
+    clusters.filter_map(Result::ok).any(|cluster| {
+        let dir = cluster.path();
+        std::fs::read_link(dir.join("current"))
+            .ok()
+            .and_then(|to| dir.join(to).canonicalize().ok())
+            .is_some_and(|to| to == release)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layout::DataDir;
-    use std::path::PathBuf;
 
     struct Scene {
         _dir: tempfile::TempDir,
@@ -129,5 +160,34 @@ mod tests {
             .expect("symlink");
         assert!(!remove_inside(&scene.releases, &active).unwrap());
         assert!(active.join("index.html").exists());
+    }
+
+    #[test]
+    fn a_relative_current_link_protects_its_release() {
+        let scene = scene();
+        let active = release(&scene, "active");
+        std::os::unix::fs::symlink("active", scene.releases.join("web/local/current"))
+            .expect("symlink");
+        assert!(!remove_inside(&scene.releases, &active).unwrap());
+        // So does another cluster's `current` of the same app.
+        let other = release(&scene, "other");
+        std::fs::create_dir_all(scene.releases.join("web/prod")).unwrap();
+        std::os::unix::fs::symlink(&other, scene.releases.join("web/prod/current")).unwrap();
+        assert!(!remove_inside(&scene.releases, &other).unwrap());
+        assert!(active.exists() && other.exists());
+    }
+
+    #[test]
+    fn an_area_that_is_a_symlink_to_another_disk_is_still_ours() {
+        let scene = scene();
+        let disk = scene.outside.join("fast-disk");
+        std::fs::create_dir_all(disk.join("ws/src")).unwrap();
+        let work = scene.releases.with_file_name("work");
+        std::os::unix::fs::symlink(&disk, &work).unwrap();
+        assert!(remove_inside(&work, &work.join("ws")).unwrap());
+        assert!(!disk.join("ws").exists() && disk.exists());
+        // But nothing above the area, and not the area itself.
+        assert!(!remove_inside(&work, &work).unwrap());
+        assert!(!remove_inside(&work, &scene.outside).unwrap());
     }
 }

@@ -183,8 +183,13 @@ impl Store for TimedStore {
         self.timed(self.inner.compaction_plan(policy, limit)).await
     }
 
-    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
-        self.timed(self.inner.sources_in_use(sources)).await
+    async fn sources_in_use(
+        &self,
+        sources: &[String],
+        ignoring: &[Uuid],
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed(self.inner.sources_in_use(sources, ignoring))
+            .await
     }
 
     async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

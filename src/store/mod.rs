@@ -177,8 +177,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<CompactionPlan, StoreError>;
 
-    /// Which of `sources` (digests) a deployment, in any state, names.
-    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Which of `sources` (digests) a deployment, in any state, names;
+    /// deployments in `ignoring` do not count (a dry run passes those the
+    /// same compaction would delete).
+    async fn sources_in_use(
+        &self,
+        sources: &[String],
+        ignoring: &[Uuid],
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Which of `ids` are deployments that have not ended (queued or running):
     /// their workspaces and release directories are still in use.
@@ -359,20 +365,31 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Versions and succeeded deployments created after this are kept.
+    /// Versions and succeeded deployments created after this are kept. A
+    /// minimum age longer than the calendar allows ("keep for ever") gives
+    /// the first instant both stores can hold, so nothing is old enough.
     pub fn cutoff(&self) -> DateTime<Utc> {
-        self.now - self.min_age
+        before(self.now, self.min_age)
     }
 
     /// Attempts that never went live created after this are kept.
     pub fn attempts_cutoff(&self) -> DateTime<Utc> {
-        self.now - self.attempts_min_age
+        before(self.now, self.attempts_min_age)
     }
 
     /// Versions kept per target by rank: never fewer than two.
     pub fn releases_per_target(&self) -> i64 {
         i64::from(self.keep_releases.max(2))
     }
+}
+
+/// `age` before `now`, or 0001-01-01 when that is further back.
+fn before(now: DateTime<Utc>, age: chrono::Duration) -> DateTime<Utc> {
+    let floor = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z")
+        .expect("a valid instant")
+        .to_utc();
+    now.checked_sub_signed(age)
+        .map_or(floor, |at| at.max(floor))
 }
 
 /// What compaction would delete, and why: [`Store::compaction_plan`].
@@ -430,6 +447,9 @@ pub struct DeletedVersion {
     pub artifact: String,
     /// The cluster whose build made it: whose cleanup step is told.
     pub built_on: Option<String>,
+    /// The deployment whose build minted it: its release directory is
+    /// `releases/<app>/<built_on>/<deployment_id>`.
+    pub deployment_id: Uuid,
 }
 
 /// One page of a keyset listing; `next` is the key to pass as `before`.
@@ -477,4 +497,28 @@ pub struct Migration {
     pub number: i64,
     pub name: &'static str,
     pub sql: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimum_age_past_the_calendar_keeps_everything_without_overflow() {
+        let now = Utc::now();
+        let policy = Retention {
+            keep_releases: 10,
+            keep_attempts: 20,
+            min_age: chrono::Duration::MAX,
+            attempts_min_age: chrono::Duration::days(365 * 300_000),
+            now,
+        };
+        assert_eq!(policy.cutoff().to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        assert_eq!(policy.attempts_cutoff(), policy.cutoff());
+        let day = Retention {
+            min_age: chrono::Duration::days(1),
+            ..policy
+        };
+        assert_eq!(day.cutoff(), now - chrono::Duration::days(1));
+    }
 }

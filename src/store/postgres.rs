@@ -589,6 +589,7 @@ impl Store for PgStore {
                     version: row.try_get("version")?,
                     artifact: row.try_get("artifact")?,
                     built_on: row.try_get("built_on")?,
+                    deployment_id: row.try_get("deployment_id")?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -640,8 +641,12 @@ impl Store for PgStore {
         })
     }
 
-    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
-        let rows = self.query(retention::SOURCES_IN_USE, &[&sources]).await?;
+    async fn sources_in_use(
+        &self,
+        sources: &[String],
+        ignoring: &[Uuid],
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = (self.query(retention::SOURCES_IN_USE, &[&sources, &ignoring])).await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 

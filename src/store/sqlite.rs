@@ -363,9 +363,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn sources_in_use(&self, sources: &[String]) -> Result<Vec<String>, StoreError> {
-        let sources = sources.to_vec();
-        self.read(move |tx| retention::sources_in_use(tx, &sources))
+    async fn sources_in_use(
+        &self,
+        sources: &[String],
+        ignoring: &[Uuid],
+    ) -> Result<Vec<String>, StoreError> {
+        let (sources, ignoring) = (sources.to_vec(), ignoring.to_vec());
+        self.read(move |tx| retention::sources_in_use(tx, &sources, &ignoring))
             .await
     }
 

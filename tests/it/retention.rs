@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod cases;
+mod hostile;
 mod property;
 
 on_both_stores!(

@@ -71,7 +71,7 @@ pub const DELETE_VERSIONS: &str = concat!(
     FOR UPDATE OF v SKIP LOCKED
 )
 DELETE FROM versions v USING doomed WHERE v.app = doomed.app AND v.number = doomed.number
-RETURNING v.app, v.version, v.artifact, v.built_on"
+RETURNING v.app, v.version, v.artifact, v.built_on, v.deployment_id"
 );
 
 /// The dry run's deployments: what [`DELETE_DEPLOYMENTS`] would delete over
@@ -99,9 +99,9 @@ WHERE NOT EXISTS (SELECT 1 FROM kept_versions k WHERE k.app = v.app AND k.versio
 ORDER BY v.app, v.number LIMIT $5"
 );
 
-/// Which of $1 (digests) a deployment names.
-pub const SOURCES_IN_USE: &str =
-    "SELECT DISTINCT source FROM deployments WHERE source = ANY($1::text[])";
+/// Which of $1 (digests) a deployment other than those in $2 names.
+pub const SOURCES_IN_USE: &str = "SELECT DISTINCT source FROM deployments \
+     WHERE source = ANY($1::text[]) AND NOT (id = ANY($2::uuid[]))";
 
 /// Which of $1 (ids) have not ended.
 pub const UNENDED: &str = "SELECT id FROM deployments WHERE id = ANY($1::uuid[]) \

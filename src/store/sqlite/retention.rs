@@ -76,7 +76,7 @@ DELETE FROM deployments WHERE id IN (SELECT id FROM doomed_deployments ORDER BY 
     ORDER BY v.app, v.number LIMIT ?5
 )
 DELETE FROM versions WHERE (app, number) IN (SELECT app, number FROM doomed)
-RETURNING app, version, artifact, built_on"
+RETURNING app, version, artifact, built_on, deployment_id"
     ))?;
     let versions_deleted = delete_versions
         .query_map(params, |r| {
@@ -85,6 +85,7 @@ RETURNING app, version, artifact, built_on"
                 version: r.get(1)?,
                 artifact: r.get(2)?,
                 built_on: r.get(3)?,
+                deployment_id: parse(r, 4, Uuid::parse_str)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -159,17 +160,22 @@ fn retention_params(policy: &Retention, limit: u32) -> (i64, i64, String, String
     )
 }
 
-/// Which of `sources` a deployment names.
+/// Which of `sources` a deployment other than those in `ignoring` names.
 pub(super) fn sources_in_use(
     conn: &Connection,
     sources: &[String],
+    ignoring: &[Uuid],
 ) -> Result<Vec<String>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT DISTINCT source FROM deployments WHERE source IN (SELECT value FROM json_each(?1))",
+        "SELECT DISTINCT source FROM deployments
+         WHERE source IN (SELECT value FROM json_each(?1))
+           AND id NOT IN (SELECT value FROM json_each(?2))",
     )?;
-    let list = serde_json::to_string(sources).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let json = |v: serde_json::Value| v.to_string();
+    let ignoring: Vec<String> = ignoring.iter().map(Uuid::to_string).collect();
+    let params = [json(sources.into()), json(ignoring.into())];
     Ok(statement
-        .query_map([list], |r| r.get(0))?
+        .query_map(params, |r| r.get(0))?
         .collect::<Result<_, _>>()?)
 }
 
