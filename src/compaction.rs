@@ -1,8 +1,8 @@
 //! Retention: every `deploy.compact_every`, delete what
 //! [`Store::compact`](crate::store::Store::compact) no longer keeps, in
-//! small batches, remove the release directories of the versions it
-//! deleted (and run their cluster's cleanup step), then [`sweep`] the data
-//! dir. [`plan`] answers the same question without deleting anything.
+//! small batches, settle what the deletions owe the clusters (release
+//! directories, cleanup steps: [`cleanup`]), then [`sweep`] the data dir.
+//! [`plan`] answers the same question without deleting anything.
 //!
 //! What must stay true:
 //! - the store decides what goes; this job only repeats its short steps (no
@@ -105,14 +105,13 @@ pub async fn compact_once(daemon: &Daemon) -> Result<Report, StoreError> {
             break Ok(());
         }
         metrics.compaction_deleted(step.deployments_deleted, step.versions_deleted.len() as u64);
-        for version in &step.versions_deleted {
-            cleanup::version_deleted(daemon, version).await;
-        }
         total.deployments_deleted += step.deployments_deleted;
         total.versions_deleted.extend(step.versions_deleted);
     };
+    // What the deletions owe the clusters (release directories, cleanup
+    // steps), and what earlier runs could not finish; then the sweep.
     let outcome = match outcome {
-        Ok(()) => sweep::sweep(daemon, false, &[]).await.map(|removed| {
+        Ok(()) => settle_and_sweep(daemon).await.map(|removed| {
             total.removed = removed;
         }),
         Err(e) => Err(e),
@@ -129,6 +128,13 @@ pub async fn compact_once(daemon: &Daemon) -> Result<Report, StoreError> {
         );
     }
     outcome.map(|()| total)
+}
+
+/// Settle the cleanups owed to clusters, then sweep the data dir: what
+/// compaction does after deleting, and what start-up does after a crash.
+pub async fn settle_and_sweep(daemon: &Daemon) -> Result<Vec<Removal>, StoreError> {
+    cleanup::settle_owed(daemon).await?;
+    sweep::sweep(daemon, false, &[]).await
 }
 
 /// What [`compact_once`] would delete and remove now, each with its reason;

@@ -67,7 +67,7 @@ impl Daemon {
             metrics.deployment_finished(d.state);
             // Whoever ended it (its actor, reconciliation, shutdown), what it
             // left in the data dir goes with it.
-            crate::compaction::cleanup::ended(self, d);
+            crate::compaction::cleanup::ended(self, d, from);
         }
         Ok(applied.deployment)
     }

@@ -79,12 +79,12 @@ pub async fn serve(
     shared
         .tasks
         .spawn(reaper(shared.clone(), supervisor.clone()));
-    // What a crash left in the data dir (workspaces of deployments that
-    // reconciliation just ended, half-made releases) goes now, not at the
+    // What a crash left (workspaces of deployments that reconciliation just
+    // ended, half-made releases, cleanups still owed) goes now, not at the
     // first compaction.
     let sweeping = shared.clone();
     shared.tasks.spawn(async move {
-        if let Err(e) = crate::compaction::sweep::sweep(&sweeping, false, &[]).await {
+        if let Err(e) = crate::compaction::settle_and_sweep(&sweeping).await {
             tracing::warn!(error = %e, "the start-up sweep of the data dir failed");
         }
     });

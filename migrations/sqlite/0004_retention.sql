@@ -24,6 +24,20 @@ CREATE INDEX target_versions_by_deployment ON target_versions (deployment_id);
 ALTER TABLE versions ADD COLUMN built_on text;
 UPDATE versions SET built_on = (SELECT d.cluster FROM deployments d WHERE d.id = versions.deployment_id);
 
+-- What deployd still owes a cluster after a record went: an attempt that
+-- ended without a version (its release directory, its cleanup step) or a
+-- version compaction deleted (the same, with its artifact). Written in the
+-- transaction that ends the attempt or deletes the version, deleted once the
+-- cleanup is done, so a crash in between only delays it.
+CREATE TABLE owed_cleanups (
+    id       text        PRIMARY KEY,  -- the deployment whose build made what is owed
+    app      text        NOT NULL,
+    cluster  text        NOT NULL,     -- whose cleanup step runs
+    version  text,                     -- NULL: an attempt
+    artifact text,
+    since    text NOT NULL
+);
+
 -- Sources are deleted once no deployment names them: find those that do.
 CREATE INDEX deployments_by_source ON deployments (source) WHERE source IS NOT NULL;
 

@@ -1,11 +1,16 @@
 //! What goes when a deployment ends or a version is deleted: the
-//! deployment's workspace, the release directory of a build that made no
-//! version, a deleted version's release directory, and then the cluster's
-//! own `cleanup` step, for what a build left outside the data dir.
+//! deployment's workspace, and what deployd owes the cluster — the release
+//! directory the build made and the cluster's own `cleanup` step, for what a
+//! build left outside the data dir.
 //!
-//! What must stay true: only paths the data dir's layout names are removed
-//! (through [`remove_inside`]); a cleanup step's failure is logged and
-//! counted, never recorded on a deployment, whose record is already final.
+//! What must stay true: an owed cleanup is recorded by the store in the
+//! transaction that ends the attempt or deletes the version
+//! ([`Store::owed_cleanups`](crate::store::Store::owed_cleanups)) and is
+//! forgotten only once it is done, so a crash only delays it (the next
+//! compaction, or the start-up sweep, settles it); only paths the data dir's
+//! layout names are removed (through [`remove_inside`]); a cleanup step's
+//! failure is logged and counted, never recorded on a deployment, and the
+//! cleanup stays owed.
 
 use super::remove::remove_inside;
 use crate::config::{Config, StepConfig};
@@ -15,107 +20,137 @@ use crate::machine::{Kind, State};
 use crate::metrics::{Area, Metrics};
 use crate::model::Deployment;
 use crate::pipeline::{OutputLine, Phase, StepCommand, StepOutcome, run_step};
-use crate::store::DeletedVersion;
+use crate::store::{DynStore, OwedCleanup, StoreError};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What a deployment that just ended leaves for removal, in the background
-/// on the daemon's task tracker: its workspace always; when it was a
-/// deploy that started and minted no version, its release directory and
-/// then the cluster's cleanup step (`DEPLOY_CLEANUP=attempt`). A
-/// deployment that minted a version keeps its release directory: the
-/// version is deleted later, by compaction.
-pub fn ended(daemon: &Daemon, d: &Deployment) {
+/// Owed cleanups one settling pass takes at most.
+const SETTLE_BATCH: u32 = 1000;
+
+/// What settling needs of the daemon, owned, so it runs in a spawned task.
+#[derive(Clone)]
+struct Janitor {
+    store: DynStore,
+    config: Arc<Config>,
+    data_dir: DataDir,
+    metrics: Arc<Metrics>,
+}
+
+impl Janitor {
+    fn of(daemon: &Daemon) -> Janitor {
+        Janitor {
+            store: Arc::clone(&daemon.store),
+            config: Arc::clone(&daemon.config),
+            data_dir: daemon.data_dir.clone(),
+            metrics: Arc::clone(&daemon.metrics),
+        }
+    }
+}
+
+/// A deployment just ended, from state `from`: its workspace goes, in the
+/// background on the daemon's task tracker, and when it was a deploy that
+/// ended while building or pushing (so it made no version), the cleanup the
+/// store recorded for it in the same transaction is settled right away.
+pub fn ended(daemon: &Daemon, d: &Deployment, from: State) {
     debug_assert!(d.state.is_terminal(), "{}", d.state);
-    let data_dir = daemon.data_dir.clone();
-    let workspace = data_dir.workspace(d.id);
-    let built_nothing = d.kind == Kind::Deploy
-        && d.version.is_none()
-        && d.started_at.is_some()
-        && d.state != State::Succeeded;
-    let release = built_nothing.then(|| data_dir.release(&d.app, &d.cluster, d.id));
-    let step = built_nothing
-        .then(|| CleanupStep::of(daemon, &d.cluster))
-        .flatten();
-    let metrics = Arc::clone(&daemon.metrics);
-    let d = d.clone();
+    let janitor = Janitor::of(daemon);
+    let workspace = janitor.data_dir.workspace(d.id);
+    let building = matches!(from, State::Building | State::Pushing);
+    let owed = (d.kind == Kind::Deploy && d.version.is_none() && building).then(|| OwedCleanup {
+        id: d.id,
+        app: d.app.clone(),
+        cluster: d.cluster.clone(),
+        version: None,
+        artifact: None,
+    });
     daemon.tasks.spawn(async move {
-        let removing = {
-            let (data_dir, release) = (data_dir.clone(), release.clone());
-            tokio::task::spawn_blocking(move || {
-                remove(&data_dir.work(), &workspace, Area::Work, &metrics);
-                if let Some(release) = &release {
-                    remove(&data_dir.releases(), release, Area::Releases, &metrics);
-                }
-            })
-        };
+        let (work, metrics) = (janitor.data_dir.work(), Arc::clone(&janitor.metrics));
+        let removing = tokio::task::spawn_blocking(move || {
+            remove(&work, &workspace, Area::Work, &metrics);
+        });
         let _ = removing.await;
-        if let (Some(step), Some(release)) = (step, release) {
-            let env = vec![
-                ("DEPLOY_CLEANUP", "attempt".to_string()),
-                ("DEPLOY_ID", d.id.to_string()),
-                ("DEPLOY_RELEASE_DIR", release.display().to_string()),
-            ];
-            let what = format!("deployment {} of {}/{}", d.id, d.app, d.cluster);
-            step.run(&d.app, env, &what).await;
+        if let Some(owed) = owed {
+            settle(&janitor, &owed).await;
         }
     });
 }
 
-/// After compaction deleted `version`: remove the release directory its
-/// build made, `releases/<app>/<built_on>/<deployment>` (the layout's name
-/// for it, never a path taken from the artifact's text), if the artifact is
-/// that directory or inside it and no kept version's artifact is; then run
-/// the cleanup step of the cluster that built it (`DEPLOY_CLEANUP=version`),
-/// if that cluster declares one. An artifact anywhere else (a registry, a
-/// content-addressed directory several versions share) is left to that step.
-pub async fn version_deleted(daemon: &Daemon, version: &DeletedVersion) {
-    let mut removed = false;
-    if let Some(cluster) = &version.built_on {
-        let dir = (daemon.data_dir).release(&version.app, cluster, version.deployment_id);
-        let artifact = Path::new(&version.artifact);
-        let ours = artifact.starts_with(&dir)
-            || Path::new(&version.artifact)
-                .canonicalize()
-                .is_ok_and(|a| dir.canonicalize().is_ok_and(|d| a.starts_with(d)));
-        let shared = match daemon
-            .store
-            .artifacts_under(&dir.display().to_string())
-            .await
-        {
-            Ok(others) => !others.is_empty(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not check a release for kept versions; kept");
-                true
-            }
-        };
-        if ours && !shared {
-            let (releases, metrics) = (daemon.data_dir.releases(), Arc::clone(&daemon.metrics));
-            removed = tokio::task::spawn_blocking(move || {
-                remove(&releases, &dir, Area::Releases, &metrics)
-            })
-            .await
-            .unwrap_or(false);
-        }
+/// Settle the cleanups owed (oldest first, one pass of at most
+/// [`SETTLE_BATCH`]); how many were done. Those whose cleanup step fails
+/// stay owed for the next pass.
+pub async fn settle_owed(daemon: &Daemon) -> Result<usize, StoreError> {
+    let janitor = Janitor::of(daemon);
+    let owed = janitor.store.owed_cleanups(SETTLE_BATCH).await?;
+    let mut done = 0;
+    for cleanup in &owed {
+        done += usize::from(settle(&janitor, cleanup).await);
     }
-    tracing::info!(
-        app = %version.app,
-        version = %version.version,
-        artifact = %version.artifact,
-        release_removed = removed,
-        "compaction deleted a version"
-    );
-    let step = (version.built_on.as_deref()).and_then(|cluster| CleanupStep::of(daemon, cluster));
-    if let Some(step) = step {
-        let env = vec![
-            ("DEPLOY_CLEANUP", "version".to_string()),
-            ("DEPLOY_VERSION", version.version.clone()),
-            ("DEPLOY_ARTIFACT", version.artifact.clone()),
-        ];
-        let what = format!("version {} of {}", version.version, version.app);
-        step.run(&version.app, env, &what).await;
+    Ok(done)
+}
+
+/// Remove the release directory the build of `owed.id` made,
+/// `releases/<app>/<cluster>/<id>` (the layout's name for it, never a path
+/// taken from an artifact's text), unless a kept version's artifact is in
+/// it; then run the cluster's cleanup step, if it declares one. Whether the
+/// cleanup is done (and forgotten by the store).
+async fn settle(janitor: &Janitor, owed: &OwedCleanup) -> bool {
+    let dir = (janitor.data_dir).release(&owed.app, &owed.cluster, owed.id);
+    let kept = match janitor
+        .store
+        .artifacts_under(&dir.display().to_string())
+        .await
+    {
+        Ok(artifacts) => !artifacts.is_empty(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check a release for kept versions; cleanup stays owed");
+            return false;
+        }
+    };
+    let removed = !kept && {
+        let (releases, metrics) = (janitor.data_dir.releases(), Arc::clone(&janitor.metrics));
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || remove(&releases, &dir, Area::Releases, &metrics))
+            .await
+            .unwrap_or(false)
+    };
+    let what = match &owed.version {
+        Some(version) => format!("version {version} of {}", owed.app),
+        None => format!("deployment {} of {}/{}", owed.id, owed.app, owed.cluster),
+    };
+    if owed.version.is_some() {
+        tracing::info!(%what, artifact = owed.artifact.as_deref().unwrap_or(""),
+            release_removed = removed, "compaction deleted a version");
+    }
+    let step = (janitor.config.clusters.get(&owed.cluster)).and_then(|c| c.cleanup.clone());
+    let done = match step {
+        None => true,
+        Some(step) => {
+            let mut env = vec![
+                ("DEPLOY_ID", owed.id.to_string()),
+                ("DEPLOY_RELEASE_DIR", dir.display().to_string()),
+            ];
+            match &owed.version {
+                Some(version) => {
+                    env.push(("DEPLOY_CLEANUP", "version".to_string()));
+                    env.push(("DEPLOY_VERSION", version.clone()));
+                    env.push(("DEPLOY_ARTIFACT", owed.artifact.clone().unwrap_or_default()));
+                }
+                None => env.push(("DEPLOY_CLEANUP", "attempt".to_string())),
+            }
+            run(janitor, owed, step, env, &what).await
+        }
+    };
+    if !done {
+        return false;
+    }
+    match janitor.store.cleaned(owed.id).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(%what, error = %e, "cleanup done but still recorded as owed");
+            false
+        }
     }
 }
 
@@ -135,63 +170,47 @@ pub(super) fn remove(area: &Path, path: &Path, label: Area, metrics: &Metrics) -
     }
 }
 
-/// A cluster's cleanup step with what running it needs of the daemon,
-/// owned, so it can run in a spawned task.
-struct CleanupStep {
-    config: Arc<Config>,
-    data_dir: DataDir,
-    metrics: Arc<Metrics>,
-    cluster: String,
+/// Run a cleanup step to its end, in the data dir, with the cluster's env,
+/// `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and `extra`; its output
+/// goes to the log. Whether it succeeded; a failure is logged and counted.
+async fn run(
+    janitor: &Janitor,
+    owed: &OwedCleanup,
     step: StepConfig,
-}
-
-impl CleanupStep {
-    /// The step `cluster` declares, if any.
-    fn of(daemon: &Daemon, cluster: &str) -> Option<CleanupStep> {
-        let step = daemon.config.clusters.get(cluster)?.cleanup.clone()?;
-        Some(CleanupStep {
-            config: Arc::clone(&daemon.config),
-            data_dir: daemon.data_dir.clone(),
-            metrics: Arc::clone(&daemon.metrics),
-            cluster: cluster.to_string(),
-            step,
-        })
-    }
-
-    /// Run it to its end, in the data dir, with the cluster's env,
-    /// `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and `extra`; its
-    /// output goes to the log, its failure is logged and counted.
-    async fn run(self, app: &str, extra: Vec<(&str, String)>, what: &str) {
-        let cluster = self.cluster.as_str();
-        let root = self.data_dir.root();
-        let mut env: Vec<(String, String)> = (self.config.clusters.get(cluster))
-            .map(|c| c.env.clone().into_iter().collect())
-            .unwrap_or_default();
-        env.push(("DEPLOY_APP".into(), app.to_string()));
-        env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
-        env.push(("DEPLOY_DATA_DIR".into(), root.display().to_string()));
-        env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
-        let command = StepCommand {
-            phase: Phase::Cleanup,
-            argv: self.step.run,
-            timeout: self.step.timeout,
-            cwd: root.to_path_buf(),
-            env,
-            kill_grace: self.config.deploy.kill_grace,
-        };
-        let (lines, mut output) = mpsc::channel::<OutputLine>(64);
-        let logging = async {
-            while let Some(line) = output.recv().await {
-                tracing::info!(cluster, %what, line = %line.line, "cleanup step");
-            }
-        };
-        let cancel = CancellationToken::new();
-        let (outcome, ()) = tokio::join!(run_step(command, lines, cancel), logging);
-        if outcome == StepOutcome::Succeeded {
-            tracing::info!(cluster, %what, "cleanup step succeeded");
-        } else {
-            self.metrics.cleanup_failed();
-            tracing::warn!(cluster, %what, ?outcome, "cleanup step did not succeed");
+    extra: Vec<(&str, String)>,
+    what: &str,
+) -> bool {
+    let cluster = owed.cluster.as_str();
+    let root = janitor.data_dir.root();
+    let mut env: Vec<(String, String)> = (janitor.config.clusters.get(cluster))
+        .map(|c| c.env.clone().into_iter().collect())
+        .unwrap_or_default();
+    env.push(("DEPLOY_APP".into(), owed.app.clone()));
+    env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
+    env.push(("DEPLOY_DATA_DIR".into(), root.display().to_string()));
+    env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let command = StepCommand {
+        phase: Phase::Cleanup,
+        argv: step.run,
+        timeout: step.timeout,
+        cwd: root.to_path_buf(),
+        env,
+        kill_grace: janitor.config.deploy.kill_grace,
+    };
+    let (lines, mut output) = mpsc::channel::<OutputLine>(64);
+    let logging = async {
+        while let Some(line) = output.recv().await {
+            tracing::info!(cluster, %what, line = %line.line, "cleanup step");
         }
+    };
+    let cancel = CancellationToken::new();
+    let (outcome, ()) = tokio::join!(run_step(command, lines, cancel), logging);
+    if outcome == StepOutcome::Succeeded {
+        tracing::info!(cluster, %what, "cleanup step succeeded");
+        true
+    } else {
+        janitor.metrics.cleanup_failed();
+        tracing::warn!(cluster, %what, ?outcome, "cleanup step did not succeed; it stays owed");
+        false
     }
 }

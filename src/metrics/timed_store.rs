@@ -10,7 +10,7 @@ use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
     Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, HistoryQuery, Holder,
-    Lease, LeaseInfo, NewDeployment, Page, Retention, Store, StoreError,
+    Lease, LeaseInfo, NewDeployment, OwedCleanup, Page, Retention, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -194,6 +194,14 @@ impl Store for TimedStore {
 
     async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         self.timed(self.inner.unended(ids)).await
+    }
+
+    async fn owed_cleanups(&self, limit: u32) -> Result<Vec<OwedCleanup>, StoreError> {
+        self.timed(self.inner.owed_cleanups(limit)).await
+    }
+
+    async fn cleaned(&self, id: Uuid) -> Result<(), StoreError> {
+        self.timed(self.inner.cleaned(id)).await
     }
 
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

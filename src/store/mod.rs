@@ -190,6 +190,15 @@ pub trait Store: Send + Sync + 'static {
     /// their workspaces and release directories are still in use.
     async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
 
+    /// Cleanups owed to clusters, oldest first, at most `limit`: one is
+    /// recorded in the transaction that ends a deploy while it was building
+    /// or pushing (so it minted no version), and in the one that deletes a version that names
+    /// the cluster that built it. They stay until [`Store::cleaned`].
+    async fn owed_cleanups(&self, limit: u32) -> Result<Vec<OwedCleanup>, StoreError>;
+
+    /// The cleanup owed for deployment `id` is done.
+    async fn cleaned(&self, id: Uuid) -> Result<(), StoreError>;
+
     /// Which of `ids` are deployments that minted a version that still
     /// exists: their release directories hold a kept version.
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
@@ -390,6 +399,20 @@ fn before(now: DateTime<Utc>, age: chrono::Duration) -> DateTime<Utc> {
         .to_utc();
     now.checked_sub_signed(age)
         .map_or(floor, |at| at.max(floor))
+}
+
+/// A cleanup owed to a cluster: [`Store::owed_cleanups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedCleanup {
+    /// The deployment whose build made what is owed: its release directory
+    /// is `releases/<app>/<cluster>/<id>`.
+    pub id: Uuid,
+    pub app: String,
+    /// Whose cleanup step runs.
+    pub cluster: String,
+    /// `None`: an attempt that made no version; `Some`: a deleted version.
+    pub version: Option<String>,
+    pub artifact: Option<String>,
 }
 
 /// What compaction would delete, and why: [`Store::compaction_plan`].

@@ -16,8 +16,8 @@
 
 use super::{
     Applied, Change, CompactionPlan, CompactionReport, Created, DeletedVersion, HistoryQuery,
-    Holder, Lease, LeaseInfo, Migration, NewDeployment, Page, PlannedDeployment, PlannedVersion,
-    Retention, Store, StoreError, VersionChange,
+    Holder, Lease, LeaseInfo, Migration, NewDeployment, OwedCleanup, Page, PlannedDeployment,
+    PlannedVersion, Retention, Store, StoreError, VersionChange,
 };
 use crate::machine::State;
 use crate::model::{
@@ -653,6 +653,25 @@ impl Store for PgStore {
     async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let rows = self.query(retention::UNENDED, &[&ids]).await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    async fn owed_cleanups(&self, limit: u32) -> Result<Vec<OwedCleanup>, StoreError> {
+        let rows = self.query(retention::OWED, &[&i64::from(limit)]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OwedCleanup {
+                    id: row.try_get("id")?,
+                    app: row.try_get("app")?,
+                    cluster: row.try_get("cluster")?,
+                    version: row.try_get("version")?,
+                    artifact: row.try_get("artifact")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn cleaned(&self, id: Uuid) -> Result<(), StoreError> {
+        self.query(retention::CLEANED, &[&id]).await.map(drop)
     }
 
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

@@ -25,7 +25,7 @@ mod write;
 use super::text::{storable, storable_events};
 use super::{
     Applied, Change, CompactionPlan, CompactionReport, Created, HistoryQuery, Holder, Lease,
-    LeaseInfo, Migration, NewDeployment, Page, Retention, Store, StoreError,
+    LeaseInfo, Migration, NewDeployment, OwedCleanup, Page, Retention, Store, StoreError,
 };
 use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
@@ -376,6 +376,14 @@ impl Store for SqliteStore {
     async fn unended(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let ids = ids.to_vec();
         self.read(move |tx| retention::unended(tx, &ids)).await
+    }
+
+    async fn owed_cleanups(&self, limit: u32) -> Result<Vec<OwedCleanup>, StoreError> {
+        self.read(move |tx| retention::owed(tx, limit)).await
+    }
+
+    async fn cleaned(&self, id: Uuid) -> Result<(), StoreError> {
+        self.write(move |tx| retention::cleaned(tx, id)).await
     }
 
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

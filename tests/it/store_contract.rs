@@ -20,7 +20,8 @@ use compaction::{
     a_rollback_moves_a_version_up_the_window, a_version_live_on_another_cluster_is_kept,
     attempts_have_their_own_limit_and_age, compaction_keeps_releases_not_attempts,
     compaction_keeps_the_newest_releases_per_target, compaction_steps_are_small_and_converge,
-    pinned_and_queued_rollback_targets_are_kept, the_dry_run_names_what_compaction_deletes,
+    owed_cleanups_are_recorded_with_what_they_owe, pinned_and_queued_rollback_targets_are_kept,
+    the_dry_run_names_what_compaction_deletes,
 };
 mod take_over;
 mod text;
@@ -64,6 +65,7 @@ macro_rules! contract {
                 a_rollback_moves_a_version_up_the_window,
                 compaction_steps_are_small_and_converge,
                 the_dry_run_names_what_compaction_deletes,
+                owed_cleanups_are_recorded_with_what_they_owe,
                 nul_bytes_are_stored_replaced_the_same_on_every_backend,
                 drift_is_set_replaced_cleared_and_undone_by_a_success,
             );

@@ -69,9 +69,16 @@ pub const DELETE_VERSIONS: &str = concat!(
       AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.app = v.app AND d.version = v.version)
     ORDER BY v.app, v.number LIMIT $5
     FOR UPDATE OF v SKIP LOCKED
+), deleted AS (
+    DELETE FROM versions v USING doomed WHERE v.app = doomed.app AND v.number = doomed.number
+    RETURNING v.app, v.version, v.artifact, v.built_on, v.deployment_id
+), owed AS (
+    INSERT INTO owed_cleanups (id, app, cluster, version, artifact, since)
+    SELECT deployment_id, app, built_on, version, artifact, now() FROM deleted
+    WHERE built_on IS NOT NULL
+    ON CONFLICT (id) DO UPDATE SET version = excluded.version, artifact = excluded.artifact
 )
-DELETE FROM versions v USING doomed WHERE v.app = doomed.app AND v.number = doomed.number
-RETURNING v.app, v.version, v.artifact, v.built_on, v.deployment_id"
+SELECT * FROM deleted"
 );
 
 /// The dry run's deployments: what [`DELETE_DEPLOYMENTS`] would delete over
@@ -106,6 +113,12 @@ pub const SOURCES_IN_USE: &str = "SELECT DISTINCT source FROM deployments \
 /// Which of $1 (ids) have not ended.
 pub const UNENDED: &str = "SELECT id FROM deployments WHERE id = ANY($1::uuid[]) \
      AND state IN ('queued', 'building', 'pushing', 'activating')";
+
+/// Owed cleanups, oldest first, at most $1.
+pub const OWED: &str =
+    "SELECT id, app, cluster, version, artifact FROM owed_cleanups ORDER BY since, id LIMIT $1";
+
+pub const CLEANED: &str = "DELETE FROM owed_cleanups WHERE id = $1";
 
 /// Which of $1 (ids) minted a version that still exists.
 pub const BUILDERS: &str =

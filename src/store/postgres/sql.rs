@@ -136,6 +136,14 @@ WITH cur AS (
 ), undrift AS (
     DELETE FROM target_drift td USING d
     WHERE d.state = 'succeeded' AND td.app = d.app AND td.cluster = d.cluster
+), owed AS (
+    -- A deploy that ended while building or pushing, with no version: its
+    -- cluster is owed a cleanup.
+    INSERT INTO owed_cleanups (id, app, cluster, since)
+    SELECT id, app, cluster, $4 FROM d
+    WHERE kind = 'deploy' AND version IS NULL AND $2::text IN ('building', 'pushing')
+      AND state IN ('failed', 'cancelled', 'interrupted')
+    ON CONFLICT (id) DO NOTHING
 ), live AS (
     INSERT INTO target_versions (app, cluster, version, active_since, active_until, deployment_id)
     SELECT app, cluster, version, $4, NULL, id FROM d WHERE state = 'succeeded'

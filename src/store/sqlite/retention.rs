@@ -9,8 +9,8 @@
 use super::read::{parse, ts};
 use crate::machine::State;
 use crate::store::{
-    CompactionPlan, CompactionReport, DeletedVersion, PlannedDeployment, PlannedVersion, Retention,
-    StoreError,
+    CompactionPlan, CompactionReport, DeletedVersion, OwedCleanup, PlannedDeployment,
+    PlannedVersion, Retention, StoreError,
 };
 use rusqlite::{Connection, Transaction, params};
 use std::str::FromStr;
@@ -78,7 +78,7 @@ DELETE FROM deployments WHERE id IN (SELECT id FROM doomed_deployments ORDER BY 
 DELETE FROM versions WHERE (app, number) IN (SELECT app, number FROM doomed)
 RETURNING app, version, artifact, built_on, deployment_id"
     ))?;
-    let versions_deleted = delete_versions
+    let versions_deleted: Vec<DeletedVersion> = delete_versions
         .query_map(params, |r| {
             Ok(DeletedVersion {
                 app: r.get(0)?,
@@ -89,6 +89,18 @@ RETURNING app, version, artifact, built_on, deployment_id"
             })
         })?
         .collect::<Result<_, _>>()?;
+    let mut owe = tx.prepare_cached(
+        "INSERT INTO owed_cleanups (id, app, cluster, version, artifact, since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, artifact = excluded.artifact",
+    )?;
+    for v in &versions_deleted {
+        if let Some(cluster) = &v.built_on {
+            let id = v.deployment_id.to_string();
+            let now = ts(chrono::Utc::now());
+            owe.execute(params![id, v.app, cluster, v.version, v.artifact, now])?;
+        }
+    }
     Ok(CompactionReport {
         deployments_deleted: deployments_deleted as u64,
         versions_deleted,
@@ -177,6 +189,30 @@ pub(super) fn sources_in_use(
     Ok(statement
         .query_map(params, |r| r.get(0))?
         .collect::<Result<_, _>>()?)
+}
+
+/// Owed cleanups, oldest first, at most `limit`.
+pub(super) fn owed(conn: &Connection, limit: u32) -> Result<Vec<OwedCleanup>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, app, cluster, version, artifact FROM owed_cleanups
+             ORDER BY since, id LIMIT ?1",
+        )?
+        .query_map([limit], |r| {
+            Ok(OwedCleanup {
+                id: parse(r, 0, Uuid::parse_str)?,
+                app: r.get(1)?,
+                cluster: r.get(2)?,
+                version: r.get(3)?,
+                artifact: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn cleaned(tx: &Transaction, id: Uuid) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM owed_cleanups WHERE id = ?1", [id.to_string()])?;
+    Ok(())
 }
 
 /// Which of `ids` have not ended.

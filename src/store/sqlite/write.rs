@@ -2,7 +2,7 @@
 //! IMMEDIATE transaction, so what it reads first is still true when it writes.
 
 use super::read::{self, git_json, ts};
-use crate::machine::State;
+use crate::machine::{Kind, State};
 use crate::model::{Drift, Event, EventData, StateChange};
 use crate::store::{
     Applied, Change, Created, Holder, Lease, NewDeployment, StoreError, VersionChange,
@@ -172,6 +172,16 @@ pub(super) fn transition(tx: &Transaction, change: &Change) -> Result<Applied, S
     });
     let event = insert_events(tx, id, &[data])?.remove(0);
     let deployment = read::deployment(tx, id)?.ok_or(StoreError::NotFound(id))?;
+    let d = &deployment;
+    let building = matches!(change.from, State::Building | State::Pushing);
+    if d.kind == Kind::Deploy && d.version.is_none() && building && ended {
+        // Its cluster is owed a cleanup (`owed_cleanups`).
+        tx.execute(
+            "INSERT INTO owed_cleanups (id, app, cluster, since) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+            params![id.to_string(), d.app, d.cluster, at],
+        )?;
+    }
     Ok(Applied { deployment, event })
 }
 

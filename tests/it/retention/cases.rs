@@ -384,7 +384,10 @@ async fn cleanup_steps_hear_of_attempts_and_deleted_versions(backend: Backend) {
     .await;
     compact(&app).await;
     let first = first.unwrap();
-    let version_line = format!("version web registry  v1 registry/web:{}", first.id);
+    let version_line = format!(
+        "version web registry {} v1 registry/web:{}",
+        first.id, first.id
+    );
     assert!(read().lines().any(|l| l == version_line), "{}", read());
     app.stop().await;
 }

@@ -259,3 +259,73 @@ async fn a_source_set_aside_by_a_stopped_sweep_comes_back() {
     assert_eq!(app.finished(d.id).await.state, State::Succeeded);
     app.stop().await;
 }
+
+/// A cleanup step cut short by `kill -9` is still owed: the restarted
+/// daemon runs it again (it must tolerate that) until it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_cut_short_by_a_crash_runs_again_after_the_restart() {
+    use crate::support::process::{Daemon, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let (heard, gate) = (dir.path().join("heard"), dir.path().join("gate"));
+    let build = "printf 'registry/web:%s' \"$DEPLOY_ID\" > \"$DEPLOY_ARTIFACT_FILE\"";
+    let cleanup = format!(
+        "echo \"start $DEPLOY_VERSION\" >> '{heard}'; while [ ! -e '{gate}' ]; do sleep 0.05; done; echo \"done $DEPLOY_VERSION\" >> '{heard}'",
+        heard = heard.display(),
+        gate = gate.display()
+    );
+    let argv = |script: &str| serde_json::json!(["/bin/sh", "-c", script]).to_string();
+    let toml = format!(
+        "[deploy]\nkeep_releases = 2\nkeep_min_age = \"0s\"\n\n\
+         [clusters.img.build]\nrun = {}\ntimeout = \"1m\"\n\n\
+         [clusters.img.activate]\nrun = {}\ntimeout = \"1m\"\n\n\
+         [clusters.img.cleanup]\nrun = {}\ntimeout = \"5m\"\n",
+        argv(build),
+        argv("echo activated"),
+        argv(&cleanup)
+    );
+    let config = write_config(dir.path(), None, &toml);
+    let daemon = Daemon::start(&config).await;
+    for n in 0..3 {
+        let tar = tar_of(&[("index.html", &n.to_string(), 0o644)]);
+        let sha = sha256_hex(&tar);
+        daemon.client.put_source(&sha, tar).await.unwrap();
+        let d = daemon
+            .client
+            .deploy("web", "img", &deploy_request(&sha))
+            .await
+            .unwrap();
+        let events = collect_events(&daemon.client, d.id, None).await;
+        assert!(
+            format!("{:?}", events.last()).contains("Succeeded"),
+            "{events:?}"
+        );
+    }
+    let url = daemon.client.base_url().trim_end_matches('/').to_string();
+    let compacting = tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(format!("{url}/v1/admin/compact"))
+            .send()
+            .await;
+    });
+    let read = || std::fs::read_to_string(&heard).unwrap_or_default();
+    eventually("the cleanup step of v1 to start", || {
+        read().contains("start v1")
+    })
+    .await;
+    daemon.kill9();
+    let _ = compacting.await;
+    std::fs::write(&gate, "").unwrap();
+    let restarted = Daemon::start(&config).await;
+    eventually("the owed cleanup to run again and finish", || {
+        read().contains("done v1")
+    })
+    .await;
+    let versions = restarted.client.versions("web", None, None).await.unwrap();
+    let names: Vec<&str> = versions
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(names, ["v3", "v2"]);
+    drop(restarted);
+}

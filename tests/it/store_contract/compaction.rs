@@ -349,3 +349,53 @@ pub(super) async fn the_dry_run_names_what_compaction_deletes(store: DynStore) {
     assert_eq!(never_live, ["v5"]);
     assert!(store.compaction_plan(&policy, 1000).await.unwrap() == Default::default());
 }
+
+/// What the clusters are owed is recorded with the record's end: an attempt
+/// that started and made no version, and a deleted version that names its
+/// cluster; it stays until it is cleaned. A queued deploy cancelled before
+/// it started, a succeeded one and a failed rollback owe nothing.
+pub(super) async fn owed_cleanups_are_recorded_with_what_they_owe(store: DynStore) {
+    let attempt = fail_build(&store, "web", "prod").await;
+    let never_started = deploy(&store, "web", "prod").await;
+    step(
+        &store,
+        &never_started,
+        State::Cancelled,
+        VersionChange::Keep,
+    )
+    .await;
+    let v1 = succeed(&store, "web", "prod").await;
+    for _ in 0..2 {
+        succeed(&store, "web", "prod").await;
+    }
+    let rollback = create(&store, new_rollback("web", "prod", "v2")).await;
+    let rollback = step(
+        &store,
+        &rollback,
+        State::Activating,
+        VersionChange::Set("v2".into()),
+    )
+    .await;
+    step(&store, &rollback, State::Failed, VersionChange::Keep).await;
+    let owed = store.owed_cleanups(100).await.unwrap();
+    let ids: Vec<Uuid> = owed.iter().map(|o| o.id).collect();
+    assert_eq!(ids, [attempt.id]);
+    assert_eq!(
+        (owed[0].version.as_deref(), owed[0].cluster.as_str()),
+        (None, "prod")
+    );
+
+    let report = total(&compact_all(&store, &policy(2, 20), 100).await);
+    assert_eq!(deleted_versions(&report), names(&["v1"]));
+    let owed = store.owed_cleanups(100).await.unwrap();
+    let version = owed
+        .iter()
+        .find(|o| o.id == v1.id)
+        .expect("v1's cleanup is owed");
+    assert_eq!(version.version.as_deref(), Some("v1"));
+    assert_eq!(version.artifact, Some(format!("artifact-{}", v1.id)));
+    store.cleaned(attempt.id).await.unwrap();
+    store.cleaned(v1.id).await.unwrap();
+    store.cleaned(v1.id).await.unwrap(); // twice is once
+    assert!(store.owed_cleanups(100).await.unwrap().is_empty());
+}
