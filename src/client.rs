@@ -10,6 +10,7 @@
 //! no event is lost or seen twice.
 
 mod stream;
+mod tls;
 
 pub use stream::{EventStream, StreamEvent, follow, resume};
 
@@ -49,6 +50,10 @@ pub enum ClientError {
     /// No answer: connection refused, reset, or timed out.
     #[error("server unreachable: {0}")]
     Unreachable(String),
+    /// No TLS session: the server's certificate is not trusted or not for
+    /// this host, or the server does not speak TLS. Retrying will not help.
+    #[error("TLS failed: {0}")]
+    Tls(String),
     /// A 5xx without our error body (a proxy, a crash).
     #[error("server error (HTTP {status}): {message}")]
     Server { status: u16, message: String },
@@ -63,7 +68,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable(_) | ClientError::Server { .. } => true,
             ClientError::Api { status, .. } => *status >= 500,
-            ClientError::Protocol(_) => false,
+            ClientError::Protocol(_) | ClientError::Tls(_) => false,
         }
     }
 }
@@ -101,20 +106,48 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client of the server at `base_url` (`http://` or `https://`),
+    /// trusting the system's certificate authorities.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ClientError> {
-        let base = Url::parse(base_url)
-            .map_err(|e| ClientError::Protocol(format!("invalid server URL {base_url:?}: {e}")))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+        Client::trusting(base_url, token, None)
+    }
+
+    /// Like [`Client::new`], also trusting the CA certificates in `ca_pem`
+    /// (PEM): a server whose certificate your own CA signed.
+    pub fn trusting(
+        base_url: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
+        let usage = "use http://HOST[:PORT] or https://HOST[:PORT]";
+        let base = Url::parse(base_url).map_err(|e| {
+            ClientError::Protocol(format!("invalid server URL {base_url:?}: {e}; {usage}"))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            let scheme = base.scheme();
             return Err(ClientError::Protocol(format!(
-                "invalid server URL {base_url:?}: expected http://host[:port]"
+                "server URL {base_url:?} has the scheme {scheme:?}, which deployctl cannot \
+                 speak; {usage}"
             )));
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .user_agent(concat!("deployctl/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_keepalive(KEEPALIVE)
             .tcp_keepalive_interval(Duration::from_secs(5))
-            .tcp_keepalive_retries(3)
+            .tcp_keepalive_retries(3);
+        if let Some(pem) = ca_pem {
+            let authorities = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|found| !found.is_empty())
+                .ok_or_else(|| {
+                    ClientError::Protocol("the CA file holds no PEM certificate".to_string())
+                })?;
+            for authority in authorities {
+                http = http.add_root_certificate(authority);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| ClientError::Protocol(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client { http, base, token })
@@ -397,6 +430,9 @@ fn is_event_stream(response: &Response) -> bool {
 fn transport(error: reqwest::Error) -> ClientError {
     if error.is_builder() {
         return ClientError::Protocol(error_chain(&error));
+    }
+    if let Some(tls) = tls::cause(&error) {
+        return ClientError::Tls(tls::advice(tls));
     }
     ClientError::Unreachable(error_chain(&error))
 }

@@ -58,6 +58,44 @@ pub struct ServerConfig {
     /// may send requests; empty by default: browsers may not drive deployd.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Connections open at once. A new one past the cap closes the one
+    /// idle longest (no request in flight), so health checks and new
+    /// requests are still answered; lowered to what the open-file limit
+    /// allows.
+    pub max_connections: usize,
+    /// A request head must arrive within this of the connection opening
+    /// (TLS handshake included) or of its first byte.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// HTTPS: both files, or neither (plain HTTP).
+    #[serde(default, skip_serializing_if = "TlsConfig::is_off")]
+    pub tls: TlsConfig,
+}
+
+/// The PEM files deployd serves HTTPS with, read again on SIGHUP and when
+/// either changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// (certificate, key) when TLS is on; validation made sure it is both
+    /// or neither.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        self.cert_file.as_deref().zip(self.key_file.as_deref())
+    }
+
+    fn is_off(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none()
+    }
 }
 
 // Debug by hand: the URL may carry a password, and configs get logged.
@@ -216,13 +254,14 @@ impl fmt::Debug for StoreConfig {
 }
 
 /// `DEPLOYD_*` variables that are not config keys: telemetry reads the LOG
-/// ones before any config exists, and `deployctl` reads URL and TOKEN (a
-/// shell that uses both must not stop the daemon from starting).
+/// ones before any config exists, and `deployctl` reads URL, TOKEN and
+/// CA_CERT (a shell that uses both must not stop the daemon from starting).
 pub const NOT_CONFIG_VARS: &[&str] = &[
     "DEPLOYD_LOG",
     "DEPLOYD_LOG_FORMAT",
     "DEPLOYD_URL",
     "DEPLOYD_TOKEN",
+    "DEPLOYD_CA_CERT",
 ];
 
 /// The layer a value came from, so an error sends the operator to it.

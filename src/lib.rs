@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod events;
 pub mod http;
 pub mod layout;
+pub mod listen;
 pub mod machine;
 pub mod metrics;
 pub mod model;

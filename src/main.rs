@@ -163,6 +163,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     deployd::telemetry::init();
+    deployd::listen::raise_fd_limit();
     let address = config.server.listen;
     let listener = TcpListener::bind(address)
         .await

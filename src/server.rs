@@ -1,5 +1,6 @@
-//! Wiring: open the store, reconcile, start the supervisor, serve HTTP until
-//! the shutdown signal, then shut down in order.
+//! Wiring: open the store, reconcile, start the supervisor, serve HTTP or
+//! HTTPS ([`crate::listen`]) until the shutdown signal, then shut down in
+//! order.
 //!
 //! Start-up starts the supervisor, then reconciles before it serves: expired
 //! leases and overdue phases are settled (a crashed instance's activations
@@ -13,13 +14,13 @@ use crate::daemon::Daemon;
 use crate::events::EventHub;
 use crate::http::{self, AppState};
 use crate::layout::DataDir;
+use crate::listen::{self, Limits, tls::Tls};
 use crate::metrics::{Metrics, TimedStore};
 use crate::reconcile::{interrupt_owned, reaper, reconcile, wait_for_running};
 use crate::source::{ExtractLimits, SourceStore};
 use crate::store::{DynStore, postgres::PgStore, sqlite::SqliteStore};
 use crate::supervisor::SupervisorHandle;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,24 +100,26 @@ pub async fn serve(
         shared: shared.clone(),
         supervisor: supervisor.clone(),
     });
-    let stopping = shared.clone();
-    // Small answers and SSE frames go out at once: with Nagle's algorithm a
-    // one-target deploy waited ~40 ms per round trip (BENCHMARKS.md).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+    let tls = match shared.config.server.tls.files() {
+        Some((cert, key)) => {
+            let tls = Tls::load(cert, key).context("cannot serve HTTPS")?;
+            let stopping = shared.stopping.clone();
+            shared.tasks.spawn(tls.clone().reload_on_change(stopping));
+            Some(tls)
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new work, ending open streams");
-            stopping.stopping.cancel();
-            // Open SSE streams would otherwise hold graceful shutdown forever.
-            stopping.hub.close();
-        })
-        .await
-        .context("the HTTP server failed")?;
+        None => None,
+    };
+    warn_of_clear_tokens(&shared.config, &listener, tls.is_some());
+    let stopping = shared.clone();
+    let limits = Limits::of(&shared.config.server);
+    listen::serve(listener, router, tls, limits, async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new work, ending open streams");
+        stopping.stopping.cancel();
+        // Open SSE streams would otherwise hold graceful shutdown forever.
+        stopping.hub.close();
+    })
+    .await;
     let grace = shared.config.server.shutdown_grace;
     tracing::info!(grace = %humantime::format_duration(grace), "waiting for running steps");
     wait_for_running(&shared, grace).await;
@@ -134,6 +137,21 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tokens sent in clear can be read on the way: say so when they would be,
+/// at the address the listener really has.
+fn warn_of_clear_tokens(config: &Config, listener: &TcpListener, tls: bool) {
+    let Ok(address) = listener.local_addr() else {
+        return;
+    };
+    if !address.ip().is_loopback() && !tls && !config.auth.tokens.is_empty() {
+        tracing::warn!(
+            %address,
+            "serving plain HTTP on a non-loopback address: API tokens cross the network in clear; \
+             set server.tls.cert_file and server.tls.key_file, or serve behind a TLS proxy"
+        );
+    }
 }
 
 /// Open the configured store, applying pending migrations.

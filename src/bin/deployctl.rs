@@ -5,9 +5,10 @@
 //!
 //! Exit codes, which scripts rely on: 0 the deployment succeeded or the
 //! command did its job; 1 the deployment ended failed, cancelled or
-//! interrupted; 2 a usage or request error (the server said 4xx); 3 the
-//! server is unreachable or failed (5xx); 130 detached with Ctrl-C before
-//! the deployment ended.
+//! interrupted; 2 a usage or request error (the server said 4xx, the server
+//! URL's scheme is neither http nor https, the server's TLS certificate is
+//! not trusted); 3 the server is unreachable or failed (5xx); 130 detached
+//! with Ctrl-C before the deployment ended.
 
 // Under deployctl/ rather than src/bin/, where Cargo would take each file
 // for a binary of its own.
@@ -46,6 +47,10 @@ struct Cli {
     /// Bearer token, when the server has auth on.
     #[arg(long, env = "DEPLOYD_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// server, besides
+    /// the system's: for a certificate your own CA signed.
+    #[arg(long, env = "DEPLOYD_CA_CERT", value_name = "FILE", global = true)]
+    ca_cert: Option<PathBuf>,
     /// `json` prints the API's objects, one per line for streams.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
@@ -253,8 +258,14 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         clap_complete::generate(shell, &mut command, "deployctl", &mut std::io::stdout());
         return Ok(SUCCEEDED);
     }
-    let client = Client::new(&cli.server, cli.token)
-        .map_err(|error| Failure::Usage(format!("--server: {error}")))?;
+    let ca_pem = cli.ca_cert.as_deref().map(read_ca).transpose()?;
+    let client =
+        Client::trusting(&cli.server, cli.token, ca_pem.as_deref()).map_err(
+            |error| match error {
+                ClientError::Protocol(message) => Failure::Usage(message),
+                error => Failure::Client(error),
+            },
+        )?;
     match cli.command {
         Command::Deploy {
             target,
@@ -308,6 +319,19 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Compact { dry_run } => versions::compact(&client, output, dry_run).await,
         Command::Completions { .. } => unreachable!("answered before connecting"),
     }
+}
+
+/// The `--ca-cert` file's bytes, refused with its name when it cannot be
+/// read or holds no certificate.
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    let file = path.display();
+    let pem = std::fs::read(path)
+        .map_err(|error| Failure::Usage(format!("--ca-cert {file}: cannot read it: {error}")))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        let message = format!("--ca-cert {file}: holds no PEM certificate");
+        return Err(Failure::Usage(message));
+    }
+    Ok(pem)
 }
 
 async fn deploy(
@@ -404,6 +428,11 @@ fn report(failure: &Failure, server: &str) -> u8 {
         Failure::Client(ClientError::Unreachable(reason)) => {
             eprintln!("error: cannot reach deployd at {server}: {reason}");
             SERVER_ERROR
+        }
+        // Retrying does not help: the certificate or the URL must change.
+        Failure::Client(ClientError::Tls(reason)) => {
+            eprintln!("error: no TLS session with deployd at {server}: {reason}");
+            REQUEST_ERROR
         }
         Failure::Client(error @ (ClientError::Server { .. } | ClientError::Protocol(_))) => {
             eprintln!("error: {error}");

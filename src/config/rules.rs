@@ -1,10 +1,10 @@
 //! The rules serde cannot express: names, runnable steps, positive limits
-//! and timeouts, well-formed tokens, loopback without auth. Each check answers
-//! with the first broken rule as (key path, what is wrong); the loader adds
-//! the layer the key came from.
+//! and timeouts, TLS files that load, well-formed tokens, loopback without
+//! auth. Each check answers with the first broken rule as (key path, what is
+//! wrong); the loader adds the layer the key came from.
 
 use super::layers::{KeyPath, Seg};
-use super::{ClusterConfig, Config, TokenConfig};
+use super::{ClusterConfig, Config, ServerConfig, TokenConfig};
 use crate::names::{AppName, ClusterName, NAME_RULE};
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         );
         return Some((key, message));
     }
+    if let Some(problem) = server_problem(&config.server) {
+        return Some(problem);
+    }
     if config.auth.tokens.is_empty() && !config.server.listen.ip().is_loopback() {
         let message = "auth is off (no [[auth.tokens]] configured), so only a loopback \
             address is allowed; to enable auth, run `deployd token new NAME --role admin` \
@@ -65,6 +68,34 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         .iter()
         .find_map(|(name, cluster)| cluster_problem(name, cluster))
         .or_else(|| tokens_problem(&config.auth.tokens))
+}
+
+/// Connection limits that can serve, and TLS files that load.
+fn server_problem(server: &ServerConfig) -> Option<(KeyPath, String)> {
+    let at = |keys: &[&str]| {
+        let keys = ["server"].into_iter().chain(keys.iter().copied());
+        keys.map(|k| Seg::Key(k.to_string())).collect()
+    };
+    if server.max_connections == 0 {
+        return Some((at(&["max_connections"]), "must be at least 1".into()));
+    }
+    let timeouts = [
+        ("header_timeout", server.header_timeout),
+        ("idle_timeout", server.idle_timeout),
+    ];
+    if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
+        return Some((at(&[name]), "must be greater than 0".into()));
+    }
+    // The one set is named: its layer is where the mistake is.
+    let both = "HTTPS needs both server.tls.cert_file and server.tls.key_file; plain HTTP neither";
+    match (&server.tls.cert_file, &server.tls.key_file) {
+        (None, None) => None,
+        (Some(_), None) => Some((at(&["tls", "cert_file"]), format!("set alone: {both}"))),
+        (None, Some(_)) => Some((at(&["tls", "key_file"]), format!("set alone: {both}"))),
+        (Some(cert), Some(key)) => crate::listen::tls::load(cert, key)
+            .err()
+            .map(|error| (at(&["tls", error.file]), error.message)),
+    }
 }
 
 fn cluster_problem(name: &str, cluster: &ClusterConfig) -> Option<(KeyPath, String)> {

@@ -2,6 +2,8 @@
 
 use super::*;
 
+mod serving;
+
 const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -1,6 +1,7 @@
 //! Security and bad input, through the HTTP API: who may do what (auth),
 //! what an upload may contain (uploads), what a request may say (input),
-//! and what a step sees (steps). README's "Security" section names the test
+//! what a step sees (steps), how connections are bounded (connections) and
+//! HTTPS (tls). README's "Security" section names the test
 //! behind each of its claims.
 //!
 //! Every refusal is checked for API.md's error shape and for leaving
@@ -8,8 +9,10 @@
 
 mod auth;
 mod browser;
+mod connections;
 mod input;
 mod steps;
+mod tls;
 mod uploads;
 
 use crate::support::app::TestApp;

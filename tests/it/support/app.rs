@@ -56,6 +56,16 @@ pub fn sh_cluster(
 
 /// Start deployd with the default config (the `local` cluster) changed by `tweak`.
 pub async fn spawn_app(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_trusting(backend, None, tweak).await
+}
+
+/// [`spawn_app`], its client also trusting the CA certificate `ca_pem`; the
+/// URL is `https://` when `tweak` set `server.tls`.
+pub async fn spawn_app_trusting(
+    backend: Backend,
+    ca_pem: Option<&[u8]>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config =
         Config::from_sources(None, Vec::<(String, String)>::new()).expect("default config");
@@ -71,12 +81,16 @@ pub async fn spawn_app(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Tes
     };
     tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let scheme = match config.server.tls.files() {
+        Some(_) => "https",
+        None => "http",
+    };
+    let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(deployd::server::serve(listener, config.clone(), async {
         let _ = rx.await;
     }));
-    let client = Client::new(&url, None).expect("client");
+    let client = Client::trusting(&url, None, ca_pem).expect("client");
     let app = TestApp {
         url,
         client,

@@ -4,6 +4,7 @@ pub mod app;
 pub mod pg;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 use deployd::store::DynStore;
 use deployd::store::sqlite::SqliteStore;

@@ -39,19 +39,26 @@ impl Daemon {
     /// daemon restarted on the same port answers at the URL a running
     /// client already has.
     pub async fn start_on(config: &Path, port: u16) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_deployd"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("DEPLOYD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start deployd");
         let client = Client::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
+        Daemon::run(serve_command(config, &format!("127.0.0.1:{port}")), client).await
+    }
+
+    /// Start `command` (a [`serve_command`], changed as a test needs) and
+    /// wait until `client` finds it ready.
+    pub async fn run(mut command: Command, client: Client) -> Daemon {
+        let child = command.spawn().expect("start deployd");
         let daemon = Daemon { child, client };
         wait_ready(&daemon.client, "deployd to become ready").await;
         daemon
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The daemon's stderr, when its command piped it.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
     }
 
     /// SIGKILL: the daemon gets no chance to clean up.
@@ -79,6 +86,20 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `deployd serve --config CONFIG --listen LISTEN`, logging warnings only,
+/// stdout discarded.
+pub fn serve_command(config: &Path, listen: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deployd"));
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", listen])
+        .env("DEPLOYD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
 }
 
 /// A loopback port nothing listens on right now.
@@ -216,4 +237,51 @@ fn run_pg(bin: &Path, tool: &str, args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A daemon's JSON log lines (`DEPLOYD_LOG_FORMAT=json`), read as they come.
+pub struct Log {
+    lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+}
+
+impl Log {
+    /// Follow `stderr` on a thread of its own until it closes.
+    pub fn follow(stderr: std::process::ChildStderr) -> Log {
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::Value::String(line.clone()));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        Log { lines }
+    }
+
+    /// The lines up to and including the first that `matches` (within
+    /// WAIT); fails the test if the log ends or WAIT passes first.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        let found = async {
+            while let Some(event) = self.lines.recv().await {
+                let done = matches(&event);
+                seen.push(event);
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+        let found = tokio::time::timeout(super::app::WAIT, found).await;
+        assert!(found.unwrap_or(false), "no log line {what}; saw: {seen:#?}");
+        seen
+    }
 }
