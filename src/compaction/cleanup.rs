@@ -5,7 +5,9 @@
 //!
 //! What must stay true: only paths the data dir's layout names are removed
 //! (through [`remove_inside`]); a cleanup step's failure is logged and
-//! counted, never recorded on a deployment, whose record is already final.
+//! counted, never recorded on a deployment, whose record is already final;
+//! a cleanup step runs as its cluster's `user`, like the cluster's other
+//! steps, and what it prints is logged with its secrets masked.
 
 use super::remove::remove_inside;
 use crate::config::{Config, StepConfig};
@@ -15,6 +17,7 @@ use crate::machine::{Kind, State};
 use crate::metrics::{Area, Metrics};
 use crate::model::Deployment;
 use crate::pipeline::{OutputLine, Phase, StepCommand, StepOutcome, run_step};
+use crate::redact::Redactor;
 use crate::store::DeletedVersion;
 use std::path::Path;
 use std::sync::Arc;
@@ -134,15 +137,22 @@ impl CleanupStep {
         })
     }
 
-    /// Run it to its end, in the data dir, with the cluster's env,
-    /// `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and `extra`; its
-    /// output goes to the log, its failure is logged and counted.
+    /// Run it to its end, in the data dir, as the cluster's user, with the
+    /// cluster's env, `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and
+    /// `extra`; its output goes to the log, its failure is logged and counted.
     async fn run(self, app: &str, extra: Vec<(&str, String)>, what: &str) {
         let cluster = self.cluster.as_str();
         let root = self.data_dir.root();
-        let mut env: Vec<(String, String)> = (self.config.clusters.get(cluster))
-            .map(|c| c.env.clone().into_iter().collect())
-            .unwrap_or_default();
+        let config = self.config.clusters.get(cluster);
+        let mut env: Vec<(String, String)> = config.map(|c| c.env_vars()).unwrap_or_default();
+        let user = config.and_then(|c| c.user.clone());
+        if let Some(user) = &user
+            && let Err(e) = self.data_dir.open_to(user, app, cluster)
+        {
+            self.metrics.cleanup_failed();
+            tracing::warn!(cluster, %what, %user, error = %e, "cleanup step: cannot ready the data dir");
+            return;
+        }
         env.push(("DEPLOY_APP".into(), app.to_string()));
         env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
         env.push(("DEPLOY_DATA_DIR".into(), root.display().to_string()));
@@ -154,11 +164,14 @@ impl CleanupStep {
             cwd: root.to_path_buf(),
             env,
             kill_grace: self.config.deploy.kill_grace,
+            user,
         };
+        let redactor = Redactor::of(&self.config);
         let (lines, mut output) = mpsc::channel::<OutputLine>(64);
         let logging = async {
             while let Some(line) = output.recv().await {
-                tracing::info!(cluster, %what, line = %line.line, "cleanup step");
+                let line = redactor.redact(&line.line);
+                tracing::info!(cluster, %what, %line, "cleanup step");
             }
         };
         let cancel = CancellationToken::new();
@@ -167,7 +180,9 @@ impl CleanupStep {
             tracing::info!(cluster, %what, "cleanup step succeeded");
         } else {
             self.metrics.cleanup_failed();
-            tracing::warn!(cluster, %what, ?outcome, "cleanup step did not succeed");
+            let outcome = format!("{outcome:?}");
+            let outcome = redactor.redact(&outcome);
+            tracing::warn!(cluster, %what, %outcome, "cleanup step did not succeed");
         }
     }
 }

@@ -8,6 +8,8 @@
 
 mod auth;
 mod input;
+mod isolation;
+mod secrets;
 mod steps;
 mod uploads;
 

@@ -2,7 +2,7 @@
 //! (SIGKILL, SIGTERM) and start it again on the same data dir or database;
 //! and a throwaway PostgreSQL server a test may stop and start.
 
-use super::app::{eventually, wait_ready};
+use super::app::{WAIT, eventually};
 use deployd::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -39,18 +39,41 @@ impl Daemon {
     /// daemon restarted on the same port answers at the URL a running
     /// client already has.
     pub async fn start_on(config: &Path, port: u16) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_deployd"))
+        Daemon::start_with(config, port, |_| {}).await
+    }
+
+    /// Start `deployd serve` on loopback `port`, with `tweak` applied to the
+    /// command (its environment, its user, where stderr goes), and wait
+    /// until ready. A daemon that exits instead fails the test at once.
+    pub async fn start_with(config: &Path, port: u16, tweak: impl FnOnce(&mut Command)) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deployd"));
+        command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("DEPLOYD_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start deployd");
+            .stdout(Stdio::null());
+        tweak(&mut command);
+        let child = command.spawn().expect("start deployd");
         let client = Client::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
-        let daemon = Daemon { child, client };
-        wait_ready(&daemon.client, "deployd to become ready").await;
+        let mut daemon = Daemon { child, client };
+        let mut exited = None;
+        let ready = async {
+            loop {
+                exited = daemon.child.try_wait().expect("try_wait");
+                if exited.is_some() || daemon.client.readyz().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, ready)
+            .await
+            .expect("deployd becomes ready in time");
+        if let Some(status) = exited {
+            panic!("deployd exited instead of serving: {status}");
+        }
         daemon
     }
 
