@@ -17,6 +17,15 @@
 //! `DEPLOYD_LOG` and `DEPLOYD_LOG_FORMAT` belong to telemetry and are not
 //! config keys ([`NOT_CONFIG_VARS`]); any other `DEPLOYD_*` variable must name
 //! a key, so a typo fails loudly instead of being ignored.
+//!
+//! Secrets need not sit in the environment or the file: `store.url_file`
+//! (`DEPLOYD_STORE__URL_FILE`) and a cluster env value `{ file = "…" }`
+//! (`DEPLOYD_CLUSTERS__<NAME>__ENV__<VAR>__FILE`) name a file whose content
+//! is the value, read once at load ([`files`]). Cluster env values are
+//! secret unless declared `{ value = "…", secret = false }` ([`EnvValue`]);
+//! `clusters.<name>.user` is looked up at load ([`StepUser`]).
+
+pub use crate::users::StepUser;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,10 +34,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod env_value;
+mod files;
 mod layers;
 mod rules;
 #[cfg(test)]
 mod tests;
+
+pub use env_value::EnvValue;
 
 /// The built-in defaults, shipped in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -103,8 +116,12 @@ impl TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// A `postgres://` URL; absent means the embedded SQLite file
-    /// `<data_dir>/deployd.db`.
+    /// `<data_dir>/deployd.db`. Read from `url_file` when that is set.
     pub url: Option<String>,
+    /// A file holding the URL, so the password need not be in the config
+    /// or the environment; exclusive with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,9 +188,24 @@ pub struct ClusterConfig {
     /// cluster: to delete what the build left outside the data dir (an
     /// image in a registry, say). Its failure is logged, never recorded.
     pub cleanup: Option<StepConfig>,
-    /// Extra environment variables every step of this cluster gets.
+    /// Extra environment variables every step of this cluster gets;
+    /// secret unless declared otherwise.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
+    /// Run this cluster's steps as this user (the daemon must be root, or
+    /// be this user). Its workspaces and `releases/<app>/<cluster>` are
+    /// handed to it; the daemon's own files stay out of its reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<StepUser>,
+}
+
+impl ClusterConfig {
+    /// Its `env` as its steps get it.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let vars = self.env.iter();
+        vars.map(|(var, value)| (var.clone(), value.value().to_string()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,7 +281,10 @@ mod duration {
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = self.url.as_deref().map(redact_url);
-        f.debug_struct("StoreConfig").field("url", &url).finish()
+        (f.debug_struct("StoreConfig"))
+            .field("url", &url)
+            .field("url_file", &self.url_file)
+            .finish()
     }
 }
 
@@ -357,21 +392,46 @@ impl Config {
         }
     }
 
+    /// Refuse clusters whose steps this process could not start: a `user`
+    /// other than the one it runs as, when it is not root. Checked when
+    /// serving starts, not at load: `check-config` may run as anyone.
+    pub fn check_step_users(&self) -> Result<(), ConfigError> {
+        for (name, cluster) in &self.clusters {
+            let Some(user) = cluster.user.as_ref().filter(|user| !user.reachable()) else {
+                continue;
+            };
+            let uid = crate::users::effective_uid();
+            let message = format!(
+                "deployd runs as uid {uid}, not root, so its steps cannot run as {user} \
+                 (uid {}); run deployd as root, or as {user}, or remove the key",
+                user.uid()
+            );
+            return Err(ConfigError::Invalid {
+                key: format!("clusters.{name}.user"),
+                message,
+                origin: None,
+            });
+        }
+        Ok(())
+    }
+
     /// The embedded SQLite file used when `store.url` is absent.
     pub fn store_path(&self) -> PathBuf {
         self.server.data_dir.join(crate::layout::DATABASE_FILE)
     }
 
-    /// The effective config as TOML, with the store password and the token
-    /// hashes replaced by `***`: safe to print and to log.
+    /// The effective config as TOML, with the store password, the token
+    /// hashes, secret cluster env values (an [`EnvValue`] serializes masked)
+    /// and any URL's password replaced by `***`: safe to print and to log.
     pub fn redacted(&self) -> String {
         let mut shown = self.clone();
         shown.store.url = shown.store.url.as_deref().map(redact_url);
         for token in &mut shown.auth.tokens {
             token.sha256 = "***".to_string();
         }
-        toml::to_string_pretty(&shown)
-            .unwrap_or_else(|error| format!("# the config cannot be shown as TOML: {error}\n"))
+        let text = toml::to_string_pretty(&shown)
+            .unwrap_or_else(|error| format!("# the config cannot be shown as TOML: {error}\n"));
+        crate::redact::url_passwords(&text).into_owned()
     }
 }
 

@@ -25,8 +25,16 @@
 //! compares artifact paths with `releases()` textually, and steps get the
 //! root as `DEPLOY_DATA_DIR`); the names above are written here and nowhere
 //! else.
+//!
+//! Steps of a cluster with a `user` get what they write, and no more
+//! ([`DataDir::open_to`], [`DataDir::give_workspace`]): their workspace,
+//! `releases/<app>/<cluster>`, and search permission (never read) on the
+//! directories above those. `sources/` and `deployd.db` stay the daemon's
+//! alone (made private by `SourceStore` and `SqliteStore`).
 
+use crate::users::StepUser;
 use std::io;
+use std::os::unix::fs::{PermissionsExt, lchown};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -120,6 +128,56 @@ impl DataDir {
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
+
+    /// Ready the data dir for a step of `app` on `cluster` run as `user`:
+    /// the root, `work/`, `releases/` and `releases/<app>` searchable by
+    /// everyone (`o+x`: a name must be known to be reached; nothing is
+    /// listed), and `releases/<app>/<cluster>` the user's own, where builds
+    /// make release directories and `local` keeps `current`. The user must
+    /// be able to search the directories above the data dir; those are not
+    /// deployd's to change. Cheap when already done: run before every step.
+    pub fn open_to(&self, user: &StepUser, app: &str, cluster: &str) -> io::Result<()> {
+        let app_releases = self.releases().join(app);
+        let cluster_releases = app_releases.join(cluster);
+        std::fs::create_dir_all(&cluster_releases)?;
+        std::fs::create_dir_all(self.work())?;
+        for dir in [&self.root, &self.work(), &self.releases(), &app_releases] {
+            searchable(dir)?;
+        }
+        // `releases/<app>` is the daemon's, so nobody else can have put a
+        // link in the cluster's place; lchown all the same.
+        lchown(&cluster_releases, Some(user.uid()), Some(user.gid()))
+    }
+
+    /// Give `user` the workspace of `deployment`, every entry in it. Called
+    /// right after the source is extracted and before any step ran there:
+    /// only the daemon could write in it so far, so the walk meets no link
+    /// a step planted (and follows none: `lchown`, never `chown`).
+    pub fn give_workspace(&self, deployment: Uuid, user: &StepUser) -> io::Result<()> {
+        let (uid, gid) = (Some(user.uid()), Some(user.gid()));
+        let mut dirs = vec![self.workspace(deployment)];
+        while let Some(dir) = dirs.pop() {
+            lchown(&dir, uid, gid)?;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                match entry.file_type()?.is_dir() {
+                    true => dirs.push(entry.path()),
+                    false => lchown(entry.path(), uid, gid)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Add search permission for others to `dir`, if it lacks it.
+fn searchable(dir: &Path) -> io::Result<()> {
+    let mut permissions = std::fs::metadata(dir)?.permissions();
+    if permissions.mode() & 0o001 == 0 {
+        permissions.set_mode(permissions.mode() | 0o001);
+        std::fs::set_permissions(dir, permissions)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -152,6 +210,41 @@ mod tests {
             root.join(format!("releases/web/prod/{id}"))
         );
         assert_eq!(DataDir::prepare(&root).unwrap(), data);
+    }
+
+    #[test]
+    fn a_step_user_gets_its_directories_and_only_search_on_the_rest() {
+        if crate::users::effective_uid() != 0 {
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::prepare(&temp.path().join("data")).expect("prepare");
+        std::fs::set_permissions(data.root(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody: StepUser = "nobody".parse().expect("nobody exists");
+        data.open_to(&nobody, "web", "prod")
+            .expect("open to nobody");
+        let stat = |path: PathBuf| std::fs::symlink_metadata(path).expect("stat");
+        assert_eq!(stat(data.root().to_path_buf()).mode() & 0o777, 0o701);
+        assert_eq!(stat(data.releases().join("web/prod")).uid(), 65534);
+        assert_eq!(stat(data.releases().join("web")).uid(), 0);
+
+        let id = Uuid::now_v7();
+        let source = data.workspace_source(id);
+        std::fs::create_dir_all(source.join("sub")).unwrap();
+        std::fs::write(source.join("sub/file"), "x").unwrap();
+        let outside = temp.path().join("outside");
+        std::fs::write(&outside, "not the workspace's").unwrap();
+        std::os::unix::fs::symlink(&outside, source.join("link")).unwrap();
+        data.give_workspace(id, &nobody).expect("give");
+        for path in [
+            data.workspace(id),
+            source.join("sub/file"),
+            source.join("link"),
+        ] {
+            assert_eq!(stat(path.clone()).uid(), 65534, "{}", path.display());
+        }
+        assert_eq!(stat(outside).uid(), 0, "a link is not followed");
     }
 
     #[test]

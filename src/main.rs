@@ -4,10 +4,18 @@
 //!
 //! Exit codes: 0 done, 1 the command failed, 2 bad arguments or an invalid
 //! config (clap uses 2 for bad arguments too).
+//!
+//! `serve` and `migrate` hold the store URL and the config's secrets, so
+//! they first make the process non-dumpable: no other process of the same
+//! user (a step, when deployd runs as the user its steps run as) can read
+//! its `/proc/PID/environ` or memory, or attach to it; no core dump is
+//! written either. Whatever this binary prints passes through the config's
+//! redactor.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use deployd::config::{Config, Role};
+use deployd::redact::{Redactor, url_passwords};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,28 +96,53 @@ async fn main() -> ExitCode {
         Command::Serve(serve) => (&serve.config, serve.listen),
         Command::Migrate(args) | Command::CheckConfig(args) => (args, None),
     };
+    if matches!(command, Command::Serve(_) | Command::Migrate(_))
+        && let Err(error) = non_dumpable()
+    {
+        eprintln!("deployd: cannot make the process non-dumpable: {error}");
+        return ExitCode::FAILURE;
+    }
     let config = match load_config(config_args, listen) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("deployd: {error:#}");
+            eprintln!("deployd: {}", url_passwords(&format!("{error:#}")));
             return ExitCode::from(2);
         }
     };
+    let redactor = Redactor::of(&config);
     let result = match command {
         Command::CheckConfig(_) => {
             print!("{}", config.redacted());
             return ExitCode::SUCCESS;
         }
-        Command::Serve(_) => serve(config).await,
-        Command::Migrate(_) => migrate(config).await,
+        Command::Serve(_) => {
+            // Not a rule of the config: it depends on who runs it.
+            if let Err(error) = config.check_step_users() {
+                eprintln!("deployd: invalid configuration: {error}");
+                return ExitCode::from(2);
+            }
+            serve(config, redactor.clone()).await
+        }
+        Command::Migrate(_) => migrate(config, redactor.clone()).await,
         Command::Token(_) => Ok(()), // answered above
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("deployd: {error:#}");
+            eprintln!("deployd: {}", redactor.redact(&format!("{error:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Make this process non-dumpable (see the module's doc). Its children get
+/// the flag back when they exec.
+fn non_dumpable() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
@@ -161,8 +194,8 @@ fn parse_role(text: &str) -> Result<Role, String> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    deployd::telemetry::init();
+async fn serve(config: Config, redactor: Redactor) -> anyhow::Result<()> {
+    deployd::telemetry::init_redacting(redactor);
     deployd::listen::raise_fd_limit();
     let address = config.server.listen;
     let listener = TcpListener::bind(address)
@@ -176,8 +209,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     deployd::server::serve(listener, config, shutdown).await
 }
 
-async fn migrate(config: Config) -> anyhow::Result<()> {
-    deployd::telemetry::init();
+async fn migrate(config: Config, redactor: Redactor) -> anyhow::Result<()> {
+    deployd::telemetry::init_redacting(redactor);
     deployd::server::migrate(&config).await?;
     tracing::info!("migrations applied");
     Ok(())

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -102,6 +102,9 @@ impl SourceStore {
         extract_limits: ExtractLimits,
     ) -> io::Result<SourceStore> {
         fs::create_dir_all(&dir)?;
+        // Uploads are the daemon's: a step running as another user
+        // (`clusters.NAME.user`) reads its own workspace, not every source.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name();

@@ -5,15 +5,30 @@
 //!
 //! These two variables are read here, before any config exists, which is why
 //! the config loader does not take them for `DEPLOYD_*` key overrides.
+//!
+//! What must stay true: every line passes through a [`Redactor`] on its way
+//! to stderr, whatever logged it (our code, a dependency, a field printed
+//! with `?`), so no secret of the config and no URL password is ever
+//! logged.
 
-use std::io::IsTerminal;
+use crate::redact::Redactor;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 const DEFAULT_FILTER: &str = "info,deployd=info";
 
-/// Install the global subscriber. Safe to call more than once: only the first
-/// call installs one, later calls change nothing (tests call it freely).
+/// Install the global subscriber, masking URL passwords. Safe to call more
+/// than once: only the first call installs one, later calls change nothing
+/// (tests call it freely).
 pub fn init() {
+    init_redacting(Redactor::default());
+}
+
+/// Install the global subscriber, masking what `redactor` knows (the
+/// config's secrets) and URL passwords in every line.
+pub fn init_redacting(redactor: Redactor) {
     let (filter, bad_filter) = match std::env::var("DEPLOYD_LOG") {
         Ok(directives) => match EnvFilter::try_new(&directives) {
             Ok(filter) => (filter, None),
@@ -24,7 +39,7 @@ pub fn init() {
     let json = std::env::var("DEPLOYD_LOG_FORMAT").is_ok_and(|format| format == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(RedactedStderr(Arc::new(redactor)));
     let installed = if json {
         builder.json().flatten_event(true).try_init().is_ok()
     } else {
@@ -34,6 +49,33 @@ pub fn init() {
     // A typo in the filter must not silence the daemon: say so, loudly, once.
     if installed && let Some((directives, error)) = bad_filter {
         tracing::warn!(%directives, %error, "DEPLOYD_LOG is not a valid filter; using {DEFAULT_FILTER:?}");
+    }
+}
+
+/// Stderr, each line redacted first. The fmt layer formats an event whole
+/// and hands it over in one `write_all`, so a secret is never split between
+/// two writes.
+struct RedactedStderr(Arc<Redactor>);
+
+impl<'a> MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactingWriter<'a>;
+
+    fn make_writer(&'a self) -> RedactingWriter<'a> {
+        RedactingWriter(&self.0)
+    }
+}
+
+struct RedactingWriter<'a>(&'a Redactor);
+
+impl Write for RedactingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(self.0.redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

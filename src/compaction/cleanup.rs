@@ -10,7 +10,8 @@
 //! compaction, or the start-up sweep, settles it); only paths the data dir's
 //! layout names are removed (through [`remove_inside`]); a cleanup step's
 //! failure is logged and counted, never recorded on a deployment, and the
-//! cleanup stays owed.
+//! cleanup stays owed; a cleanup step runs as its cluster's `user`, like the
+//! cluster's other steps, and what it prints is logged with secrets masked.
 
 use super::remove::remove_inside;
 use crate::config::{Config, StepConfig};
@@ -20,6 +21,7 @@ use crate::machine::{Kind, State};
 use crate::metrics::{Area, Metrics};
 use crate::model::Deployment;
 use crate::pipeline::{OutputLine, Phase, StepCommand, StepOutcome, run_step};
+use crate::redact::Redactor;
 use crate::store::{DynStore, OwedCleanup, StoreError};
 use std::path::Path;
 use std::sync::Arc;
@@ -170,9 +172,10 @@ pub(super) fn remove(area: &Path, path: &Path, label: Area, metrics: &Metrics) -
     }
 }
 
-/// Run a cleanup step to its end, in the data dir, with the cluster's env,
-/// `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR` and `extra`; its output
-/// goes to the log. Whether it succeeded; a failure is logged and counted.
+/// Run a cleanup step to its end, in the data dir, as the cluster's user,
+/// with the cluster's env, `DEPLOY_APP`, `DEPLOY_CLUSTER`, `DEPLOY_DATA_DIR`
+/// and `extra`; its output goes to the log, secrets masked. Whether it
+/// succeeded; a failure is logged and counted.
 async fn run(
     janitor: &Janitor,
     owed: &OwedCleanup,
@@ -180,12 +183,19 @@ async fn run(
     extra: Vec<(&str, String)>,
     what: &str,
 ) -> bool {
-    let cluster = owed.cluster.as_str();
+    let (app, cluster) = (owed.app.as_str(), owed.cluster.as_str());
     let root = janitor.data_dir.root();
-    let mut env: Vec<(String, String)> = (janitor.config.clusters.get(cluster))
-        .map(|c| c.env.clone().into_iter().collect())
-        .unwrap_or_default();
-    env.push(("DEPLOY_APP".into(), owed.app.clone()));
+    let config = janitor.config.clusters.get(cluster);
+    let mut env: Vec<(String, String)> = config.map(|c| c.env_vars()).unwrap_or_default();
+    let user = config.and_then(|c| c.user.clone());
+    if let Some(user) = &user
+        && let Err(e) = janitor.data_dir.open_to(user, app, cluster)
+    {
+        janitor.metrics.cleanup_failed();
+        tracing::warn!(cluster, %what, %user, error = %e, "cleanup step: cannot ready the data dir");
+        return false;
+    }
+    env.push(("DEPLOY_APP".into(), app.to_string()));
     env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
     env.push(("DEPLOY_DATA_DIR".into(), root.display().to_string()));
     env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -196,11 +206,14 @@ async fn run(
         cwd: root.to_path_buf(),
         env,
         kill_grace: janitor.config.deploy.kill_grace,
+        user,
     };
+    let redactor = Redactor::of(&janitor.config);
     let (lines, mut output) = mpsc::channel::<OutputLine>(64);
     let logging = async {
         while let Some(line) = output.recv().await {
-            tracing::info!(cluster, %what, line = %line.line, "cleanup step");
+            let line = redactor.redact(&line.line);
+            tracing::info!(cluster, %what, %line, "cleanup step");
         }
     };
     let cancel = CancellationToken::new();
@@ -210,7 +223,9 @@ async fn run(
         true
     } else {
         janitor.metrics.cleanup_failed();
-        tracing::warn!(cluster, %what, ?outcome, "cleanup step did not succeed; it stays owed");
+        let outcome = format!("{outcome:?}");
+        let outcome = redactor.redact(&outcome);
+        tracing::warn!(cluster, %what, %outcome, "cleanup step did not succeed; it stays owed");
         false
     }
 }

@@ -1,8 +1,9 @@
 //! The layering: parse the defaults and the file, deep-merge them, apply
-//! the `DEPLOYD_*` overrides, deserialize with the failing key's path, then
-//! check the rules. Errors name the key and the layer that set it.
+//! the `DEPLOYD_*` overrides, deserialize with the failing key's path, read
+//! the files secrets are kept in, then check the rules. Errors name the key
+//! and the layer that set it.
 
-use super::{Config, ConfigError, DEFAULT_TOML, Layer, NOT_CONFIG_VARS, rules};
+use super::{Config, ConfigError, DEFAULT_TOML, Layer, NOT_CONFIG_VARS, files, rules};
 use toml::{Table, Value};
 
 const ENV_PREFIX: &str = "DEPLOYD_";
@@ -88,7 +89,7 @@ pub(super) fn build(
             origin,
         });
     };
-    if let Some((key, message)) = rules::problem(&config) {
+    if let Some((key, message)) = files::read(&mut config).or_else(|| rules::problem(&config)) {
         let origin = Some(origin_of(&overrides, &key));
         let key = render(&key);
         return Err(ConfigError::Invalid {
@@ -197,7 +198,7 @@ impl EnvOverride {
                 let message = "empty key level; levels are separated by exactly `__`".into();
                 return Err(ConfigError::Env { var, message });
             }
-            let in_env_map = path.len() == 3 && path[0] == "clusters" && path[2] == "env";
+            let in_env_map = is_env_value(&path, path.len());
             path.push(match in_env_map {
                 true => segment.to_string(),
                 false => segment.to_ascii_lowercase(),
@@ -227,7 +228,16 @@ impl EnvOverride {
                 break;
             }
             let entry = table.entry(key.clone());
-            table = match entry.or_insert_with(|| Value::Table(Table::new())) {
+            let entry = entry.or_insert_with(|| Value::Table(Table::new()));
+            // `VAR = "text"` is `VAR = { value = "text" }`, so an override
+            // of `VAR.secret` (or `VAR.file`) lands in it.
+            if let Value::String(text) = entry
+                && is_env_value(&self.path, depth)
+            {
+                let text = std::mem::take(text);
+                *entry = Value::Table(Table::from_iter([("value".into(), Value::String(text))]));
+            }
+            table = match entry {
                 Value::Table(inner) => inner,
                 _ => {
                     let message = format!("{} is not a table", self.path[..=depth].join("."));
@@ -265,6 +275,12 @@ impl EnvOverride {
         self.value = Value::String(self.raw.clone());
         true
     }
+}
+
+/// Whether level `depth` of `path` names a variable of a cluster's env
+/// (`clusters.<name>.env.<VAR>`).
+fn is_env_value(path: &[String], depth: usize) -> bool {
+    depth == 3 && path.len() >= 3 && path[0] == "clusters" && path[2] == "env"
 }
 
 fn same(path: &str, seg: &Seg) -> bool {

@@ -38,8 +38,14 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
         // The URL itself is not echoed: it may hold a password.
-        let message = "must start with postgres:// or postgresql://";
-        return Some((at(&["store", "url"]), message.into()));
+        let (key, message) = match config.store.url_file {
+            Some(_) => (
+                "url_file",
+                "the file must hold a URL starting with postgres://",
+            ),
+            None => ("url", "must start with postgres:// or postgresql://"),
+        };
+        return Some((at(&["store", key]), message.into()));
     }
     if let Some((i, origin)) =
         (config.server.allowed_origins.iter().enumerate()).find(|(_, origin)| !is_origin(origin))

@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod secrets;
 mod serving;
 
 const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -109,7 +110,7 @@ fn env_overrides_strings_numbers_durations_and_nested_cluster_keys() {
     assert_eq!(build.timeout, Duration::from_secs(120));
     assert_eq!(build.run[0], "/bin/sh");
     // Names under env keep their case; a number where text is wanted is text.
-    assert_eq!(local.env["REGION_NAME"], "42");
+    assert_eq!(local.env["REGION_NAME"].value(), "42");
     let staging = config.clusters["staging"].activate.as_ref().expect("new");
     assert_eq!(staging.run, ["/bin/true"]);
 }
@@ -118,7 +119,7 @@ fn env_overrides_strings_numbers_durations_and_nested_cluster_keys() {
 fn env_tables_merge_and_env_arrays_keep_their_errors() {
     let vars = [("DEPLOYD_CLUSTERS__LOCAL", r#"{ env = { A = "1" } }"#)];
     let config = load("", &vars).expect("loads");
-    assert_eq!(config.clusters["local"].env["A"], "1");
+    assert_eq!(config.clusters["local"].env["A"].value(), "1");
     assert!(
         config.clusters["local"].build.is_some(),
         "merged, not replaced"

@@ -3,6 +3,11 @@
 //! [`run_step`] owns everything about the process it starts, and promises:
 //! - the child sees only `PATH`, `HOME=<cwd>` and the env it is given; the
 //!   daemon's own environment (which may hold a database password) never leaks;
+//! - the child holds no descriptor of the daemon's but its stdio: any the
+//!   daemon left without close-on-exec is closed at exec;
+//! - given a [`StepUser`], the child runs as that user (uid, gid, groups);
+//!   the guard stays the daemon's user, and, like the daemon, non-dumpable,
+//!   so a step can neither read its parent's memory nor its environment;
 //! - the child leads its own process group, and every signal goes to the group;
 //! - **no orphan survives a step**: once the leader has exited, for any reason,
 //!   whatever is left in its group is SIGKILLed before the leader is reaped, so
@@ -36,7 +41,10 @@ mod tests;
 
 pub use output::{OutputCap, OutputLine, OutputStream};
 
+use crate::users::StepUser;
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -80,6 +88,8 @@ pub struct StepCommand {
     pub env: Vec<(String, String)>,
     /// Time between SIGTERM and SIGKILL on timeout or cancel.
     pub kill_grace: Duration,
+    /// Who the step runs as; `None`: the daemon's user.
+    pub user: Option<StepUser>,
 }
 
 /// How a step ended. Expected failures are data here, not errors.
@@ -130,17 +140,31 @@ pub async fn run_step(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let become_user = match cmd.user.as_ref().and_then(StepUser::switch) {
+        Some(ids) => match CString::new(cmd.cwd.as_os_str().as_bytes()) {
+            Ok(cwd) => Some(guard::Become { ids, cwd }),
+            Err(e) => return StepOutcome::SpawnFailed(format!("{}: {e}", cmd.cwd.display())),
+        },
+        None => None,
+    };
     // SAFETY: getpid has no preconditions; the closure runs between fork
     // and exec, as `guard::split` requires, and makes only
-    // async-signal-safe calls.
+    // async-signal-safe calls (what it needs was prepared before the fork).
     unsafe {
         let daemon = libc::getpid();
-        command.pre_exec(move || guard::split(daemon));
+        command.pre_exec(move || guard::split(daemon, become_user.as_ref()));
     }
     let spawned = command.spawn();
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return StepOutcome::SpawnFailed(format!("{program}: {e}")),
+        // As another user, what usually fails is entering the directory.
+        Err(e) => match &cmd.user {
+            Some(user) => {
+                let cwd = cmd.cwd.display();
+                return StepOutcome::SpawnFailed(format!("{program} as {user} in {cwd}: {e}"));
+            }
+            None => return StepOutcome::SpawnFailed(format!("{program}: {e}")),
+        },
     };
     let Some(pid) = child.id().and_then(|id| libc::pid_t::try_from(id).ok()) else {
         return StepOutcome::SpawnFailed(format!("{program}: no pid after spawn"));

@@ -14,6 +14,7 @@ fn step(script: &str, cwd: &std::path::Path) -> StepCommand {
         cwd: cwd.to_path_buf(),
         env: Vec::new(),
         kill_grace: Duration::from_secs(10),
+        user: None,
     }
 }
 
@@ -216,6 +217,76 @@ async fn the_child_sees_only_path_home_and_the_given_env() {
     // The test process has variables of its own, and none of them leaked.
     // (No set_var here: it is unsafe while other test threads read the env.)
     assert!(std::env::vars_os().any(|(k, _)| k != "PATH" && k != "HOME"));
+}
+
+#[tokio::test]
+async fn the_child_holds_no_descriptor_of_the_daemons() {
+    let dir = tempfile::tempdir().unwrap();
+    // A descriptor the daemon opened without close-on-exec, as a library
+    // might: the step must not get it.
+    // SAFETY: open(2) on a NUL-terminated path; the descriptor is ours.
+    let leaky = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+    assert!(leaky > 2, "{}", io::Error::last_os_error());
+    let mut cmd = step("", dir.path());
+    cmd.argv = vec!["/bin/ls".into(), "/proc/self/fd".into()];
+    let (outcome, lines) = run_collect(cmd).await;
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(leaky) };
+    assert_eq!(outcome, StepOutcome::Succeeded);
+    // stdin, stdout, stderr, and the directory `ls` is reading.
+    assert_eq!(of(&lines, OutputStream::Stdout), ["0", "1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn a_child_runs_as_its_user_and_its_guard_stays_the_daemons() {
+    if crate::users::effective_uid() != 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cmd = step(
+        "id -u; id -g; stat -c %u /proc/$PPID; \
+         cat /proc/$PPID/environ > /dev/null 2>&1 && echo readable || echo denied; \
+         kill -TERM $PPID 2> /dev/null && echo signalled || echo refused",
+        dir.path(),
+    );
+    let nobody: StepUser = "nobody".parse().expect("nobody exists");
+    cmd.user = Some(nobody.clone());
+    let (outcome, lines) = run_collect(cmd).await;
+    assert_eq!(outcome, StepOutcome::Succeeded, "{lines:?}");
+    let gid = nobody.gid().to_string();
+    let expected = ["65534", gid.as_str(), "0", "denied", "refused"];
+    assert_eq!(of(&lines, OutputStream::Stdout), expected);
+}
+
+#[tokio::test]
+async fn a_child_that_cannot_enter_its_directory_as_its_user_says_so() {
+    if crate::users::effective_uid() != 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let mut cmd = step("true", &private);
+    cmd.user = Some("nobody".parse().expect("nobody exists"));
+    let (outcome, _) = run_collect(cmd).await;
+    let StepOutcome::SpawnFailed(message) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(message.contains("as nobody in"), "{message}");
+    assert!(
+        message.contains(&private.display().to_string()),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -81,9 +81,10 @@ impl PgStore {
     /// Connect to `url` (`postgres://user:password@host:port/database`) and
     /// apply pending migrations.
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            let message = format!("invalid database URL: {e}");
+            StoreError::Backend(crate::redact::url_passwords(&message).into_owned())
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }

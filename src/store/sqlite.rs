@@ -83,6 +83,9 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
+        private(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot make {} private: {e}", path.display()))
+        })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL lets other processes (backups, inspection) read while we write;
@@ -155,6 +158,29 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Make the database the daemon's alone (0600), creating it empty if it is
+/// new: steps that run as another user (`clusters.NAME.user`) must not read
+/// it. SQLite gives the `-wal` and `-shm` files it creates the database's
+/// mode; ones an older deployd left are made private too.
+fn private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path);
+    drop(opened?);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            done => done?,
+        }
+    }
+    Ok(())
 }
 
 /// Apply the migrations not yet recorded, all in one transaction.

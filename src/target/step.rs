@@ -5,6 +5,14 @@
 //! as `log` events, and returns a [`PhaseResult`] for the actor to apply.
 //! Its log events are all stored before the result is returned, so they come
 //! before the next state event in every stream.
+//!
+//! Steps cannot see the daemon, and their output cannot show its secrets:
+//! a cluster with a `user` runs its steps as that user, with the workspace
+//! and `releases/<app>/<cluster>` handed to it first; every output line and
+//! the step's error pass through the config's [`Redactor`] before they are
+//! stored; the artifact file a build (perhaps as another user) wrote is read
+//! without following a link, so a build cannot make the daemon read a file
+//! for it.
 
 use super::core::PhaseResult;
 use crate::config::StepConfig;
@@ -13,15 +21,22 @@ use crate::events::EventHub;
 use crate::machine::{Kind, State};
 use crate::model::{Deployment, EventData, LogLine, VersionInfo};
 use crate::pipeline::{OutputCap, OutputLine, Phase, StepCommand, StepOutcome, run_step};
+use crate::redact::Redactor;
 use crate::source::{ExtractLimits, extract_verified};
 use crate::store::StoreError;
+use crate::users::StepUser;
 use chrono::{DateTime, Utc};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Log lines stored per round trip to the store.
 const LOG_BATCH: usize = 256;
+/// The most an artifact reference may be: it names the artifact.
+const ARTIFACT_BYTES: u64 = 64 * 1024;
 
 pub(super) struct PhaseJob {
     pub daemon: Arc<Daemon>,
@@ -59,11 +74,8 @@ pub(super) fn step_env(
     rollback_artifact: Option<String>,
 ) -> Vec<(String, String)> {
     let id = deployment.id;
-    let mut env: Vec<(String, String)> = daemon
-        .config
-        .clusters
-        .get(&deployment.cluster)
-        .map(|c| c.env.clone().into_iter().collect())
+    let mut env: Vec<(String, String)> = (daemon.config.clusters.get(&deployment.cluster))
+        .map(|c| c.env_vars())
         .unwrap_or_default();
     let mut set = |key: &str, value: String| env.push((key.to_string(), value));
     set("DEPLOY_ID", id.to_string());
@@ -157,9 +169,18 @@ impl PhaseJob {
         }
         let artifact = match phase {
             Phase::Build => self.read_artifact().await,
-            _ => None,
+            _ => Ok(None),
         };
-        PhaseResult::Done { artifact }
+        match artifact {
+            Ok(artifact) => PhaseResult::Done { artifact },
+            Err(e) => PhaseResult::Failed(e),
+        }
+    }
+
+    /// The user the cluster runs its steps as, if it names one.
+    fn user(&self) -> Option<StepUser> {
+        let cluster = self.daemon.config.clusters.get(&self.deployment.cluster);
+        cluster.and_then(|c| c.user.clone())
     }
 
     async fn extract_source(&self) -> Result<(), String> {
@@ -167,25 +188,31 @@ impl PhaseJob {
             return Err("the deployment has no source".to_string());
         };
         let archive = self.daemon.sources.path(&sha);
-        let dest = self.daemon.data_dir.workspace_source(self.deployment.id);
+        let id = self.deployment.id;
+        let dest = self.daemon.data_dir.workspace_source(id);
         let limits = ExtractLimits {
             max_bytes: self.daemon.config.limits.extracted_bytes,
             max_entries: self.daemon.config.limits.extracted_entries,
         };
+        let (data_dir, user) = (self.daemon.data_dir.clone(), self.user());
         let outcome = tokio::task::spawn_blocking(move || {
-            // A build retried after a restart starts from a clean copy.
-            let _ = std::fs::remove_dir_all(&dest);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
+            let extract = || {
+                // A build retried after a restart starts from a clean copy.
+                let _ = std::fs::remove_dir_all(&dest);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                extract_verified(&archive, &sha, &dest, &limits).map(|_| ())
+            };
+            extract().map_err(|e| format!("could not extract the source: {e}"))?;
+            match &user {
+                Some(user) => (data_dir.give_workspace(id, user))
+                    .map_err(|e| format!("could not give the workspace to {user}: {e}")),
+                None => Ok(()),
             }
-            extract_verified(&archive, &sha, &dest, &limits).map(|_| ())
         })
         .await;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("could not extract the source: {e}")),
-            Err(e) => Err(format!("could not extract the source: {e}")),
-        }
+        outcome.unwrap_or_else(|e| Err(format!("could not extract the source: {e}")))
     }
 
     /// Push and activate of a deploy see the artifact its build reported.
@@ -209,14 +236,24 @@ impl PhaseJob {
 
     /// What the build wrote to `DEPLOY_ARTIFACT_FILE`, trimmed; bytes that
     /// are not UTF-8 become U+FFFD (like step output), never a silent
-    /// fallback. `None` when the file is missing or blank.
-    async fn read_artifact(&self) -> Option<String> {
-        let bytes = tokio::fs::read(self.daemon.data_dir.artifact_file(self.deployment.id))
-            .await
-            .ok()?;
+    /// fallback. `None` when the file is missing or blank; an error when it
+    /// is not a regular file (a link, a fifo) or is too long.
+    async fn read_artifact(&self) -> Result<Option<String>, String> {
+        let path = self.daemon.data_dir.artifact_file(self.deployment.id);
+        let read = tokio::task::spawn_blocking(move || read_artifact_file(&path)).await;
+        let bytes = match read {
+            Ok(Ok(Some(bytes))) => bytes,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => return Err(format!("the build's DEPLOY_ARTIFACT_FILE {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "the build's DEPLOY_ARTIFACT_FILE cannot be read: {e}"
+                ));
+            }
+        };
         let text = String::from_utf8_lossy(&bytes);
         let text = text.trim();
-        (!text.is_empty()).then(|| text.to_string())
+        Ok((!text.is_empty()).then(|| text.to_string()))
     }
 
     /// Run `step` for `phase`; `name` is the step's name in its log events
@@ -227,6 +264,25 @@ impl PhaseJob {
         name: &'static str,
         step: StepConfig,
     ) -> Result<(), String> {
+        let redactor = Arc::new(Redactor::of(&self.daemon.config));
+        let ran = self.run_step_as(phase, name, step, &redactor).await;
+        ran.map_err(|error| redactor.redact(&error).into_owned())
+    }
+
+    async fn run_step_as(
+        &self,
+        phase: Phase,
+        name: &'static str,
+        step: StepConfig,
+        redactor: &Arc<Redactor>,
+    ) -> Result<(), String> {
+        let user = self.user();
+        if let Some(user) = &user {
+            let d = &self.deployment;
+            (self.daemon.data_dir.open_to(user, &d.app, &d.cluster)).map_err(|e| {
+                format!("{name} step could not start: the data dir for {user}: {e}")
+            })?;
+        }
         let cwd = self.daemon.data_dir.workspace_source(self.deployment.id);
         let cwd = if cwd.is_dir() {
             cwd
@@ -246,6 +302,7 @@ impl PhaseJob {
             cwd,
             env: self.env.clone(),
             kill_grace: self.daemon.config.deploy.kill_grace,
+            user,
         };
         let (lines, receiver) = mpsc::channel(LOG_BATCH);
         let pump = tokio::spawn(pump_logs(
@@ -254,6 +311,7 @@ impl PhaseJob {
             name,
             receiver,
             self.cap.clone(),
+            redactor.clone(),
         ));
         let outcome = run_step(command, lines, self.cancel.clone()).await;
         let _ = pump.await;
@@ -279,15 +337,52 @@ impl PhaseJob {
     }
 }
 
+/// The artifact file's bytes, opened without following a link and without
+/// blocking on a fifo, refused unless it is a regular file of at most
+/// [`ARTIFACT_BYTES`]; `None` when there is none.
+fn read_artifact_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(std::io::Error::other("is a symlink, not a file"));
+        }
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot be read: {e}"),
+            ));
+        }
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("is not a regular file"));
+    }
+    if meta.len() > ARTIFACT_BYTES {
+        let message = format!("is over {ARTIFACT_BYTES} bytes; it names the artifact");
+        return Err(std::io::Error::other(message));
+    }
+    let mut bytes = Vec::new();
+    let read = file.take(ARTIFACT_BYTES).read_to_end(&mut bytes);
+    read.map_err(|e| std::io::Error::new(e.kind(), format!("cannot be read: {e}")))?;
+    Ok(Some(bytes))
+}
+
 /// Store a step's output as `log` events, in batches, within the
-/// deployment's output budget. Stops storing (but keeps draining) once the
-/// deployment ended, so a dying step never holds up its pipes.
+/// deployment's output budget, each line with its secrets masked. Stops
+/// storing (but keeps draining) once the deployment ended, so a dying step
+/// never holds up its pipes.
 async fn pump_logs(
     hub: Arc<EventHub>,
     id: uuid::Uuid,
     step: &'static str,
     mut receiver: mpsc::Receiver<OutputLine>,
     cap: Arc<Mutex<OutputCap>>,
+    redactor: Arc<Redactor>,
 ) {
     let mut ended = false;
     let mut batch = Vec::with_capacity(LOG_BATCH);
@@ -295,12 +390,13 @@ async fn pump_logs(
         batch.clear();
         let mut next = Some(first);
         while let Some(line) = next {
-            let admitted = cap.lock().expect("output cap lock").admit(line.line.len());
+            let shown = redactor.redact(&line.line).into_owned();
+            let admitted = cap.lock().expect("output cap lock").admit(shown.len());
             if admitted {
                 batch.push(EventData::Log(LogLine {
                     step: step.to_string(),
                     stream: line.stream.as_str().to_string(),
-                    line: line.line,
+                    line: shown,
                 }));
             }
             next = if batch.len() < LOG_BATCH {

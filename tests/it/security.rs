@@ -11,6 +11,8 @@ mod auth;
 mod browser;
 mod connections;
 mod input;
+mod isolation;
+mod secrets;
 mod steps;
 mod tls;
 mod uploads;

@@ -28,6 +28,7 @@ pub fn cluster(
         activate: step(activate),
         cleanup: None,
         env: Default::default(),
+        user: None,
     }
 }
 

@@ -121,7 +121,8 @@ impl From<PoolError> for StoreError {
 }
 
 /// The error with its causes on one line: tokio-postgres keeps the server's
-/// message (never our SQL) in the cause, not in its own `Display`.
+/// message (never our SQL) in the cause, not in its own `Display`. A URL's
+/// password in it, should a driver ever echo one, is masked.
 fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
@@ -130,7 +131,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
         text.push_str(&inner.to_string().replace('\n', " "));
         cause = inner.source();
     }
-    text
+    crate::redact::url_passwords(&text).into_owned()
 }
 
 /// Whether an error means the server cannot be reached or is going away,

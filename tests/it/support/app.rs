@@ -51,6 +51,7 @@ pub fn sh_cluster(
         activate: step(activate),
         cleanup: None,
         env: Default::default(),
+        user: None,
     }
 }
 

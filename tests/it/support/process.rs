@@ -2,7 +2,7 @@
 //! (SIGKILL, SIGTERM) and start it again on the same data dir or database;
 //! and a throwaway PostgreSQL server a test may stop and start.
 
-use super::app::{eventually, wait_ready};
+use super::app::{WAIT, eventually};
 use deployd::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -39,16 +39,41 @@ impl Daemon {
     /// daemon restarted on the same port answers at the URL a running
     /// client already has.
     pub async fn start_on(config: &Path, port: u16) -> Daemon {
+        Daemon::start_with(config, port, |_| {}).await
+    }
+
+    /// Start `deployd serve` on loopback `port`, with `tweak` applied to the
+    /// command (its environment, its user, where stderr goes), and wait
+    /// until ready.
+    pub async fn start_with(config: &Path, port: u16, tweak: impl FnOnce(&mut Command)) -> Daemon {
+        let mut command = serve_command(config, &format!("127.0.0.1:{port}"));
+        tweak(&mut command);
         let client = Client::new(&format!("http://127.0.0.1:{port}"), None).expect("client");
-        Daemon::run(serve_command(config, &format!("127.0.0.1:{port}")), client).await
+        Daemon::run(command, client).await
     }
 
     /// Start `command` (a [`serve_command`], changed as a test needs) and
-    /// wait until `client` finds it ready.
+    /// wait until `client` finds it ready. A daemon that exits instead
+    /// fails the test at once.
     pub async fn run(mut command: Command, client: Client) -> Daemon {
         let child = command.spawn().expect("start deployd");
-        let daemon = Daemon { child, client };
-        wait_ready(&daemon.client, "deployd to become ready").await;
+        let mut daemon = Daemon { child, client };
+        let mut exited = None;
+        let ready = async {
+            loop {
+                exited = daemon.child.try_wait().expect("try_wait");
+                if exited.is_some() || daemon.client.readyz().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, ready)
+            .await
+            .expect("deployd becomes ready in time");
+        if let Some(status) = exited {
+            panic!("deployd exited instead of serving: {status}");
+        }
         daemon
     }
 
