@@ -6,8 +6,11 @@
 //! `Busy` from then until the answer's last byte is flushed to the socket;
 //! `Idle` after that. [`Watched`] (the socket) and [`Tracking`] (the service)
 //! move it. What must stay true: a `Busy` connection is never closed for the
-//! cap, a timeout or shutdown, since that would cut an answer short; every
-//! other connection may be, and the one waiting longest goes first.
+//! cap or shutdown, since that would cut an answer short, and is timed out
+//! only when its peer has not taken a byte of its answer for `idle_timeout`
+//! (a client that sends requests and never reads the answers would
+//! otherwise hold its slot for ever, with no token); every other connection
+//! may be, and the one waiting longest goes first.
 
 use super::Limits;
 use axum::Router;
@@ -84,6 +87,7 @@ impl Connections {
         });
         let conn = Arc::new(Conn {
             phase,
+            write_blocked: watch::Sender::new(None),
             close: CancellationToken::new(),
             gone: CancellationToken::new(),
         });
@@ -138,6 +142,9 @@ impl Drop for Admitted {
 /// One connection's phase and the signals about it.
 pub(super) struct Conn {
     phase: watch::Sender<Phase>,
+    /// Since when a write has waited for the peer to take bytes; `None`
+    /// while writes go through.
+    write_blocked: watch::Sender<Option<Instant>>,
     /// Asks the connection's task to close it now (the cap).
     close: CancellationToken,
     /// Cancelled when the connection's task has let it go.
@@ -160,14 +167,19 @@ impl Conn {
         shutdown: &CancellationToken,
     ) -> &'static str {
         let mut phase = self.phase.subscribe();
+        let mut blocked = self.write_blocked.subscribe();
         loop {
             let now = *phase.borrow_and_update();
+            let blocked_since = *blocked.borrow_and_update();
             let deadline = match now {
                 Phase::Head { since } => Some((since + limits.header_timeout, "header_timeout")),
                 Phase::Idle { since } => Some((since + limits.idle_timeout, "idle_timeout")),
-                Phase::Busy { .. } => None,
+                Phase::Busy { .. } => {
+                    blocked_since.map(|since| (since + limits.idle_timeout, "not read"))
+                }
             };
-            if deadline.is_some() && shutdown.is_cancelled() {
+            let busy = matches!(now, Phase::Busy { .. });
+            if !busy && deadline.is_some() && shutdown.is_cancelled() {
                 return "shutting down";
             }
             let timer = async {
@@ -182,11 +194,28 @@ impl Conn {
             tokio::select! {
                 () = self.close.cancelled() => return "max_connections",
                 why = timer => return why,
-                // The sender lives in `self`: this never errs.
+                // The senders live in `self`: these never err.
                 _ = phase.changed() => {}
+                _ = blocked.changed() => {}
                 () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
             }
         }
+    }
+
+    /// A write went through (`false`) or must wait for the peer (`true`).
+    fn write_waits(&self, waits: bool) {
+        self.write_blocked
+            .send_if_modified(|since| match (waits, *since) {
+                (true, None) => {
+                    *since = Some(Instant::now());
+                    true
+                }
+                (false, Some(_)) => {
+                    *since = None;
+                    true
+                }
+                _ => false,
+            });
     }
 
     /// Bytes arrived: after an answer, they start the next request head.
@@ -276,7 +305,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.conn.write_waits(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -284,7 +316,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.conn.write_waits(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -294,6 +329,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.conn.write_waits(polled.is_pending());
         if let Poll::Ready(Ok(())) = polled {
             this.conn.flushed();
         }

@@ -256,3 +256,69 @@ async fn two_hundred_idle_connections_under_a_192_file_limit_leave_health_and_de
         "{stdout}"
     );
 }
+
+/// A client that fills every slot with requests and never reads the
+/// answers (pipelined, no token needed) holds them only until its answers
+/// have waited `idle_timeout` for it: then its connections close, and
+/// `/healthz` and a deploy are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_whose_answers_are_never_read_are_closed_after_idle_timeout() {
+    const CAP: usize = 6;
+    let app = spawn_app(Backend::Sqlite, |config| {
+        config.server.max_connections = CAP;
+        config.server.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let address = address(&app.url);
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let mut hogs = Vec::new();
+    for _ in 0..CAP {
+        // A small receive buffer, and requests until the server stops
+        // reading them: its answers soon have nowhere to go.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket
+            .connect(address.parse().unwrap())
+            .await
+            .expect("connect");
+        let mut sent = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            match stream.try_write(request.as_bytes()) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(sent > 0);
+        hogs.push(stream);
+    }
+    // Before the fix every slot stayed busy for ever and new connections
+    // were reset; now the hogs go after idle_timeout (2 s).
+    let fresh = || Client::new(&app.url, None).expect("client");
+    let started = Instant::now();
+    let mut served = false;
+    while started.elapsed() < WAIT && !served {
+        served = tokio::time::timeout(Duration::from_secs(1), fresh().healthz())
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+    }
+    assert!(served, "/healthz is served again");
+    let waited = started.elapsed();
+    let client = fresh();
+    let tar = tar_of(&[("index.html", "after the hogs", 0o644)]);
+    let sha = sha256_hex(&tar);
+    client.put_source(&sha, tar).await.expect("upload");
+    let d = client
+        .deploy("web", "local", &deploy_request(&sha))
+        .await
+        .expect("deploy");
+    let events = collect_events(&client, d.id, None).await;
+    assert!(
+        format!("{:?}", events.last()).contains("Succeeded"),
+        "{events:?}"
+    );
+    assert!(waited < WAIT, "served again after {waited:?}");
+    drop(hogs);
+    app.stop().await;
+}
