@@ -199,6 +199,7 @@ async fn run(
     env.push(("DEPLOY_CLUSTER".into(), cluster.to_string()));
     env.push(("DEPLOY_DATA_DIR".into(), root.display().to_string()));
     env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let redactor = Arc::new(Redactor::of(&janitor.config));
     let command = StepCommand {
         phase: Phase::Cleanup,
         argv: step.run,
@@ -207,8 +208,8 @@ async fn run(
         env,
         kill_grace: janitor.config.deploy.kill_grace,
         user,
+        redactor: Some(Arc::clone(&redactor)),
     };
-    let redactor = Redactor::of(&janitor.config);
     let (lines, mut output) = mpsc::channel::<OutputLine>(64);
     let logging = async {
         while let Some(line) = output.recv().await {

@@ -90,6 +90,10 @@ pub struct StepCommand {
     pub kill_grace: Duration,
     /// Who the step runs as; `None`: the daemon's user.
     pub user: Option<StepUser>,
+    /// Masks secrets in each stderr line before it joins the tail that
+    /// `StepOutcome::Failed` carries, so cutting the tail to its size never
+    /// leaves part of a secret behind; `None`: nothing to mask.
+    pub redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
 }
 
 /// How a step ended. Expected failures are data here, not errors.
@@ -179,11 +183,18 @@ pub async fn run_step(
     let mut pumps = JoinSet::new();
     if let Some(pipe) = child.stdout.take() {
         let (out, gone) = (output.clone(), leader_gone.clone());
-        pumps.spawn(output::pump(pipe, OutputStream::Stdout, out, gone));
+        pumps.spawn(output::pump(pipe, OutputStream::Stdout, out, gone, None));
     }
     if let Some(pipe) = child.stderr.take() {
         let (out, gone) = (output.clone(), leader_gone.clone());
-        pumps.spawn(output::pump(pipe, OutputStream::Stderr, out, gone));
+        let redactor = cmd.redactor.clone();
+        pumps.spawn(output::pump(
+            pipe,
+            OutputStream::Stderr,
+            out,
+            gone,
+            redactor,
+        ));
     }
     drop(output);
 

@@ -84,12 +84,14 @@ impl OutputCap {
 }
 
 /// Reads one pipe to its end (or until the drain bounds stop it), sending
-/// each line to `output`. Returns the stderr tail for the stderr pipe.
+/// each line to `output`. Returns the stderr tail for the stderr pipe, its
+/// lines masked by `redactor` before the tail is cut to size.
 pub(super) async fn pump<R: AsyncRead + Unpin>(
     pipe: R,
     stream: OutputStream,
     output: mpsc::Sender<OutputLine>,
     leader_gone: CancellationToken,
+    redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
 ) -> Option<String> {
     let mut lines = LineReader::new(pipe);
     let mut tail = (stream == OutputStream::Stderr).then(StderrTail::default);
@@ -121,7 +123,10 @@ pub(super) async fn pump<R: AsyncRead + Unpin>(
             }
         };
         if let Some(tail) = &mut tail {
-            tail.push(&line);
+            match &redactor {
+                Some(redactor) => tail.push(&redactor.redact(&line)),
+                None => tail.push(&line),
+            }
         }
         if !receiver_gone && output.send(OutputLine { stream, line }).await.is_err() {
             receiver_gone = true;

@@ -15,6 +15,7 @@ fn step(script: &str, cwd: &std::path::Path) -> StepCommand {
         env: Vec::new(),
         kill_grace: Duration::from_secs(10),
         user: None,
+        redactor: None,
     }
 }
 

@@ -303,6 +303,7 @@ impl PhaseJob {
             env: self.env.clone(),
             kill_grace: self.daemon.config.deploy.kill_grace,
             user,
+            redactor: Some(redactor.clone()),
         };
         let (lines, receiver) = mpsc::channel(LOG_BATCH);
         let pump = tokio::spawn(pump_logs(

@@ -162,3 +162,31 @@ async fn the_store_url_can_come_from_a_file() {
     assert_eq!(state, "succeeded");
     assert!(!dir.path().join("data/deployd.db").exists());
 }
+
+/// A secret at the start of a stderr line too long for the 4 KiB tail an
+/// error keeps: the tail is cut after masking, so no piece of the secret is
+/// left in the error (the hostile review found its last 18 bytes there).
+#[tokio::test]
+async fn a_secret_in_a_line_cut_to_the_error_tail_leaves_no_piece() {
+    let token = format!("tok-{}", Uuid::now_v7().simple());
+    let script = r#"printf '%s%s\n' "$API_TOKEN" "$(head -c 4078 /dev/zero | tr '\0' x)" >&2
+exit 1"#;
+    let app = spawn_app(Backend::Sqlite, |config| {
+        let mut cluster = sh_cluster(Some(script), None, None);
+        cluster.env.insert("API_TOKEN".into(), token.clone().into());
+        config.clusters.insert("leaky".into(), cluster);
+    })
+    .await;
+    let deployment = app.deploy("web", "leaky", "x").await;
+    app.events_until_end(deployment.id).await;
+    let ended = app.client.get(deployment.id).await.expect("get");
+    let error = ended.error.expect("an error");
+    for piece in token.as_bytes().windows(6) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(
+            !error.contains(piece),
+            "{piece:?} of the secret is in the error"
+        );
+    }
+    assert!(error.ends_with("xxxx"), "the tail is still there");
+}
