@@ -170,11 +170,13 @@ impl DataDir {
     }
 }
 
-/// Add search permission for others to `dir`, if it lacks it.
+/// Make `dir` search-only for others: a step's user may pass through to
+/// its own directories, never list what other deployments and apps have.
 fn searchable(dir: &Path) -> io::Result<()> {
     let mut permissions = std::fs::metadata(dir)?.permissions();
-    if permissions.mode() & 0o001 == 0 {
-        permissions.set_mode(permissions.mode() | 0o001);
+    let mode = (permissions.mode() & !0o007) | 0o001;
+    if permissions.mode() != mode {
+        permissions.set_mode(mode);
         std::fs::set_permissions(dir, permissions)?;
     }
     Ok(())
@@ -226,6 +228,15 @@ mod tests {
             .expect("open to nobody");
         let stat = |path: PathBuf| std::fs::symlink_metadata(path).expect("stat");
         assert_eq!(stat(data.root().to_path_buf()).mode() & 0o777, 0o701);
+        for dir in [data.work(), data.releases(), data.releases().join("web")] {
+            let others = stat(dir.clone()).mode() & 0o007;
+            assert_eq!(
+                others,
+                0o001,
+                "{}: others may only pass through",
+                dir.display()
+            );
+        }
         assert_eq!(stat(data.releases().join("web/prod")).uid(), 65534);
         assert_eq!(stat(data.releases().join("web")).uid(), 0);
 

@@ -76,13 +76,36 @@ impl Redactor {
     }
 
     /// `text` with every secret and every URL password replaced by `***`.
+    /// Every occurrence of every secret is found in `text` as given, and
+    /// overlapping ones are masked as one: masking one first must not hide
+    /// the start of another and show the rest of it.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut shown = Cow::Borrowed(text);
+        let mut spans: Vec<(usize, usize)> = Vec::new();
         for secret in &self.secrets {
-            if shown.contains(secret.as_str()) {
-                shown = Cow::Owned(shown.replace(secret.as_str(), MASK));
-            }
+            spans.extend(
+                text.match_indices(secret.as_str())
+                    .map(|(at, s)| (at, at + s.len())),
+            );
         }
+        let shown = if spans.is_empty() {
+            Cow::Borrowed(text)
+        } else {
+            spans.sort_unstable();
+            let mut masked = String::with_capacity(text.len());
+            let mut done = 0;
+            let mut spans = spans.into_iter().peekable();
+            while let Some((start, mut end)) = spans.next() {
+                while let Some(&(_, next_end)) = spans.peek().filter(|(next, _)| *next <= end) {
+                    end = end.max(next_end);
+                    spans.next();
+                }
+                masked.push_str(&text[done..start.max(done)]);
+                masked.push_str(MASK);
+                done = done.max(end);
+            }
+            masked.push_str(&text[done..]);
+            Cow::Owned(masked)
+        };
         match url_passwords(&shown) {
             Cow::Owned(masked) => Cow::Owned(masked),
             Cow::Borrowed(_) => shown,
@@ -284,5 +307,13 @@ mod tests {
         let found = url_secrets("postgres://u:p%40ss@h/db?password=other1");
         assert_eq!(found, ["p%40ss", "other1", "p@ss"]);
         assert!(url_secrets("postgres://u@h/db").is_empty());
+    }
+
+    #[test]
+    fn overlapping_secrets_are_masked_as_one() {
+        let redactor = Redactor::new(["PASSWORD1234".to_string(), "1234XYZW".to_string()]);
+        assert_eq!(redactor.redact("x PASSWORD1234XYZW y"), "x *** y");
+        assert_eq!(redactor.redact("1234XYZW and PASSWORD1234"), "*** and ***");
+        assert_eq!(redactor.redact("nothing here"), "nothing here");
     }
 }

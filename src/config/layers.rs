@@ -105,10 +105,20 @@ pub(super) fn build(
     Ok(config)
 }
 
+/// The layer's TOML as a table. A syntax error names the line and column
+/// and what is wrong, never the line's text: it may hold a secret.
 fn parse_table(origin: Layer, text: &str) -> Result<Table, ConfigError> {
-    text.parse::<Table>().map_err(|error| ConfigError::Syntax {
-        origin,
-        message: error.to_string().trim_end().to_string(),
+    text.parse::<Table>().map_err(|error| {
+        let at = error.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
+        ConfigError::Syntax {
+            origin,
+            message: format!("{}{}", at.unwrap_or_default(), error.message().trim_end()),
+        }
     })
 }
 

@@ -310,6 +310,18 @@ fn only_loopback_without_tokens() {
 }
 
 #[test]
+fn a_syntax_error_names_the_line_but_never_shows_it() {
+    let file = "[clusters.local.env]\nDB_PASSWORD = \"hunter2-secret\" oops\n";
+    let error = load(file, &[]).expect_err("bad toml");
+    let shown = error.to_string();
+    assert!(shown.contains("line 2"), "{shown}");
+    assert!(
+        !shown.contains("hunter2"),
+        "the line's secret is shown: {shown}"
+    );
+}
+
+#[test]
 fn syntax_errors_name_the_layer() {
     let error = load("[deploy\n", &[]).expect_err("bad toml");
     assert!(matches!(
