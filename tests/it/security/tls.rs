@@ -160,14 +160,10 @@ async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     .await;
 
     second.write_server_pair(dir.path());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while healthz_trusting(&app.url, &second).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async("the new certificate to be served", || async {
+        healthz_trusting(&app.url, &second).await.is_ok()
+    })
+    .await;
     let refused = healthz_trusting(&app.url, &first).await;
     assert!(matches!(refused, Err(ClientError::Tls(_))), "{refused:?}");
 

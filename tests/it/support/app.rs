@@ -251,16 +251,24 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Wait (within WAIT) until deployd answers `/readyz` with 200.
-pub async fn wait_ready(client: &Client, what: &str) {
+/// [`eventually`] for a check that must await (an HTTP answer, say).
+pub async fn eventually_async<F>(what: &str, mut check: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + WAIT;
-    while client.readyz().await.is_err() {
+    while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Wait (within WAIT) until deployd answers `/readyz` with 200.
+pub async fn wait_ready(client: &Client, what: &str) {
+    eventually_async(what, || async { client.readyz().await.is_ok() }).await;
 }
 
 /// Whether process `pid` exists.

@@ -2,7 +2,7 @@
 //! (SIGKILL, SIGTERM) and start it again on the same data dir or database;
 //! and a throwaway PostgreSQL server a test may stop and start.
 
-use super::app::{WAIT, eventually};
+use super::app::{eventually, eventually_async};
 use deployd::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -59,18 +59,13 @@ impl Daemon {
         let child = command.spawn().expect("start deployd");
         let mut daemon = Daemon { child, client };
         let mut exited = None;
-        let ready = async {
-            loop {
-                exited = daemon.child.try_wait().expect("try_wait");
-                if exited.is_some() || daemon.client.readyz().await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(WAIT, ready)
-            .await
-            .expect("deployd becomes ready in time");
+        let (child, client) = (&mut daemon.child, &daemon.client);
+        eventually_async("deployd to become ready", || {
+            exited = child.try_wait().expect("try_wait");
+            let gone = exited.is_some();
+            async move { gone || client.readyz().await.is_ok() }
+        })
+        .await;
         if let Some(status) = exited {
             panic!("deployd exited instead of serving: {status}");
         }
