@@ -197,6 +197,19 @@ SELECT last_seq FROM d"
 pub const EVENTS_AFTER: &str = "SELECT seq, kind, data FROM deployment_events \
      WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
+/// The name of the version a plain rollback of target ($1, $2) goes to, as
+/// a scalar subquery: of the versions that were active on the target, the
+/// one that last became active, other than the active one. The one place
+/// the rule is written; the target view and `PREVIOUS_VERSION` use it.
+macro_rules! rollback_target {
+    () => {
+        "(SELECT p.version FROM target_versions p WHERE p.app = $1 AND p.cluster = $2 \
+            AND p.version IS DISTINCT FROM (SELECT t.active_version FROM targets t \
+                                            WHERE t.app = $1 AND t.cluster = $2) \
+          ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1)"
+    };
+}
+
 /// The target view in one round trip: its active pointer, its running
 /// deployment, then its queued ones by id. One row per deployment, each
 /// carrying the pointer's columns; one row of NULL deployment columns when
@@ -205,9 +218,9 @@ pub const TARGET: &str = concat!(
     "SELECT x.*, t.active_version, t.active_deployment_id, t.active_since, \
      td.version AS drift_version, td.error AS drift_error, \
      td.deployment_id AS drift_deployment_id, td.since AS drift_since, \
-     (SELECT p.version FROM target_versions p WHERE p.app = $1 AND p.cluster = $2 \
-        AND p.version IS DISTINCT FROM t.active_version \
-      ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1) AS rollback_to_version \
+     ",
+    rollback_target!(),
+    " AS rollback_to_version \
      FROM (SELECT 1) AS one \
      LEFT JOIN targets t ON t.app = $1 AND t.cluster = $2 \
      LEFT JOIN target_drift td ON td.app = $1 AND td.cluster = $2 \
@@ -248,14 +261,10 @@ pub const VERSIONS: &str = concat!(
 
 pub const VERSION: &str = concat!(select_versions!(), "WHERE v.app = $1 AND v.version = $2");
 
-/// The version a plain rollback goes to: of the versions that were active
-/// on the target, the one that last became active, other than the active one.
 pub const PREVIOUS_VERSION: &str = concat!(
     select_versions!(),
-    "JOIN target_versions p ON p.app = v.app AND p.version = v.version \
-     LEFT JOIN targets t ON t.app = p.app AND t.cluster = p.cluster \
-     WHERE p.app = $1 AND p.cluster = $2 AND p.version IS DISTINCT FROM t.active_version \
-     ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1"
+    "WHERE v.app = $1 AND v.version = ",
+    rollback_target!()
 );
 
 pub const PIN: &str = "UPDATE versions SET pinned = $3 WHERE app = $1 AND version = $2";

@@ -175,13 +175,7 @@ pub(super) fn target(
         )
         .optional()?;
     let rollback_to = conn
-        .prepare_cached(
-            "SELECT p.version FROM target_versions p
-             WHERE p.app = ?1 AND p.cluster = ?2
-               AND p.version IS NOT (SELECT active_version FROM targets
-                                     WHERE app = ?1 AND cluster = ?2)
-             ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1",
-        )?
+        .prepare_cached(ROLLBACK_TARGET)?
         .query_row([&app, &cluster], |r| r.get(0))
         .optional()?;
     Ok(TargetView {
@@ -230,22 +224,22 @@ pub(super) fn version(
         .optional()?)
 }
 
-/// What a rollback that names no version goes to: of the versions that were
-/// active on the target, the one that last became active, other than the
-/// active one.
+/// The name of the version a plain rollback of target (?1, ?2) goes to: of
+/// the versions that were active on the target, the one that last became
+/// active, other than the active one. The one place the rule is written.
+const ROLLBACK_TARGET: &str = "
+    SELECT p.version FROM target_versions p
+    WHERE p.app = ?1 AND p.cluster = ?2
+      AND p.version IS NOT (SELECT active_version FROM targets WHERE app = ?1 AND cluster = ?2)
+    ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1";
+
+/// What a rollback that names no version goes to ([`ROLLBACK_TARGET`]).
 pub(super) fn previous_version(
     conn: &Connection,
     app: &str,
     cluster: &str,
 ) -> Result<Option<VersionInfo>, StoreError> {
-    let sql = format!(
-        "{SELECT_VERSION}
-         JOIN target_versions p ON p.app = v.app AND p.version = v.version
-         WHERE p.app = ?1 AND p.cluster = ?2
-           AND p.version IS NOT (SELECT active_version FROM targets
-                                 WHERE app = ?1 AND cluster = ?2)
-         ORDER BY p.active_since DESC, p.deployment_id DESC LIMIT 1"
-    );
+    let sql = format!("{SELECT_VERSION} WHERE v.app = ?1 AND v.version = ({ROLLBACK_TARGET})");
     Ok(conn
         .query_row(&sql, [app, cluster], version_row)
         .optional()?)
