@@ -168,11 +168,11 @@ fn settle(
             Area::Releases | Area::Sources => data_dir.releases(),
         };
         let bytes = disk_usage(&path);
-        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let is_link = is_symlink(&path);
         let gone = match (is_link, dry_run) {
-            // Only a `.current.<id>` link is listed as a symlink, in a
-            // cluster directory the listing found real: the link itself
-            // goes, never what it points at.
+            // Only a `.current.<id>` link is listed as a symlink (`list`
+            // skips any other), in a cluster directory the listing found
+            // real: the link itself goes, never what it points at.
             (true, true) => true,
             (true, false) => fs::remove_file(&path).is_ok_and(|()| {
                 metrics.data_dir_removed(area);
@@ -321,17 +321,28 @@ fn list(data_dir: &DataDir, ttl: Duration) -> Listing {
     if let Some(work) = canonical(data_dir.work()) {
         for (name, path) in entries(&work) {
             if let Some(id) = deployment_id(&name) {
-                listing.workspaces.push((id, path));
+                match is_symlink(&path) {
+                    false => listing.workspaces.push((id, path)),
+                    true => listing.skipped.push(path),
+                }
             }
         }
     }
     if let Some(releases) = canonical(data_dir.releases()) {
         for (_, app) in real_dirs(&releases, &mut listing.skipped) {
             for (_, cluster) in real_dirs(&app, &mut listing.skipped) {
+                // deployd makes releases as directories (or files) and
+                // `.current.<id>` as links: anything else under those names
+                // is not its own.
                 for (name, path) in entries(&cluster) {
+                    let link = is_symlink(&path);
                     if let Some(id) = deployment_id(&name) {
-                        listing.releases.push((id, path, false));
+                        match link {
+                            false => listing.releases.push((id, path, false)),
+                            true => listing.skipped.push(path),
+                        }
                     } else if let Some(id) = name.strip_prefix(".current.").and_then(deployment_id)
+                        && link
                     {
                         listing.releases.push((id, path, true));
                     }
@@ -350,6 +361,10 @@ fn list(data_dir: &DataDir, ttl: Duration) -> Listing {
         }
     }
     listing
+}
+
+fn is_symlink(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// The entries of `dir` that are directories, not symlinks to one; the

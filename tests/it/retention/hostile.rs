@@ -113,6 +113,7 @@ async fn the_sweep_takes_only_its_own_names_and_follows_no_symlink() {
         format!("{{{id}}}"),
         format!("urn:uuid:{id}"),
     ];
+    let mut planted = Vec::new();
     let app = spawn_app(Backend::Sqlite, |config| {
         let data = &config.server.data_dir;
         for name in &strangers {
@@ -121,6 +122,12 @@ async fn the_sweep_takes_only_its_own_names_and_follows_no_symlink() {
         }
         std::fs::create_dir_all(data.join("releases")).unwrap();
         std::os::unix::fs::symlink(&victim, data.join("releases/evil")).unwrap();
+        // Links named like deployments: deployd never makes those.
+        let link = uuid::Uuid::now_v7().to_string();
+        std::os::unix::fs::symlink(&victim, data.join("work").join(&link)).unwrap();
+        std::os::unix::fs::symlink(&victim, data.join("releases/im/img").join(&link)).unwrap();
+        planted.push(data.join("work").join(&link));
+        planted.push(data.join("releases/im/img").join(&link));
     })
     .await;
     let before = tree(&outside);
@@ -130,6 +137,13 @@ async fn the_sweep_takes_only_its_own_names_and_follows_no_symlink() {
         before,
         "nothing outside the data dir changed"
     );
+    for link in &planted {
+        assert!(
+            std::fs::symlink_metadata(link).is_ok(),
+            "{} was removed",
+            link.display()
+        );
+    }
     for name in &strangers {
         assert!(
             app.data_dir.join("releases/im/img").join(name).exists(),
