@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("../../migrations/postgres/0004_retention.sql"),
     },
+    Migration {
+        number: 5,
+        name: "instances",
+        sql: include_str!("../../migrations/postgres/0005_instances.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations ("deployd" in ASCII).
