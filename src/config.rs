@@ -86,6 +86,12 @@ pub struct ServerConfig {
     /// HTTPS: both files, or neither (plain HTTP).
     #[serde(default, skip_serializing_if = "TlsConfig::is_off")]
     pub tls: TlsConfig,
+    /// Where other instances on the same PostgreSQL reach this one
+    /// (`http[s]://host:port`): they forward requests for the targets it
+    /// owns there. Absent: the address it listens on (the host name when
+    /// that is 0.0.0.0 or ::).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
 }
 
 /// The PEM files deployd serves HTTPS with, read again on SIGHUP and when

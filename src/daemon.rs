@@ -17,7 +17,7 @@ use crate::layout::DataDir;
 use crate::metrics::Metrics;
 use crate::model::{Deployment, Event, EventData};
 use crate::source::SourceStore;
-use crate::store::{Change, Created, DynStore, NewDeployment, StoreError};
+use crate::store::{Change, Created, DynStore, Fence, NewDeployment, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,13 @@ pub struct Daemon {
     pub config: Arc<Config>,
     /// New at every start; owner of the leases this process holds.
     pub instance: String,
+    /// Where other instances reach this one (`server.advertise_url`, or
+    /// the address it listens on): they forward requests for the targets
+    /// it owns there.
+    pub address: String,
+    /// How this instance talks to the others: forwarded requests, fetched
+    /// sources ([`crate::http::forward`]).
+    pub peers: reqwest::Client,
     /// Where sources, workspaces, releases and the database live.
     pub data_dir: DataDir,
     /// This daemon's own metrics, rendered by `GET /metrics`.
@@ -77,8 +84,14 @@ impl Daemon {
         self.hub.create(new).await
     }
 
-    /// Store events (log lines, queue positions, notes) and broadcast them.
-    pub async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
-        self.hub.append(id, events).await
+    /// Store events (log lines, queue positions, notes), if `fence` still
+    /// holds the deployment's target, and broadcast them.
+    pub async fn append(
+        &self,
+        id: Uuid,
+        events: &[EventData],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.hub.append(id, events, fence).await
     }
 }

@@ -12,7 +12,7 @@
 //!   hub shuts down, so open streams never hold up a graceful shutdown.
 
 use crate::model::{Event, EventData};
-use crate::store::{Applied, Change, Created, DynStore, NewDeployment, StoreError};
+use crate::store::{Applied, Change, Created, DynStore, Fence, NewDeployment, StoreError};
 use futures::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,9 +44,15 @@ impl EventHub {
         })
     }
 
-    /// Store `events` for deployment `id`, then broadcast them.
-    pub async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
-        let stored = self.store.append(id, events).await?;
+    /// Store `events` for deployment `id` (if `fence` still holds its
+    /// target), then broadcast them.
+    pub async fn append(
+        &self,
+        id: Uuid,
+        events: &[EventData],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let stored = self.store.append(id, events, fence).await?;
         self.publish(&stored);
         Ok(stored)
     }

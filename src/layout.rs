@@ -34,12 +34,14 @@
 
 use crate::users::StepUser;
 use std::io;
-use std::os::unix::fs::{PermissionsExt, lchown};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, lchown};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// The embedded store's file name, directly under the data dir.
 pub const DATABASE_FILE: &str = "deployd.db";
+/// Held (a POSIX record lock) by the one daemon serving the data dir.
+pub const LOCK_FILE: &str = "deployd.lock";
 const SOURCES: &str = "sources";
 const WORK: &str = "work";
 const WORKSPACE_SOURCE: &str = "src";
@@ -70,6 +72,46 @@ impl DataDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Claim the data dir for this process: one daemon per data dir (the
+    /// sweep, the embedded store and the workspaces assume it). The lock is
+    /// a POSIX record lock on `deployd.lock`: it goes with the process, is
+    /// not inherited by the step guards it forks, and so never outlives a
+    /// killed daemon. Errors: [`Claimed`] naming the holder's pid when
+    /// another process has it; I/O errors otherwise.
+    pub fn claim(&self) -> Result<Claim, ClaimError> {
+        use std::io::{Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = self.root.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        // SAFETY: a zeroed flock is a valid value; the fields set are its API.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: the descriptor is open for the call; `lock` lives across it.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
+            let error = io::Error::last_os_error();
+            if !matches!(error.raw_os_error(), Some(libc::EACCES | libc::EAGAIN)) {
+                return Err(error.into());
+            }
+            // SAFETY: as above; F_GETLK fills `lock` with the holder.
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) };
+            return Err(ClaimError::Claimed {
+                dir: self.root.clone(),
+                pid: (lock.l_type != libc::F_UNLCK as libc::c_short).then_some(lock.l_pid),
+            });
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(Claim { _file: file })
     }
 
     /// The embedded store: `<data_dir>/deployd.db`.
@@ -269,4 +311,25 @@ mod tests {
         assert_eq!(data.writable(data.sources()).unwrap(), data.sources());
         assert!(data.sources().is_dir());
     }
+}
+
+/// This process serves the data dir while it holds this.
+#[derive(Debug)]
+pub struct Claim {
+    _file: std::fs::File,
+}
+
+/// Why [`DataDir::claim`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error(
+        "another deployd{} serves the data dir {}: each instance needs a data dir of its own; \
+         the embedded SQLite store serves one instance, so to run several, give each its own \
+         data dir and one PostgreSQL (store.url)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        dir.display()
+    )]
+    Claimed { dir: PathBuf, pid: Option<i32> },
+    #[error("cannot lock the data dir: {0}")]
+    Io(#[from] io::Error),
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod http;
+pub mod instance;
 pub mod layout;
 pub mod listen;
 pub mod machine;

@@ -60,7 +60,7 @@ const STORE_BUCKETS: &[f64] = &[
 ];
 
 /// Values read at scrape time rather than recorded as they change.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Live {
     pub resident_actors: usize,
     /// Deployments queued behind a running one, over the resident actors.
@@ -69,7 +69,21 @@ pub struct Live {
     /// Targets whose last restore failed (`None`: the store did not answer;
     /// the gauge keeps its last value).
     pub drifted_targets: Option<usize>,
+    /// Every live instance on the store, this one included (`None`: the
+    /// store did not answer; the series keep their last values).
+    pub instances: Option<Vec<LiveInstance>>,
 }
+
+/// One live instance as the store knows it, for the per-instance series.
+#[derive(Debug, Clone)]
+pub struct LiveInstance {
+    pub id: String,
+    pub targets_owned: usize,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age: f64,
+}
+
+type ByInstance<M> = Family<[(&'static str, String); 1], M>;
 
 /// One daemon's metrics: the registry and a handle on every series in it.
 pub struct Metrics {
@@ -91,6 +105,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     drifted_targets: Gauge,
     stream_subscribers: Gauge,
+    instance_targets: ByInstance<Gauge>,
+    instance_heartbeat_age: ByInstance<Gauge<f64, AtomicU64>>,
     /// Held while the [`Live`] gauges are set and the text encoded, so a
     /// rendering shows the `Live` it was given even beside another scrape.
     scrape: Mutex<()>,
@@ -257,6 +273,19 @@ impl Metrics {
             "cleanup_step_failures",
             "Cluster cleanup steps that did not succeed",
         );
+        let instance_targets = ByInstance::<Gauge>::default();
+        registry.register(
+            "instance_targets_owned",
+            "Targets each live instance on the store owns",
+            instance_targets.clone(),
+        );
+        let instance_heartbeat_age = ByInstance::<Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "instance_heartbeat_age",
+            "Time since each live instance on the store last sent its heartbeat",
+            Unit::Seconds,
+            instance_heartbeat_age.clone(),
+        );
 
         Metrics {
             registry,
@@ -277,6 +306,8 @@ impl Metrics {
             queue_depth,
             drifted_targets,
             stream_subscribers,
+            instance_targets,
+            instance_heartbeat_age,
             scrape: Mutex::new(()),
         }
     }
@@ -347,6 +378,16 @@ impl Metrics {
         self.stream_subscribers.set(gauge(live.stream_subscribers));
         if let Some(drifted) = live.drifted_targets {
             self.drifted_targets.set(gauge(drifted));
+        }
+        if let Some(instances) = &live.instances {
+            // Only the live ones: an instance that left has no series.
+            self.instance_targets.clear();
+            self.instance_heartbeat_age.clear();
+            for instance in instances {
+                let label = [("instance", instance.id.clone())];
+                (self.instance_targets.get_or_create(&label)).set(gauge(instance.targets_owned));
+                (self.instance_heartbeat_age.get_or_create(&label)).set(instance.heartbeat_age);
+            }
         }
         let mut text = String::new();
         // Writing to a String cannot fail, and every series is ours.

@@ -1,31 +1,28 @@
 //! Reconciliation: settling what no live owner will.
 //!
-//! Running deployments whose lease expired become `interrupted` (naming the
-//! phase and the instance), those past their stored phase deadline become
-//! `failed`, and a deployment this instance still runs at shutdown becomes
-//! `interrupted`. An `activating` one is never settled here without a
-//! restore: its activate step may have switched the cluster before its
-//! instance died, so once its lease lapsed it goes to its target's actor
-//! ([`SupervisorHandle::adopt`]), which restores the active version before
-//! recording the end, and shutdown leaves it for that. Each is a compare-and-set through [`Daemon::commit`]: a live
-//! owner that got there first wins, and nothing is recorded twice. The
-//! [`reaper`] runs it every lease period / 3 (at least every
-//! [`REAPER_MAX_PERIOD`]), and start-up runs it, once the supervisor runs,
-//! before serving.
+//! Running deployments whose lease expired go to their target's actor
+//! ([`SupervisorHandle::adopt`]), on whichever instance owns the target
+//! (taking it when nobody does): it restores the cluster first if the
+//! deployment was activating (its step may have switched the cluster before
+//! its instance died), then records it `interrupted`, naming the phase and
+//! the instance. A deployment this instance still runs at shutdown becomes
+//! `interrupted` here, under the fence of its target; an activation is left
+//! for the next owner to restore. Each is a compare-and-set through
+//! [`Daemon::commit`]: a live owner that got there first wins, and nothing
+//! is recorded twice. The [`reaper`] runs it every lease period / 3 (at
+//! least every [`REAPER_MAX_PERIOD`]), and start-up runs it, once the
+//! supervisor runs, before serving.
 
 use crate::daemon::Daemon;
 use crate::machine::{Authority, State};
 use crate::model::now;
-use crate::store::{Change, LeaseInfo, StoreError, VersionChange};
+use crate::store::{Change, Fence, LeaseInfo, StoreError, VersionChange};
 use crate::supervisor::SupervisorHandle;
+use crate::target::TargetError;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long past a phase's deadline (and the kill grace) reconciliation
-/// leaves a live owner to fail its own phase before doing it.
-const OWNER_MARGIN: Duration = Duration::from_secs(5);
-/// The reaper runs at a third of the lease, and at least this often (phase
-/// deadlines do not depend on the lease).
+/// The reaper runs at a third of the lease, and at least this often.
 pub const REAPER_MAX_PERIOD: Duration = Duration::from_secs(5);
 /// How often shutdown checks whether the running steps are done.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -59,7 +56,28 @@ pub async fn interrupt_owned(daemon: &Daemon) {
             return;
         }
     };
+    // The targets still held (the actors stopped without releasing them):
+    // each end is written under its target's fence.
+    let lease_time = daemon.config.deploy.lease;
+    let held = match (daemon.store)
+        .heartbeat(&daemon.instance, &daemon.address, lease_time)
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mark running deployments interrupted; their leases will lapse");
+            return;
+        }
+    };
     for lease in owned {
+        let d = &lease.deployment;
+        let Some(target) = (held.iter()).find(|t| t.app == d.app && t.cluster == d.cluster) else {
+            continue; // another instance owns the target now: it settles this
+        };
+        let fence = Fence {
+            owner: daemon.instance.clone(),
+            epoch: target.epoch,
+        };
         if lease.deployment.state == State::Activating {
             // Its stopped activate step may have switched the cluster: leave
             // the lease to lapse, and the next instance to restore it.
@@ -70,12 +88,12 @@ pub async fn interrupt_owned(daemon: &Daemon) {
             "interrupted during {}: deployd shut down",
             lease.deployment.state
         );
-        settle(daemon, &lease, State::Interrupted, &error).await;
+        settle(daemon, &lease, &fence, &error).await;
     }
 }
 
-/// Every lease period / 3, free targets whose running deployment's owner
-/// stopped renewing its lease, and end phases past their stored deadline.
+/// Every lease period / 3, hand over running deployments whose owner
+/// stopped renewing its lease.
 pub async fn reaper(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
     let every = (daemon.config.deploy.lease / 3).min(REAPER_MAX_PERIOD);
     loop {
@@ -89,76 +107,52 @@ pub async fn reaper(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
     }
 }
 
-/// Settle what no live owner will: running deployments whose lease expired
-/// become `interrupted` (naming the phase and the instance), and those past
-/// their phase deadline (stored when the phase began, so it survives a
-/// restart) become `failed`. Their leftover step processes are killed.
-/// Activations whose lease expired are adopted through `supervisor`
-/// instead, and not counted: their end is recorded after the restore.
+/// Settle what no live owner will: each running deployment whose lease
+/// expired goes to its target's actor ([`SupervisorHandle::adopt`]), which
+/// takes the target (unless a live instance owns it: then that one does
+/// this), takes the deployment over with a compare-and-set on the lapsed
+/// lease, kills what is left of its steps, restores the cluster if it was
+/// activating, and records it `interrupted`, naming the phase and the
+/// instance. Every write goes through the actor, under its fence. Returns
+/// how many deployments it handed over.
+///
+/// A phase past its stored deadline is its live owner's to fail (its step
+/// is stopped at the deadline); once that owner is gone, its lease lapses
+/// and the deployment comes here.
 pub async fn reconcile(
     daemon: &Daemon,
     supervisor: &SupervisorHandle,
 ) -> Result<usize, StoreError> {
-    let now = now();
-    let mut settled = 0;
-    let lapsed_activation = |l: &LeaseInfo| {
-        l.deployment.state == State::Activating && l.lease_expires_at.is_some_and(|t| t < now)
-    };
-    for lease in daemon.store.expired_leases(now).await? {
-        if lapsed_activation(&lease) {
-            if let Err(e) = supervisor.adopt(&lease).await {
-                tracing::warn!(deployment = %lease.deployment.id, error = %e, "could not hand a lapsed activation to its target; will try again");
+    let mut handed = 0;
+    for lease in daemon.store.expired_leases(now()).await? {
+        match supervisor.adopt(&lease).await {
+            Ok(()) => handed += 1,
+            // Another live instance owns the target: its actor adopts it.
+            Err(TargetError::Elsewhere(_)) => {}
+            Err(e) => {
+                tracing::warn!(deployment = %lease.deployment.id, error = %e, "could not hand a lapsed deployment to its target; will try again")
             }
-            continue;
         }
-        let owner = lease.owner.as_deref().unwrap_or("unknown");
-        let error = format!(
-            "interrupted during {}: instance {owner} stopped renewing its lease",
-            lease.deployment.state
-        );
-        settled += settle(daemon, &lease, State::Interrupted, &error).await as usize;
     }
-    // A live owner fails its own timed-out phase; give it the kill grace first.
-    let margin = daemon.config.deploy.kill_grace + OWNER_MARGIN;
-    for lease in daemon.store.overdue_phases(now - margin).await? {
-        if lapsed_activation(&lease) {
-            continue; // adopted above
-        }
-        let error = format!(
-            "{} timed out (deadline passed)",
-            step_name(lease.deployment.state)
-        );
-        settled += settle(daemon, &lease, State::Failed, &error).await as usize;
-    }
-    Ok(settled)
+    Ok(handed)
 }
 
-fn step_name(state: State) -> &'static str {
-    match state {
-        State::Building => "build step",
-        State::Pushing => "push step",
-        _ => "activate step",
-    }
-}
-
-/// End one running deployment on behalf of reconciliation; true if this
-/// call did it (a compare-and-set: a live owner may have got there first).
-async fn settle(daemon: &Daemon, lease: &LeaseInfo, to: State, error: &str) -> bool {
+/// Record a deployment this instance ran `interrupted` at shutdown, under
+/// `fence` (a compare-and-set: its actor may have got there first).
+async fn settle(daemon: &Daemon, lease: &LeaseInfo, fence: &Fence, error: &str) {
     let d = &lease.deployment;
+    let to = State::Interrupted;
     let Ok(change) = Change::new(d, to, Authority::Reconciler, VersionChange::Keep, now()) else {
-        return false;
+        return;
     };
+    let change = change.with_error(error).with_fence(Some(fence.clone()));
     let since = d.started_at.unwrap_or(d.created_at);
-    match daemon.commit(change.with_error(error), since).await {
+    match daemon.commit(change, since).await {
         Ok(_) => {
-            tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "settled by reconciliation");
+            tracing::warn!(deployment = %d.id, app = %d.app, cluster = %d.cluster, %error, "interrupted at shutdown");
             crate::pipeline::kill_orphans(d.id);
-            true
         }
-        Err(StoreError::Stale { .. }) => false,
-        Err(e) => {
-            tracing::warn!(deployment = %d.id, error = %e, "could not settle a deployment");
-            false
-        }
+        Err(StoreError::Stale { .. }) => {}
+        Err(e) => tracing::warn!(deployment = %d.id, error = %e, "could not settle a deployment"),
     }
 }

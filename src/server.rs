@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::events::EventHub;
 use crate::http::{self, AppState};
+use crate::instance;
 use crate::layout::DataDir;
 use crate::listen::{self, Limits, tls::Tls};
 use crate::metrics::{Metrics, TimedStore};
@@ -20,6 +21,7 @@ use crate::reconcile::{interrupt_owned, reaper, reconcile, wait_for_running};
 use crate::source::{ExtractLimits, SourceStore};
 use crate::store::{DynStore, postgres::PgStore, sqlite::SqliteStore};
 use crate::supervisor::SupervisorHandle;
+use crate::target::TargetError;
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub async fn serve(
         let dir = config.server.data_dir.display();
         format!("could not prepare the data dir {dir}")
     })?;
+    // One daemon per data dir; held until this function returns.
+    let _claim = data_dir.claim()?;
     let metrics = Arc::new(Metrics::new());
     let store: DynStore = Arc::new(TimedStore::new(
         open_store(&config, &data_dir).await?,
@@ -56,27 +60,43 @@ pub async fn serve(
         },
     )
     .context("could not prepare the sources directory")?;
+    let listening = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let address = instance::address(&config, listening, config.server.tls.files().is_some());
     let shared = Arc::new(Daemon {
         hub: EventHub::new(store.clone()),
         store,
         sources: Arc::new(sources),
         config: Arc::new(config),
         instance: uuid::Uuid::now_v7().to_string(),
+        address,
+        peers: http::forward::client(),
         data_dir,
         metrics,
         stopping: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
+    instance::register(&shared)
+        .await
+        .context("could not register this instance in the store")?;
     // The supervisor runs first: reconciliation hands it the activations
     // of a crashed instance, to be restored before they are recorded.
     let (supervisor, _) = SupervisorHandle::start(shared.clone()).await?;
-    tracing::info!(instance = %shared.instance, "reconciling before serving");
+    tracing::info!(instance = %shared.instance, address = %shared.address, "reconciling before serving");
     reconcile(&shared, &supervisor)
         .await
         .context("start-up reconciliation failed")?;
     for (app, cluster) in shared.store.queued_targets().await? {
-        supervisor.wake(&app, &cluster).await?;
+        match supervisor.wake(&app, &cluster).await {
+            // Another live instance owns it and runs its queue.
+            Ok(()) | Err(TargetError::Elsewhere(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    shared
+        .tasks
+        .spawn(instance::heartbeat(shared.clone(), supervisor.clone()));
     shared
         .tasks
         .spawn(reaper(shared.clone(), supervisor.clone()));
@@ -125,6 +145,7 @@ pub async fn serve(
     wait_for_running(&shared, grace).await;
     supervisor.stop().await;
     interrupt_owned(&shared).await;
+    instance::retire(&shared).await;
     shared.tasks.close();
     if tokio::time::timeout(TASKS_GRACE, shared.tasks.wait())
         .await

@@ -20,10 +20,10 @@ pub use budget::RestartBudget;
 
 use crate::daemon::Daemon;
 use crate::model::Deployment;
-use crate::store::LeaseInfo;
+use crate::store::{Fence, LeaseInfo, OwnedTarget, Ownership};
 use crate::target::{
-    ActorStats, Args, Submit, Submitted, TargetActor, TargetError, TargetHandle, TargetMsg,
-    Unavailable,
+    ActorStats, Args, Elsewhere, Submit, Submitted, TargetActor, TargetError, TargetHandle,
+    TargetMsg, Unavailable,
 };
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
@@ -49,6 +49,7 @@ type Target = (String, String);
 #[derive(Clone)]
 pub struct SupervisorHandle {
     actor: ActorRef<SupMsg>,
+    daemon: Arc<Daemon>,
 }
 
 /// What `/v1/supervisor` shows of one resident actor.
@@ -78,8 +79,8 @@ impl SupervisorHandle {
     pub async fn start(
         daemon: Arc<Daemon>,
     ) -> anyhow::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-        let (actor, join) = Actor::spawn(None, Supervisor, daemon).await?;
-        Ok((SupervisorHandle { actor }, join))
+        let (actor, join) = Actor::spawn(None, Supervisor, daemon.clone()).await?;
+        Ok((SupervisorHandle { actor, daemon }, join))
     }
 
     /// Hand a deploy or rollback to the target's actor.
@@ -148,17 +149,50 @@ impl SupervisorHandle {
         Err(Unavailable::Actor("the target's actor kept stopping".to_string()).into())
     }
 
+    /// The target's resident actor; without one, take the target (a
+    /// compare-and-set on its lease in the store) and start one holding it.
+    /// [`TargetError::Elsewhere`] when another live instance owns it.
     async fn resolve(&self, app: &str, cluster: &str) -> Result<TargetHandle, TargetError> {
         let key = (app.to_string(), cluster.to_string());
-        match self
-            .actor
-            .call(|reply| SupMsg::Resolve(key, reply), Some(CALL_TIMEOUT))
+        let lookup = key.clone();
+        if let Some(handle) = self.ask(|reply| SupMsg::Lookup(lookup, reply)).await? {
+            return Ok(handle);
+        }
+        let daemon = &self.daemon;
+        let lease = daemon.config.deploy.lease;
+        let ownership = daemon
+            .store
+            .acquire_target(app, cluster, &daemon.instance, lease)
             .await
-        {
+            .map_err(Unavailable::Store)?;
+        match ownership {
+            Ownership::Ours(fence) => self.ask(|reply| SupMsg::Spawn(key, fence, reply)).await,
+            Ownership::Elsewhere { owner, address } => Err(Box::new(Elsewhere {
+                app: app.to_string(),
+                cluster: cluster.to_string(),
+                owner,
+                address,
+            })
+            .into()),
+        }
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(RpcReplyPort<Result<T, TargetError>>) -> SupMsg,
+    ) -> Result<T, TargetError> {
+        match self.actor.call(message, Some(CALL_TIMEOUT)).await {
             Ok(ractor::rpc::CallResult::Success(answer)) => answer,
             Ok(_) => Err(Unavailable::Actor("the supervisor did not answer".to_string()).into()),
             Err(e) => Err(Unavailable::Actor(format!("the supervisor is not running: {e}")).into()),
         }
+    }
+
+    /// The targets this instance still owns, as its heartbeat found them at
+    /// `checked_at` (when it was sent): resident actors of any other target,
+    /// started before then, lost it to another instance and are stopped.
+    pub fn still_owned(&self, owned: Vec<OwnedTarget>, checked_at: Instant) {
+        let _ = self.actor.cast(SupMsg::StillOwned(owned, checked_at));
     }
 
     /// The resident actors.
@@ -191,7 +225,19 @@ impl SupervisorHandle {
 }
 
 pub enum SupMsg {
-    Resolve(Target, RpcReplyPort<Result<TargetHandle, TargetError>>),
+    /// The target's accepting resident actor, if any (errors: degraded).
+    Lookup(
+        Target,
+        RpcReplyPort<Result<Option<TargetHandle>, TargetError>>,
+    ),
+    /// Start the target's actor holding `Fence` (or answer with the one a
+    /// concurrent request started).
+    Spawn(
+        Target,
+        Fence,
+        RpcReplyPort<Result<TargetHandle, TargetError>>,
+    ),
+    StillOwned(Vec<OwnedTarget>, Instant),
     Resident(RpcReplyPort<Vec<ResidentActor>>),
     Degraded(RpcReplyPort<Vec<DegradedTarget>>),
     StopAll(RpcReplyPort<()>),
@@ -210,6 +256,10 @@ struct Registry {
 struct Resident {
     actor: ActorRef<TargetMsg>,
     stats: Arc<ActorStats>,
+    /// The hold on the target the actor writes under.
+    fence: Fence,
+    /// When it started: a heartbeat sent earlier cannot know its target.
+    since: Instant,
 }
 
 impl Actor for Supervisor {
@@ -237,10 +287,14 @@ impl Actor for Supervisor {
         state: &mut Registry,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupMsg::Resolve(target, reply) => {
-                let answer = state.resolve(myself.get_cell(), target).await;
+            SupMsg::Lookup(target, reply) => {
+                let _ = reply.send(state.lookup(&target));
+            }
+            SupMsg::Spawn(target, fence, reply) => {
+                let answer = state.spawn(myself.get_cell(), target, fence).await;
                 let _ = reply.send(answer);
             }
+            SupMsg::StillOwned(owned, checked_at) => state.keep_owned(&owned, checked_at),
             SupMsg::Resident(reply) => {
                 let _ = reply.send(state.resident());
             }
@@ -285,15 +339,23 @@ impl Actor for Supervisor {
                 }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some(target) = state.forget(&cell) {
+                if let Some((target, fence)) = state.forget_failed(&cell) {
                     let (app, cluster) = target.clone();
                     let restarts = state.record_crash(&target);
                     state.daemon.metrics.actor_restarted();
                     tracing::error!(%app, %cluster, %error, restarts, "target actor crashed");
                     let daemon = state.daemon.clone();
-                    let supervisor = SupervisorHandle { actor: myself };
-                    let recovery =
-                        recover::recover(daemon.clone(), supervisor, target, error.to_string());
+                    let supervisor = SupervisorHandle {
+                        actor: myself,
+                        daemon: daemon.clone(),
+                    };
+                    let recovery = recover::recover(
+                        daemon.clone(),
+                        supervisor,
+                        target,
+                        fence,
+                        error.to_string(),
+                    );
                     daemon.tasks.spawn(recovery);
                 }
             }
@@ -304,25 +366,30 @@ impl Actor for Supervisor {
 }
 
 impl Registry {
-    async fn resolve(
+    /// The target's resident actor, unless it is passivating (a fresh one
+    /// takes its place) or the target is degraded.
+    fn lookup(&mut self, target: &Target) -> Result<Option<TargetHandle>, TargetError> {
+        if let Some(retry_after) = self.degraded(target) {
+            return Err(Unavailable::Degraded { retry_after }.into());
+        }
+        let Some(resident) = self.targets.get(target) else {
+            return Ok(None);
+        };
+        let accepting = matches!(
+            resident.actor.get_status(),
+            ActorStatus::Running | ActorStatus::Starting
+        );
+        Ok(accepting.then(|| TargetHandle::new(resident.actor.clone(), resident.stats.clone())))
+    }
+
+    async fn spawn(
         &mut self,
         supervisor: ActorCell,
         target: Target,
+        fence: Fence,
     ) -> Result<TargetHandle, TargetError> {
-        if let Some(retry_after) = self.degraded(&target) {
-            return Err(Unavailable::Degraded { retry_after }.into());
-        }
-        if let Some(resident) = self.targets.get(&target) {
-            // A passivating actor refuses new work; a fresh one takes its place.
-            if matches!(
-                resident.actor.get_status(),
-                ActorStatus::Running | ActorStatus::Starting
-            ) {
-                return Ok(TargetHandle::new(
-                    resident.actor.clone(),
-                    resident.stats.clone(),
-                ));
-            }
+        if let Some(handle) = self.lookup(&target)? {
+            return Ok(handle);
         }
         let stats = Arc::new(ActorStats::default());
         let args = Args {
@@ -330,6 +397,7 @@ impl Registry {
             app: target.0.clone(),
             cluster: target.1.clone(),
             stats: stats.clone(),
+            fence: fence.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, TargetActor, args, supervisor)
             .await
@@ -339,22 +407,55 @@ impl Registry {
             })?;
         self.by_id.insert(actor.get_id(), target.clone());
         let handle = TargetHandle::new(actor.clone(), stats.clone());
-        self.targets.insert(target, Resident { actor, stats });
+        let since = Instant::now();
+        let resident = Resident {
+            actor,
+            stats,
+            fence,
+            since,
+        };
+        self.targets.insert(target, resident);
         Ok(handle)
+    }
+
+    /// Stop the resident actors whose target the heartbeat at `checked_at`
+    /// no longer found this instance holding with their fence.
+    fn keep_owned(&mut self, owned: &[OwnedTarget], checked_at: Instant) {
+        let holds = |(app, cluster): &Target, fence: &Fence| {
+            owned
+                .iter()
+                .any(|o| &o.app == app && &o.cluster == cluster && o.epoch == fence.epoch)
+        };
+        let lost: Vec<Target> = (self.targets.iter())
+            .filter(|(target, r)| r.since < checked_at && !holds(target, &r.fence))
+            .map(|(target, _)| target.clone())
+            .collect();
+        for target in lost {
+            if let Some(resident) = self.targets.remove(&target) {
+                let (app, cluster) = &target;
+                tracing::warn!(%app, %cluster, "this instance's lease on the target lapsed or was taken");
+                let _ = resident.actor.cast(TargetMsg::Lost);
+            }
+        }
     }
 
     /// Forget an actor that exited; the registry keeps a newer actor of the
     /// same target if one already took its place.
     fn forget(&mut self, cell: &ActorCell) -> Option<Target> {
+        self.forget_failed(cell).map(|(target, _)| target)
+    }
+
+    /// [`Registry::forget`], with the fence the actor held when it was
+    /// still the target's resident (`None`: it had lost the target).
+    fn forget_failed(&mut self, cell: &ActorCell) -> Option<(Target, Option<Fence>)> {
         let target = self.by_id.remove(&cell.get_id())?;
-        if self
-            .targets
-            .get(&target)
-            .is_some_and(|r| r.actor.get_id() == cell.get_id())
-        {
-            self.targets.remove(&target);
-        }
-        Some(target)
+        let fence = match self.targets.get(&target) {
+            Some(r) if r.actor.get_id() == cell.get_id() => {
+                self.targets.remove(&target).map(|r| r.fence)
+            }
+            _ => None,
+        };
+        Some((target, fence))
     }
 
     /// Count a crash; returns how many fell within the budget period.

@@ -60,6 +60,14 @@ pub(super) fn problem(config: &Config) -> Option<(KeyPath, String)> {
         );
         return Some((key, message));
     }
+    if let Some(url) = &config.server.advertise_url
+        && !is_origin(url)
+    {
+        let message = format!(
+            "{url:?} is not a base URL: write scheme://host[:port], e.g. http://10.0.0.5:7171"
+        );
+        return Some((at(&["server", "advertise_url"]), message));
+    }
     if let Some(problem) = server_problem(&config.server) {
         return Some(problem);
     }

@@ -13,7 +13,7 @@
 //!   a loopback address is refused (403 `host_not_allowed`): a rebinding page
 //!   reaches us under its own name, which a token would stop, and with auth
 //!   off nothing else does;
-//! - JSON bodies must say so ([`json_body`](super::json_body), 415): a
+//! - JSON bodies must say so ([`json_request`](super::json_request), 415): a
 //!   browser sends `text/plain` or form bodies to any site unasked, never JSON.
 
 use super::ApiError;

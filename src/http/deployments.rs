@@ -1,7 +1,8 @@
 //! Deploy, rollback, read, list and cancel deployments.
 
+use super::forward::{self, Original};
 use super::stream::progress;
-use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, json_body};
+use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, json_request};
 use crate::config::Role;
 use crate::machine::{Kind, State as Phase};
 use crate::model::{
@@ -9,11 +10,11 @@ use crate::model::{
 };
 use crate::names::{AppName, ClusterName, SourceDigest, Target, Version};
 use crate::store::{HistoryQuery, MAX_PAGE};
-use crate::target::{Rejection, Submit, Submitted};
+use crate::target::{Rejection, Submit, Submitted, TargetError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -29,11 +30,12 @@ pub async fn deploy(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((app, cluster)): ApiPath<(String, String)>,
+    (method, uri): (Method, Uri),
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
-    let request: DeployRequest = json_body(&headers, body).await?;
+    let (request, bytes): (DeployRequest, _) = json_request(&headers, body).await?;
     let source: SourceDigest = request.source.parse()?;
     check_text(
         "message",
@@ -48,7 +50,9 @@ pub async fn deploy(
         MAX_IDEMPOTENCY_KEY_BYTES,
         Lines::One,
     )?;
-    if !state.shared.sources.keep(source.as_str()) {
+    if !state.shared.sources.keep(source.as_str())
+        && !super::sources::fetch_from_peers(&state, &source, &headers).await
+    {
         return Err(ApiError::not_found(
             "source",
             format!(
@@ -77,18 +81,25 @@ pub async fn deploy(
             .unwrap_or(state.shared.config.deploy.on_conflict),
         idempotency_key: request.idempotency_key,
     };
-    submit_and_answer(&state, &app, &cluster, submit, &headers).await
+    let original = Original {
+        method,
+        uri,
+        headers,
+        body: bytes,
+    };
+    submit_and_answer(&state, &app, &cluster, submit, original).await
 }
 
 pub async fn rollback(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((app, cluster)): ApiPath<(String, String)>,
+    (method, uri): (Method, Uri),
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Target { app, cluster } = check_target(&state, &caller, Role::Deploy, &app, &cluster)?;
-    let request: RollbackRequest = json_body(&headers, body).await?;
+    let (request, bytes): (RollbackRequest, _) = json_request(&headers, body).await?;
     if let Some(version) = &request.version {
         version.parse::<Version>()?;
     }
@@ -123,25 +134,39 @@ pub async fn rollback(
             .unwrap_or(state.shared.config.deploy.on_conflict),
         idempotency_key: request.idempotency_key,
     };
-    submit_and_answer(&state, &app, &cluster, submit, &headers).await
+    let original = Original {
+        method,
+        uri,
+        headers,
+        body: bytes,
+    };
+    submit_and_answer(&state, &app, &cluster, submit, original).await
 }
 
 /// Hand the request to the target's actor; answer with the deployment, or
-/// with its progress stream when the client asked for one.
+/// with its progress stream when the client asked for one. When another
+/// instance owns the target, it answers instead ([`forward::to_owner`]).
 async fn submit_and_answer(
     state: &AppState,
     app: &AppName,
     cluster: &ClusterName,
     submit: Submit,
-    headers: &HeaderMap,
+    original: Original,
 ) -> Result<Response, ApiError> {
+    let submitted = state
+        .supervisor
+        .submit(app.as_str(), cluster.as_str(), submit)
+        .await;
     let Submitted {
         deployment,
         repeated,
-    } = state
-        .supervisor
-        .submit(app.as_str(), cluster.as_str(), submit)
-        .await?;
+    } = match submitted {
+        Err(TargetError::Elsewhere(owner)) => {
+            return forward::to_owner(state, &owner, original).await;
+        }
+        other => other?,
+    };
+    let headers = &original.headers;
     let status = if repeated {
         StatusCode::OK
     } else {
@@ -166,11 +191,12 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
+    (method, uri): (Method, Uri),
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Deployment>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let request: CancelRequest = json_body(&headers, body).await?;
+    let (request, bytes): (CancelRequest, _) = json_request(&headers, body).await?;
     check_text(
         "reason",
         request.reason.as_deref(),
@@ -188,8 +214,20 @@ pub async fn cancel(
     let cancelled = state
         .supervisor
         .cancel(&deployment.app, &deployment.cluster, id, request.reason)
-        .await?;
-    Ok(Json(cancelled))
+        .await;
+    match cancelled {
+        Ok(cancelled) => Ok(Json(cancelled).into_response()),
+        Err(TargetError::Elsewhere(owner)) => {
+            let original = Original {
+                method,
+                uri,
+                headers,
+                body: bytes,
+            };
+            forward::to_owner(&state, &owner, original).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn history(

@@ -100,6 +100,11 @@ impl From<TargetError> for ApiError {
         match error {
             TargetError::Rejected(rejection) => rejection.into(),
             TargetError::Unavailable(unavailable) => unavailable.into(),
+            // Not forwarded (no address, or forwarded once already): the
+            // owner's lease lapses or it answers again soon.
+            TargetError::Elsewhere(elsewhere) => ApiError::unavailable(format!(
+                "{elsewhere}, which cannot take the request now; try again shortly"
+            )),
         }
     }
 }

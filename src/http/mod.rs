@@ -13,6 +13,7 @@ pub mod auth;
 mod browser;
 mod deployments;
 mod error;
+pub mod forward;
 mod ops;
 mod sources;
 mod stream;
@@ -57,7 +58,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/v1/sources/{sha256}",
-            put(sources::put).head(sources::head),
+            put(sources::put).head(sources::head).get(sources::get),
         )
         .route(
             "/v1/apps/{app}/clusters/{cluster}/deployments",
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/cancel", post(deployments::cancel))
         .route("/v1/deployments/{id}/events", get(stream::events))
         .route("/v1/supervisor", get(ops::supervisor))
+        .route("/v1/instances", get(ops::instances))
         .route("/v1/admin/compact", post(admin::compact))
         .route_layer(axum::middleware::from_fn_with_state(
             tokens,
@@ -139,11 +141,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
 /// [`parse_json`]. The request must say `Content-Type: application/json`,
 /// unless it has no body at all: a browser may send `text/plain` or a form
 /// to any site without asking, never JSON, so this is what keeps a web page
-/// from driving deployd (415 otherwise).
-pub(crate) async fn json_body<T: DeserializeOwned>(
+/// from driving deployd (415 otherwise). With the bytes it was read from, to
+/// forward them ([`forward`]).
+pub(crate) async fn json_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
-) -> Result<T, ApiError> {
+) -> Result<(T, Bytes), ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE);
     let is_json = content_type
         .and_then(|v| v.to_str().ok())
@@ -160,7 +163,7 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
             format!("this endpoint takes Content-Type: application/json (got {given:?})"),
         ));
     }
-    parse_json(&bytes)
+    Ok((parse_json(&bytes)?, bytes))
 }
 
 /// Read a request body of at most [`JSON_BODY_LIMIT`] bytes.

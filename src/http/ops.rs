@@ -2,7 +2,7 @@
 
 use super::{ApiError, AppState, Caller};
 use crate::config::Role;
-use crate::metrics::{self, Live};
+use crate::metrics::{self, Live, LiveInstance};
 use crate::supervisor::ResidentActor;
 use axum::Json;
 use axum::extract::State;
@@ -43,10 +43,25 @@ pub async fn supervisor(
         }
     };
     Ok(Json(json!({
+        "instance": state.shared.instance,
         "resident": actors.len(),
         "actors": actors,
         "degraded": degraded,
         "drifted": drifted
+    })))
+}
+
+/// The live instances on the store, with their addresses, the targets each
+/// owns and their last heartbeat. Spans every app: admins of everything only.
+pub async fn instances(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.may_everything(Role::Admin)?;
+    let instances = state.shared.store.instances().await?;
+    Ok(Json(json!({
+        "this": state.shared.instance,
+        "instances": instances,
     })))
 }
 
@@ -56,11 +71,22 @@ pub async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     let resident = state.supervisor.resident().await;
+    let now = crate::model::now();
+    let instances = state.shared.store.instances().await.ok().map(|all| {
+        all.into_iter()
+            .map(|i| LiveInstance {
+                targets_owned: i.targets.len(),
+                heartbeat_age: (now - i.heartbeat_at).as_seconds_f64().max(0.0),
+                id: i.id,
+            })
+            .collect()
+    });
     let live = Live {
         resident_actors: resident.len(),
         queue_depth: resident.iter().map(|r| r.queue_length).sum(),
         stream_subscribers: state.shared.hub.total_subscribers(),
         drifted_targets: state.shared.store.drifted().await.ok().map(|d| d.len()),
+        instances,
     };
     let text = state.metrics().render(live);
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text)

@@ -95,8 +95,9 @@ fn recordings_show_up_and_counters_only_grow() {
         queue_depth: 2,
         stream_subscribers: 9,
         drifted_targets: Some(3),
+        instances: None,
     };
-    let first = parse(&metrics.render(live));
+    let first = parse(&metrics.render(live.clone()));
     let at = |samples: &BTreeMap<String, f64>, key: &str| {
         *samples.get(key).unwrap_or_else(|| panic!("no {key}"))
     };

@@ -9,8 +9,9 @@ use super::Metrics;
 use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
 use crate::store::{
-    Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, HistoryQuery, Holder,
-    Lease, LeaseInfo, NewDeployment, OwedCleanup, Page, Retention, Store, StoreError,
+    Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, Fence, HistoryQuery,
+    Holder, InstanceInfo, Lease, LeaseInfo, NewDeployment, OwedCleanup, OwnedTarget, Ownership,
+    Page, Retention, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -66,8 +67,13 @@ impl Store for TimedStore {
         self.timed(self.inner.transition(change)).await
     }
 
-    async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
-        self.timed(self.inner.append(id, events)).await
+    async fn append(
+        &self,
+        id: Uuid,
+        events: &[EventData],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.timed(self.inner.append(id, events, fence)).await
     }
 
     async fn events_after(
@@ -113,8 +119,10 @@ impl Store for TimedStore {
         app: &str,
         cluster: &str,
         drift: Option<&Drift>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.timed(self.inner.set_drift(app, cluster, drift)).await
+        self.timed(self.inner.set_drift(app, cluster, drift, fence))
+            .await
     }
 
     async fn drifted(&self) -> Result<Vec<DriftedTarget>, StoreError> {
@@ -145,10 +153,6 @@ impl Store for TimedStore {
 
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
         self.timed(self.inner.expired_leases(now)).await
-    }
-
-    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
-        self.timed(self.inner.overdue_phases(before)).await
     }
 
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
@@ -210,5 +214,56 @@ impl Store for TimedStore {
 
     async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.timed(self.inner.artifacts_under(prefix)).await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: &str,
+        address: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<OwnedTarget>, StoreError> {
+        self.timed(self.inner.heartbeat(id, address, ttl)).await
+    }
+
+    async fn acquire_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Ownership, StoreError> {
+        self.timed(self.inner.acquire_target(app, cluster, owner, ttl))
+            .await
+    }
+
+    async fn release_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        fence: &Fence,
+    ) -> Result<(), StoreError> {
+        self.timed(self.inner.release_target(app, cluster, fence))
+            .await
+    }
+
+    async fn retire_instance(&self, id: &str) -> Result<(), StoreError> {
+        self.timed(self.inner.retire_instance(id)).await
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        self.timed(self.inner.instances()).await
+    }
+
+    async fn orphaned_targets(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.timed(self.inner.orphaned_targets()).await
+    }
+
+    async fn record_source_copy(&self, digest: &str, instance: &str) -> Result<(), StoreError> {
+        self.timed(self.inner.record_source_copy(digest, instance))
+            .await
+    }
+
+    async fn source_holders(&self, digest: &str, except: &str) -> Result<Vec<String>, StoreError> {
+        self.timed(self.inner.source_holders(digest, except)).await
     }
 }

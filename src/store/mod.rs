@@ -58,8 +58,14 @@ pub trait Store: Send + Sync + 'static {
     async fn transition(&self, change: Change) -> Result<Applied, StoreError>;
 
     /// Append events (log lines, queue positions, truncation) with the next
-    /// seqs. Refused with [`StoreError::Ended`] once the deployment ended.
-    async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError>;
+    /// seqs. Refused with [`StoreError::Ended`] once the deployment ended,
+    /// and with [`StoreError::Fenced`] when `fence` no longer holds its target.
+    async fn append(
+        &self,
+        id: Uuid,
+        events: &[EventData],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Stored events with `seq > after`, in order, at most `limit`.
     async fn events_after(
@@ -94,11 +100,13 @@ pub trait Store: Send + Sync + 'static {
     /// Record that the target's cluster may not run its active version
     /// (`Some`, replacing an earlier record), or that it does again (`None`).
     /// Entering `succeeded` clears it too, in the transition's transaction.
+    /// Refused with [`StoreError::Fenced`] when `fence` no longer holds the target.
     async fn set_drift(
         &self,
         app: &str,
         cluster: &str,
         drift: Option<&Drift>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
     /// Every target whose last restore failed, by app and cluster.
@@ -128,9 +136,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Running deployments whose lease ran out before `now`.
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
-
-    /// Running deployments whose stored phase deadline is before `before`.
-    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
 
     /// Running deployments held by `owner` (for shutdown and panics).
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError>;
@@ -199,6 +204,57 @@ pub trait Store: Send + Sync + 'static {
     /// The cleanup owed for deployment `id` is done.
     async fn cleaned(&self, id: Uuid) -> Result<(), StoreError>;
 
+    /// Announce instance `id`, reachable at `address`, as live for `ttl`, and
+    /// extend by `ttl` the lease of every target it owns: its heartbeat,
+    /// sent every `ttl / 3`. Returns the targets it still owns, with the
+    /// epoch of each; a target missing from it was taken by another instance.
+    async fn heartbeat(
+        &self,
+        id: &str,
+        address: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<OwnedTarget>, StoreError>;
+
+    /// Take ownership of target (`app`, `cluster`) for `owner` for `ttl`: a
+    /// compare-and-set that wins when nobody holds it, its lease lapsed or
+    /// was released, or `owner` holds it already (then it is extended and
+    /// the epoch stays). The epoch goes up each time the owner changes.
+    async fn acquire_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Ownership, StoreError>;
+
+    /// Give up target (`app`, `cluster`) if `fence` still holds it, so
+    /// another instance may take it at once (the epoch is kept).
+    async fn release_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        fence: &Fence,
+    ) -> Result<(), StoreError>;
+
+    /// Instance `id` is going away: release every target it owns, and
+    /// expire its running deployments' leases, so other instances take them
+    /// over at once, and remove it from the instances.
+    async fn retire_instance(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The live instances (heartbeat not lapsed), oldest first, with the
+    /// targets each owns.
+    async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError>;
+
+    /// Targets with queued or running deployments that no live instance
+    /// owns: a former owner died or went away.
+    async fn orphaned_targets(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Instance `instance` holds source `digest` in its data dir.
+    async fn record_source_copy(&self, digest: &str, instance: &str) -> Result<(), StoreError>;
+
+    /// Addresses of live instances other than `except` that hold `digest`.
+    async fn source_holders(&self, digest: &str, except: &str) -> Result<Vec<String>, StoreError>;
+
     /// Which of `ids` are deployments that minted a version that still
     /// exists: their release directories hold a kept version.
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
@@ -225,6 +281,49 @@ pub struct NewDeployment {
     /// request is told apart from a retry.
     pub request_hash: String,
     pub created_at: DateTime<Utc>,
+    /// The target's owner and epoch; [`StoreError::Fenced`] when it no
+    /// longer holds the target.
+    pub fence: Option<Fence>,
+}
+
+/// Proof of owning a target: the owner and the epoch [`Store::acquire_target`]
+/// gave it. A write that carries a fence is refused ([`StoreError::Fenced`])
+/// once another instance took the target, whatever the writer believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// Who owns a target: [`Store::acquire_target`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// The caller does; its writes carry this fence.
+    Ours(Fence),
+    /// Another live instance does, reachable at `address` (`None`: its
+    /// instance row is gone, so wait for its lease to lapse).
+    Elsewhere {
+        owner: String,
+        address: Option<String>,
+    },
+}
+
+/// A target an instance owns, and the epoch it holds it with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OwnedTarget {
+    pub app: String,
+    pub cluster: String,
+    pub epoch: i64,
+}
+
+/// A live instance: [`Store::instances`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub address: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub targets: Vec<OwnedTarget>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +381,8 @@ pub struct Change {
     pub lease: Option<Lease>,
     /// When the phase being entered must be over.
     pub deadline: Option<DateTime<Utc>>,
+    /// The writer's hold on the target ([`StoreError::Fenced`] without it).
+    pub fence: Option<Fence>,
 }
 
 impl Change {
@@ -307,6 +408,7 @@ impl Change {
             superseded_by: None,
             lease: None,
             deadline: None,
+            fence: None,
         })
     }
 
@@ -327,6 +429,12 @@ impl Change {
 
     pub fn with_deadline(mut self, deadline: DateTime<Utc>) -> Change {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Store the change only if `fence` still holds the deployment's target.
+    pub fn with_fence(mut self, fence: Option<Fence>) -> Change {
+        self.fence = fence;
         self
     }
 }
@@ -500,6 +608,10 @@ pub enum StoreError {
     Ended(Uuid),
     #[error("version {version} of {app} not found")]
     UnknownVersion { app: String, version: String },
+    /// The write carried a [`Fence`] that no longer holds the target:
+    /// another instance owns it now. Nothing was written.
+    #[error("this instance no longer owns {app}/{cluster}")]
+    Fenced { app: String, cluster: String },
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("store error: {0}")]

@@ -15,9 +15,10 @@
 //! Connections are plain TCP (`NoTls`).
 
 use super::{
-    Applied, Change, CompactionPlan, CompactionReport, Created, DeletedVersion, HistoryQuery,
-    Holder, Lease, LeaseInfo, Migration, NewDeployment, OwedCleanup, Page, PlannedDeployment,
-    PlannedVersion, Retention, Store, StoreError, VersionChange,
+    Applied, Change, CompactionPlan, CompactionReport, Created, DeletedVersion, Fence,
+    HistoryQuery, Holder, InstanceInfo, Lease, LeaseInfo, Migration, NewDeployment, OwedCleanup,
+    OwnedTarget, Ownership, Page, PlannedDeployment, PlannedVersion, Retention, Store, StoreError,
+    VersionChange,
 };
 use crate::machine::State;
 use crate::model::{
@@ -185,6 +186,7 @@ impl Store for PgStore {
             finished_at: None,
         };
         let payload = EventData::Deployment(Box::new(created.clone())).payload();
+        let (owner, epoch) = fence_params(new.fence.as_ref());
         let rows = self
             .query(
                 sql::CREATE,
@@ -202,6 +204,8 @@ impl Store for PgStore {
                     &new.request_hash,
                     &new.created_at,
                     &payload,
+                    &owner,
+                    &epoch,
                 ],
             )
             .await?;
@@ -217,9 +221,18 @@ impl Store for PgStore {
                 &[&new.app, &new.cluster, &new.idempotency_key],
             )
             .await?;
-        let row = rows.first().ok_or_else(|| {
-            StoreError::Backend("an idempotency key conflicted but its deployment is gone".into())
-        })?;
+        let Some(row) = rows.first() else {
+            // Nothing conflicted: the fence refused the insert.
+            return Err(match new.fence {
+                Some(_) => StoreError::Fenced {
+                    app: new.app,
+                    cluster: new.cluster,
+                },
+                None => StoreError::Backend(
+                    "an idempotency key conflicted but its deployment is gone".into(),
+                ),
+            });
+        };
         let stored_hash: String = row.try_get("request_hash")?;
         Ok(Created::Existing {
             deployment: deployment(row)?,
@@ -265,7 +278,8 @@ impl Store for PgStore {
             Some(lease) => (Some(lease.owner.as_str()), Some(lease.expires_at)),
             None => (None, None),
         };
-        let params: [&(dyn ToSql + Sync); 13] = [
+        let (fence_owner, fence_epoch) = fence_params(change.fence.as_ref());
+        let params: [&(dyn ToSql + Sync); 15] = [
             &change.id,
             &change.from.as_str(),
             &change.to.as_str(),
@@ -279,6 +293,8 @@ impl Store for PgStore {
             &expires_at,
             &change.deadline,
             &event.payload(),
+            &fence_owner,
+            &fence_epoch,
         ];
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql::TRANSITION).await?;
@@ -287,7 +303,9 @@ impl Store for PgStore {
             Err(e) => return Err(self.refusal(change.id, set, e).await),
         };
         let Some(row) = rows.first() else {
-            return Err(self.stale_or_missing(change.id, change.from).await);
+            return Err(self
+                .stale_or_missing(change.id, change.from, change.fence.is_some())
+                .await);
         };
         Ok(Applied {
             deployment: deployment(row)?,
@@ -299,13 +317,26 @@ impl Store for PgStore {
         })
     }
 
-    async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
+    async fn append(
+        &self,
+        id: Uuid,
+        events: &[EventData],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Event>, StoreError> {
         let events = &storable_events(events)[..];
         let kinds: Vec<&str> = events.iter().map(EventData::kind).collect();
         let payloads: Vec<serde_json::Value> = events.iter().map(EventData::payload).collect();
-        let rows = self.query(sql::APPEND, &[&id, &kinds, &payloads]).await?;
+        let (owner, epoch) = fence_params(fence);
+        let rows = self
+            .query(sql::APPEND, &[&id, &kinds, &payloads, &owner, &epoch])
+            .await?;
         let Some(row) = rows.first() else {
             return Err(match self.get(id).await? {
+                Some(d) if d.state.is_terminal() => StoreError::Ended(id),
+                Some(d) if fence.is_some() => StoreError::Fenced {
+                    app: d.app,
+                    cluster: d.cluster,
+                },
                 Some(_) => StoreError::Ended(id),
                 None => StoreError::NotFound(id),
             });
@@ -450,28 +481,40 @@ impl Store for PgStore {
         app: &str,
         cluster: &str,
         drift: Option<&Drift>,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        match drift {
+        let (owner, epoch) = fence_params(fence);
+        let rows = match drift {
             Some(d) => {
-                let statement = client.prepare_cached(sql::SET_DRIFT).await?;
                 let error = super::text::storable(&d.error);
-                let params: [&(dyn ToSql + Sync); 6] = [
+                let params: [&(dyn ToSql + Sync); 8] = [
                     &app,
                     &cluster,
+                    &owner,
+                    &epoch,
                     &d.version,
                     &error.as_ref(),
                     &d.deployment_id,
                     &d.since,
                 ];
-                client.execute(&statement, &params).await?;
+                self.query(sql::SET_DRIFT, &params).await?
             }
             None => {
-                let statement = client.prepare_cached(sql::CLEAR_DRIFT).await?;
-                client.execute(&statement, &[&app, &cluster]).await?;
+                self.query(sql::CLEAR_DRIFT, &[&app, &cluster, &owner, &epoch])
+                    .await?
             }
+        };
+        match rows.first().map(|row| row.try_get::<_, bool>("held")) {
+            Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) => Err(StoreError::Fenced {
+                app: app.to_string(),
+                cluster: cluster.to_string(),
+            }),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(StoreError::Backend(
+                "the drift statement answered nothing".into(),
+            )),
         }
-        Ok(())
     }
 
     async fn drifted(&self) -> Result<Vec<DriftedTarget>, StoreError> {
@@ -529,10 +572,6 @@ impl Store for PgStore {
 
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
         self.leases(sql::EXPIRED_LEASES, &[&now]).await
-    }
-
-    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
-        self.leases(sql::OVERDUE_PHASES, &[&before]).await
     }
 
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
@@ -680,6 +719,103 @@ impl Store for PgStore {
         self.query(retention::CLEANED, &[&id]).await.map(drop)
     }
 
+    async fn heartbeat(
+        &self,
+        id: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<Vec<OwnedTarget>, StoreError> {
+        let rows = self
+            .query(sql::HEARTBEAT, &[&id, &address, &millis(ttl)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OwnedTarget {
+                    app: row.try_get("app")?,
+                    cluster: row.try_get("cluster")?,
+                    epoch: row.try_get("epoch")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn acquire_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Ownership, StoreError> {
+        let rows = self
+            .query(sql::ACQUIRE_TARGET, &[&app, &cluster, &owner, &millis(ttl)])
+            .await?;
+        if let Some(row) = rows.first() {
+            return Ok(Ownership::Ours(Fence {
+                owner: owner.to_string(),
+                epoch: row.try_get("epoch")?,
+            }));
+        }
+        let rows = self.query(sql::TARGET_OWNER, &[&app, &cluster]).await?;
+        match rows.first() {
+            Some(row) => Ok(Ownership::Elsewhere {
+                owner: row.try_get("owner")?,
+                address: row.try_get("address")?,
+            }),
+            // Released and taken back between the two statements: try again.
+            None => Err(StoreError::Unavailable(format!(
+                "the ownership of {app}/{cluster} changed while it was read"
+            ))),
+        }
+    }
+
+    async fn release_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        fence: &Fence,
+    ) -> Result<(), StoreError> {
+        let params: [&(dyn ToSql + Sync); 4] = [&app, &cluster, &fence.owner, &fence.epoch];
+        self.query(sql::RELEASE_TARGET, &params).await.map(drop)
+    }
+
+    async fn retire_instance(&self, id: &str) -> Result<(), StoreError> {
+        self.query(sql::RETIRE_INSTANCE, &[&id]).await.map(drop)
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        let rows = self.query(sql::INSTANCES, &[]).await?;
+        rows.iter()
+            .map(|row| {
+                let targets: Json<Vec<OwnedTargetRow>> = row.try_get("targets")?;
+                Ok(InstanceInfo {
+                    id: row.try_get("id")?,
+                    address: row.try_get("address")?,
+                    started_at: row.try_get("started_at")?,
+                    heartbeat_at: row.try_get("heartbeat_at")?,
+                    targets: targets.0.into_iter().map(OwnedTargetRow::into).collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn orphaned_targets(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.query(sql::ORPHANED_TARGETS, &[]).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("app")?, row.try_get("cluster")?)))
+            .collect()
+    }
+
+    async fn record_source_copy(&self, digest: &str, instance: &str) -> Result<(), StoreError> {
+        (self.query(sql::RECORD_SOURCE_COPY, &[&digest, &instance]))
+            .await
+            .map(drop)
+    }
+
+    async fn source_holders(&self, digest: &str, except: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.query(sql::SOURCE_HOLDERS, &[&digest, &except]).await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let rows = self.query(retention::BUILDERS, &[&ids]).await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
@@ -688,6 +824,37 @@ impl Store for PgStore {
     async fn artifacts_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let rows = self.query(retention::ARTIFACTS_UNDER, &[&prefix]).await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+}
+
+/// A fence as two statement parameters; `(NULL, NULL)` for none.
+fn fence_params(fence: Option<&Fence>) -> (Option<&str>, Option<i64>) {
+    match fence {
+        Some(f) => (Some(f.owner.as_str()), Some(f.epoch)),
+        None => (None, None),
+    }
+}
+
+/// A duration as whole milliseconds, for `interval '1 millisecond'` arithmetic.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An owned target as `INSTANCES` aggregates it.
+#[derive(serde::Deserialize)]
+struct OwnedTargetRow {
+    app: String,
+    cluster: String,
+    epoch: i64,
+}
+
+impl From<OwnedTargetRow> for OwnedTarget {
+    fn from(row: OwnedTargetRow) -> OwnedTarget {
+        OwnedTarget {
+            app: row.app,
+            cluster: row.cluster,
+            epoch: row.epoch,
+        }
     }
 }
 

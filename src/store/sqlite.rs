@@ -20,12 +20,14 @@
 mod batch;
 mod read;
 mod retention;
+mod single;
 mod write;
 
 use super::text::{storable, storable_events};
 use super::{
-    Applied, Change, CompactionPlan, CompactionReport, Created, HistoryQuery, Holder, Lease,
-    LeaseInfo, Migration, NewDeployment, OwedCleanup, Page, Retention, Store, StoreError,
+    Applied, Change, CompactionPlan, CompactionReport, Created, Fence, HistoryQuery, Holder,
+    InstanceInfo, Lease, LeaseInfo, Migration, NewDeployment, OwedCleanup, OwnedTarget, Ownership,
+    Page, Retention, Store, StoreError,
 };
 use crate::machine::State;
 use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
@@ -71,6 +73,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Writes waiting for the next group commit ([`batch`]).
     queue: Arc<Mutex<Vec<batch::Job>>>,
+    /// Target ownership: this one instance owns every target.
+    one: Arc<single::OneInstance>,
 }
 
 impl SqliteStore {
@@ -103,6 +107,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             queue: Arc::new(Mutex::new(Vec::new())),
+            one: Arc::default(),
         })
     }
 
@@ -239,7 +244,13 @@ impl Store for SqliteStore {
         self.write(move |tx| write::transition(tx, &change)).await
     }
 
-    async fn append(&self, id: Uuid, events: &[EventData]) -> Result<Vec<Event>, StoreError> {
+    /// The fence is not checked: one instance writes (see [`single`]).
+    async fn append(
+        &self,
+        id: Uuid,
+        events: &[EventData],
+        _fence: Option<&Fence>,
+    ) -> Result<Vec<Event>, StoreError> {
         let events = storable_events(events);
         self.write(move |tx| write::append(tx, id, &events)).await
     }
@@ -295,6 +306,7 @@ impl Store for SqliteStore {
         app: &str,
         cluster: &str,
         drift: Option<&Drift>,
+        _fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         let (app, cluster, drift) = (app.to_string(), cluster.to_string(), drift.cloned());
         self.write(move |tx| write::set_drift(tx, &app, &cluster, drift.as_ref()))
@@ -331,11 +343,6 @@ impl Store for SqliteStore {
 
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
         self.read(move |tx| read::leases(tx, read::LeaseFilter::ExpiredBefore(now)))
-            .await
-    }
-
-    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
-        self.read(move |tx| read::leases(tx, read::LeaseFilter::DeadlineBefore(before)))
             .await
     }
 
@@ -410,6 +417,62 @@ impl Store for SqliteStore {
 
     async fn cleaned(&self, id: Uuid) -> Result<(), StoreError> {
         self.write(move |tx| retention::cleaned(tx, id)).await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: &str,
+        address: &str,
+        _ttl: Duration,
+    ) -> Result<Vec<OwnedTarget>, StoreError> {
+        Ok(self.one.heartbeat(id, address))
+    }
+
+    async fn acquire_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        owner: &str,
+        _ttl: Duration,
+    ) -> Result<Ownership, StoreError> {
+        Ok(self.one.acquire(app, cluster, owner))
+    }
+
+    async fn release_target(
+        &self,
+        app: &str,
+        cluster: &str,
+        _fence: &Fence,
+    ) -> Result<(), StoreError> {
+        self.one.release(app, cluster);
+        Ok(())
+    }
+
+    async fn retire_instance(&self, _id: &str) -> Result<(), StoreError> {
+        self.one.retire();
+        Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceInfo>, StoreError> {
+        Ok(self.one.instances())
+    }
+
+    /// None: this one instance owns every target.
+    async fn orphaned_targets(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Nothing to record: every source is in this one instance's data dir.
+    async fn record_source_copy(&self, _digest: &str, _instance: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn source_holders(
+        &self,
+        _digest: &str,
+        _except: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
     }
 
     async fn builders(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {

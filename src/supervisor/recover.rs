@@ -3,7 +3,7 @@
 use super::{SupervisorHandle, Target};
 use crate::daemon::Daemon;
 use crate::machine::{Authority, State};
-use crate::store::{Change, VersionChange};
+use crate::store::{Change, Fence, VersionChange};
 use std::sync::Arc;
 
 /// After a crash: fail the deployment the actor was running (its step was
@@ -14,9 +14,12 @@ pub(super) async fn recover(
     daemon: Arc<Daemon>,
     supervisor: SupervisorHandle,
     target: Target,
+    fence: Option<Fence>,
     error: String,
 ) {
     let (app, cluster) = &target;
+    // An actor that had lost the target leaves its deployments to the owner.
+    let Some(fence) = fence else { return };
     let message = format!("the target's actor crashed: {error}");
     if let Ok(owned) = daemon.store.owned_by(&daemon.instance).await {
         for lease in owned
@@ -35,7 +38,8 @@ pub(super) async fn recover(
                 continue;
             };
             let since = d.started_at.unwrap_or(d.created_at);
-            match daemon.commit(change.with_error(&message), since).await {
+            let change = change.with_error(&message).with_fence(Some(fence.clone()));
+            match daemon.commit(change, since).await {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(deployment = %d.id, error = %e, "could not fail the crashed actor's deployment")

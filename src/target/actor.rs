@@ -24,7 +24,7 @@ use crate::daemon::Daemon;
 use crate::machine::{Kind, State};
 use crate::model::{Deployment, now};
 use crate::pipeline::OutputCap;
-use crate::store::{LeaseInfo, StoreError};
+use crate::store::{Fence, LeaseInfo, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +53,10 @@ pub enum TargetMsg {
     Input(Box<Input>),
     /// Passivate if still idle since the check numbered `generation` was set.
     IdleCheck(u64),
+    /// Another instance owns the target now (this one's heartbeat found its
+    /// lease gone, or the store fenced a write): stop the step, write
+    /// nothing more, and stop.
+    Lost,
 }
 
 impl std::fmt::Debug for TargetMsg {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for TargetMsg {
             TargetMsg::Adopt(lease, _) => write!(f, "Adopt({})", lease.deployment.id),
             TargetMsg::Input(input) => write!(f, "Input({input:?})"),
             TargetMsg::IdleCheck(g) => write!(f, "IdleCheck({g})"),
+            TargetMsg::Lost => write!(f, "Lost"),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct Args {
     pub app: String,
     pub cluster: String,
     pub stats: Arc<ActorStats>,
+    /// This instance's hold on the target; every write carries it.
+    pub fence: Fence,
 }
 
 /// What the supervisor can see of an actor without asking it (asking would
@@ -105,6 +112,11 @@ pub struct Shell {
     cluster: String,
     core: TargetCore,
     stats: Arc<ActorStats>,
+    /// This instance's hold on the target: every write carries it, so none
+    /// lands once another instance took the target.
+    fence: Fence,
+    /// Set once the target was lost: nothing more is carried out.
+    lost: bool,
     /// Callers waiting for an answer, by the [`ReplyTo`] the core names.
     ports: HashMap<ReplyTo, Port>,
     next_reply: u64,
@@ -149,6 +161,8 @@ impl Actor for TargetActor {
             app: args.app,
             cluster: args.cluster,
             stats: args.stats,
+            fence: args.fence,
+            lost: false,
             ports: HashMap::new(),
             next_reply: 0,
             step: None,
@@ -245,6 +259,7 @@ impl Actor for TargetActor {
                 shell.run(&myself, *input).await
             }
             TargetMsg::IdleCheck(generation) => shell.idle_check(&myself, generation),
+            TargetMsg::Lost => shell.lose(&myself),
         }
         Ok(())
     }
@@ -259,6 +274,17 @@ impl Actor for TargetActor {
         }
         if let Some(timer) = shell.lease_timer.take() {
             timer.abort();
+        }
+        // Passivated: let any instance take the target at once (a no-op
+        // when it was lost: the fence no longer holds). At shutdown the
+        // target stays held until what ran here is recorded, then the
+        // instance retires (`instance::retire`) and releases it.
+        if shell.daemon.stopping.is_cancelled() {
+            return Ok(());
+        }
+        let (store, app, cluster) = (shell.daemon.store.clone(), &shell.app, &shell.cluster);
+        if let Err(e) = store.release_target(app, cluster, &shell.fence).await {
+            tracing::debug!(%app, %cluster, error = %e, "could not release the target; its lease will lapse");
         }
         Ok(())
     }
@@ -290,8 +316,34 @@ impl Shell {
         to
     }
 
+    /// The target is another instance's now: stop the step (its process
+    /// group is killed), answer waiting callers `Retry` (the supervisor
+    /// resends them, and they reach the new owner), and drain: requests
+    /// already queued are answered `Retry` too.
+    fn lose(&mut self, myself: &ActorRef<TargetMsg>) {
+        if self.lost {
+            return;
+        }
+        tracing::warn!(app = %self.app, cluster = %self.cluster, epoch = self.fence.epoch, "another instance owns the target now; stopping here");
+        self.lost = true;
+        self.draining = true;
+        if let Some(step) = self.step.take() {
+            step.cancel.cancel();
+        }
+        for (_, port) in self.ports.drain() {
+            match port {
+                Port::Submit(port) => drop(port.send(Err(Unavailable::Retry.into()))),
+                Port::Cancel(port) => drop(port.send(Err(Unavailable::Retry.into()))),
+            }
+        }
+        let _ = myself.drain();
+    }
+
     /// Feed one input to the core and carry out what it decides.
     async fn run(&mut self, myself: &ActorRef<TargetMsg>, input: Input) {
+        if self.lost {
+            return;
+        }
         if self.daemon.stopping.is_cancelled() && !self.told_shutdown {
             self.told_shutdown = true;
             self.core.handle(Input::ShuttingDown, now());
@@ -310,6 +362,10 @@ impl Shell {
                 continue;
             };
             if let Some(answer) = self.carry_out(myself, effect).await {
+                if answer.fenced() {
+                    // Not ours any more: the core must not decide on it.
+                    return self.lose(myself);
+                }
                 stack.push(self.core.handle(answer, now()).into_iter());
             }
         }

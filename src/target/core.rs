@@ -134,6 +134,20 @@ pub enum Input {
     ShuttingDown,
 }
 
+impl Input {
+    /// Whether this is the store refusing a write because another instance
+    /// owns the target now ([`StoreError::Fenced`]): the shell stops the
+    /// actor instead of handing it to the core.
+    pub fn fenced(&self) -> bool {
+        match self {
+            Input::Created { result: Err(e), .. } | Input::Committed { result: Err(e), .. } => {
+                matches!(e, StoreError::Fenced { .. })
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     pub queued: Vec<Deployment>,

@@ -62,6 +62,21 @@ pub enum TargetError {
     Rejected(#[from] Rejection),
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+    /// Another live instance owns the target: the request is for it.
+    #[error(transparent)]
+    Elsewhere(#[from] Box<Elsewhere>),
+}
+
+/// The target is owned by another instance, which serializes its requests:
+/// forward them to `address` (or, without one, retry once its lease lapsed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{app}/{cluster} is owned by instance {owner}")]
+pub struct Elsewhere {
+    pub app: String,
+    pub cluster: String,
+    pub owner: String,
+    /// Where the owner takes requests (`None`: it stopped sending heartbeats).
+    pub address: Option<String>,
 }
 
 /// An expected outcome that refuses the request.

@@ -23,7 +23,7 @@ use crate::model::{Deployment, EventData, LogLine, VersionInfo};
 use crate::pipeline::{OutputCap, OutputLine, Phase, StepCommand, StepOutcome, run_step};
 use crate::redact::Redactor;
 use crate::source::{ExtractLimits, extract_verified};
-use crate::store::StoreError;
+use crate::store::{Fence, StoreError};
 use crate::users::StepUser;
 use chrono::{DateTime, Utc};
 use std::io::Read;
@@ -48,6 +48,17 @@ pub(super) struct PhaseJob {
     pub deadline: Option<DateTime<Utc>>,
     pub cancel: CancellationToken,
     pub cap: Arc<Mutex<OutputCap>>,
+    /// The actor's hold on the target: output is stored under it.
+    pub fence: Fence,
+}
+
+/// Where a step's output goes: the deployment's events, stored under the
+/// actor's fence; `stop` ends the step once the target was lost.
+struct LogSink {
+    hub: Arc<EventHub>,
+    id: uuid::Uuid,
+    fence: Fence,
+    stop: CancellationToken,
 }
 
 /// The cluster's step for `phase`, if it configures one.
@@ -306,9 +317,14 @@ impl PhaseJob {
             redactor: Some(redactor.clone()),
         };
         let (lines, receiver) = mpsc::channel(LOG_BATCH);
+        let sink = LogSink {
+            hub: self.daemon.hub.clone(),
+            id: self.deployment.id,
+            fence: self.fence.clone(),
+            stop: self.cancel.clone(),
+        };
         let pump = tokio::spawn(pump_logs(
-            self.daemon.hub.clone(),
-            self.deployment.id,
+            sink,
             name,
             receiver,
             self.cap.clone(),
@@ -378,8 +394,7 @@ fn read_artifact_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// storing (but keeps draining) once the deployment ended, so a dying step
 /// never holds up its pipes.
 async fn pump_logs(
-    hub: Arc<EventHub>,
-    id: uuid::Uuid,
+    sink: LogSink,
     step: &'static str,
     mut receiver: mpsc::Receiver<OutputLine>,
     cap: Arc<Mutex<OutputCap>>,
@@ -409,9 +424,15 @@ async fn pump_logs(
         if ended || batch.is_empty() {
             continue;
         }
-        match hub.append(id, &batch).await {
+        let id = sink.id;
+        match sink.hub.append(id, &batch, Some(&sink.fence)).await {
             Ok(_) => {}
             Err(StoreError::Ended(_)) | Err(StoreError::NotFound(_)) => ended = true,
+            // Another instance owns the target now: this step must not go on.
+            Err(StoreError::Fenced { .. }) => {
+                ended = true;
+                sink.stop.cancel();
+            }
             Err(e) => tracing::warn!(deployment = %id, error = %e, "could not store step output"),
         }
     }

@@ -113,6 +113,7 @@ fn new_deploy(app: &str, cluster: &str) -> NewDeployment {
         idempotency_key: None,
         request_hash: "hash-1".into(),
         created_at: now(),
+        fence: None,
     }
 }
 
@@ -471,7 +472,7 @@ async fn unknown_deployment_is_not_found(store: DynStore) {
         matches!(store.transition(change).await, Err(StoreError::NotFound(id)) if id == ghost.id)
     );
     assert!(
-        matches!(store.append(ghost.id, &[log("x")]).await, Err(StoreError::NotFound(id)) if id == ghost.id)
+        matches!(store.append(ghost.id, &[log("x")], None).await, Err(StoreError::NotFound(id)) if id == ghost.id)
     );
 }
 
@@ -527,7 +528,7 @@ async fn event_seqs_stay_gapless_under_concurrent_appends(store: DynStore) {
             let mut seen = Vec::new();
             for i in 0..50 {
                 let stored = store
-                    .append(d.id, &[log(&format!("{task}-{i}"))])
+                    .append(d.id, &[log(&format!("{task}-{i}"))], None)
                     .await
                     .expect("append");
                 seen.extend(seqs(&stored));
@@ -550,7 +551,7 @@ async fn event_seqs_stay_gapless_under_concurrent_appends(store: DynStore) {
     assert_eq!(seqs(&stored), (1..=402).collect::<Vec<_>>());
 
     let batch = store
-        .append(d.id, &[log("a"), log("b"), log("c")])
+        .append(d.id, &[log("a"), log("b"), log("c")], None)
         .await
         .unwrap();
     assert_eq!(seqs(&batch), [403, 404, 405]);
@@ -564,7 +565,7 @@ async fn event_seqs_stay_gapless_under_concurrent_appends(store: DynStore) {
 async fn events_after_pages_in_order(store: DynStore) {
     let d = deploy(&store, "web", "prod").await;
     let lines: Vec<EventData> = (0..20).map(|i| log(&format!("line {i}"))).collect();
-    store.append(d.id, &lines).await.unwrap();
+    store.append(d.id, &lines, None).await.unwrap();
     let page = store.events_after(d.id, 5, 4).await.unwrap();
     assert_eq!(seqs(&page), [6, 7, 8, 9]);
     assert_eq!(page[0].data, log("line 4"));
@@ -578,12 +579,12 @@ async fn events_after_pages_in_order(store: DynStore) {
 
 async fn append_after_the_end_is_refused(store: DynStore) {
     let d = deploy(&store, "web", "prod").await;
-    let stored = store.append(d.id, &[log("one")]).await.unwrap();
+    let stored = store.append(d.id, &[log("one")], None).await.unwrap();
     assert_eq!(seqs(&stored), [2]);
     assert_eq!(stored[0].data, log("one"));
     let ended = step(&store, &d, State::Cancelled, VersionChange::Keep).await;
     assert!(
-        matches!(store.append(d.id, &[log("late")]).await, Err(StoreError::Ended(id)) if id == d.id)
+        matches!(store.append(d.id, &[log("late")], None).await, Err(StoreError::Ended(id)) if id == d.id)
     );
     let events = store.events_after(d.id, 0, 10).await.unwrap();
     assert_eq!(seqs(&events), [1, 2, 3]);

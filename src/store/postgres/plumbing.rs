@@ -46,14 +46,25 @@ impl PgStore {
             .collect()
     }
 
-    /// What went wrong when a compare-and-set matched no row.
-    pub(super) async fn stale_or_missing(&self, id: Uuid, expected: State) -> StoreError {
+    /// What went wrong when a compare-and-set matched no row: the state
+    /// moved on, the deployment is gone, or (`fenced`: the write carried a
+    /// fence, and the state is still the expected one) the fence refused it.
+    pub(super) async fn stale_or_missing(
+        &self,
+        id: Uuid,
+        expected: State,
+        fenced: bool,
+    ) -> StoreError {
         let rows = match self.query(sql::STATE, &[&id]).await {
             Ok(rows) => rows,
             Err(e) => return e,
         };
         match rows.first().map(|row| parse_column(row, "state")) {
             None => StoreError::NotFound(id),
+            Some(Ok(current)) if fenced && current == expected => match self.target_of(id).await {
+                Ok((app, cluster)) => StoreError::Fenced { app, cluster },
+                Err(e) => e,
+            },
             Some(Ok(current)) => StoreError::Stale {
                 id,
                 expected,

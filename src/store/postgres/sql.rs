@@ -46,6 +46,29 @@ macro_rules! select_deployments {
     };
 }
 
+/// True when the writer holds the target whose app and cluster the first two
+/// expressions give: its fence (owner, epoch: the last two) is the target
+/// lease's, or it passed none. `FOR SHARE` holds the lease row until the
+/// write commits, so a take-over either waits for the write or fences it.
+macro_rules! fenced {
+    ($app:literal, $cluster:literal, $owner:literal, $epoch:literal) => {
+        concat!(
+            "(",
+            $owner,
+            "::text IS NULL OR EXISTS (SELECT 1 FROM target_leases tl \
+             WHERE tl.app = ",
+            $app,
+            " AND tl.cluster = ",
+            $cluster,
+            " AND tl.owner = ",
+            $owner,
+            "::text AND tl.epoch = ",
+            $epoch,
+            "::bigint FOR SHARE))"
+        )
+    };
+}
+
 /// The states in which a step may run: at most one row per target.
 macro_rules! running {
     () => {
@@ -67,11 +90,15 @@ pub const TARGET_OF: &str = "SELECT app, cluster FROM deployments WHERE id = $1"
 /// Insert the deployment and its first event unless the target already used
 /// the idempotency key. The event's payload gets the queue position the row
 /// has when inserted; zero rows back means the key was taken.
-pub const CREATE: &str = "
+pub const CREATE: &str = concat!(
+    "
 WITH inserted AS (
     INSERT INTO deployments (id, app, cluster, kind, state, source, rollback_to, git, message,
                              deployed_by, idempotency_key, request_hash, created_at, last_seq)
-    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, 1)
+    SELECT $1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, 1
+    WHERE ",
+    fenced!("$2", "$3", "$14", "$15"),
+    "
     ON CONFLICT ON CONSTRAINT deployments_idempotency DO NOTHING
     RETURNING id
 ), position AS (
@@ -83,20 +110,26 @@ WITH inserted AS (
            jsonb_set($13::jsonb, '{queue_position}', to_jsonb(position.n)), $12
     FROM inserted, position
 )
-SELECT position.n FROM inserted, position";
+SELECT position.n FROM inserted, position"
+);
 
 /// The compare-and-set, the optional mint, the `state` event, the active
 /// pointer and where the version was live, in one statement. Parameters: $1 id, $2 expected state, $3 new
 /// state, $4 at, $5 artifact to mint, $6 version to set, $7 whether the new
 /// state is terminal, $8 error, $9 superseded_by, $10 lease owner, $11 lease
-/// expiry, $12 phase deadline, $13 the event's payload.
+/// expiry, $12 phase deadline, $13 the event's payload, $14 and $15 the
+/// writer's fence (owner, epoch; NULL: unfenced).
 ///
 /// `cur` locks the row first, so the counter only moves when the update will
 /// match; zero rows back means nothing was written.
 pub const TRANSITION: &str = concat!(
     "
 WITH cur AS (
-    SELECT id, app, cluster, git FROM deployments WHERE id = $1::uuid AND state = $2::text FOR UPDATE
+    SELECT id, app, cluster, git FROM deployments
+    WHERE id = $1::uuid AND state = $2::text AND ",
+    fenced!("deployments.app", "deployments.cluster", "$14", "$15"),
+    "
+    FOR UPDATE OF deployments
 ), counter AS (
     INSERT INTO app_version_counters AS c (app, last_number)
     SELECT app, 1 FROM cur WHERE $5::text IS NOT NULL
@@ -121,7 +154,8 @@ WITH cur AS (
         lease_expires_at = CASE WHEN $7 THEN NULL ELSE COALESCE($11::timestamptz, d.lease_expires_at) END,
         phase_deadline = CASE WHEN $7 THEN NULL ELSE $12::timestamptz END,
         last_seq = d.last_seq + 1
-    WHERE d.id = $1 AND d.state = $2
+    FROM cur
+    WHERE d.id = cur.id AND d.state = $2
     RETURNING d.*
 ), event AS (
     INSERT INTO deployment_events (deployment_id, seq, kind, data, created_at)
@@ -164,16 +198,37 @@ SELECT ",
     ", d.last_seq, d.state = 'succeeded' AS active, NULL::bigint AS queue_position FROM d"
 );
 
-pub const SET_DRIFT: &str = "\
+/// Whether the writer holds target ($1, $2) with fence ($3, $4); the drift
+/// statements write only when it does, and answer it.
+macro_rules! drift_fence {
+    () => {
+        concat!(
+            "WITH fence AS (SELECT ",
+            fenced!("$1", "$2", "$3", "$4"),
+            " AS held) "
+        )
+    };
+}
+
+pub const SET_DRIFT: &str = concat!(
+    drift_fence!(),
+    ", written AS (\
     INSERT INTO target_drift (app, cluster, version, error, deployment_id, since) \
-    VALUES ($1, $2, $3, $4, $5, $6) \
+    SELECT $1, $2, $5, $6, $7, $8 FROM fence WHERE held \
     ON CONFLICT (app, cluster) DO UPDATE SET version = excluded.version, \
-        error = excluded.error, deployment_id = excluded.deployment_id, since = excluded.since";
+        error = excluded.error, deployment_id = excluded.deployment_id, since = excluded.since) \
+    SELECT held FROM fence"
+);
 
 pub const DRIFTED: &str = "SELECT app, cluster, version, error, deployment_id, since \
      FROM target_drift ORDER BY app, cluster";
 
-pub const CLEAR_DRIFT: &str = "DELETE FROM target_drift WHERE app = $1 AND cluster = $2";
+pub const CLEAR_DRIFT: &str = concat!(
+    drift_fence!(),
+    ", cleared AS (DELETE FROM target_drift \
+     WHERE app = $1 AND cluster = $2 AND (SELECT held FROM fence)) \
+     SELECT held FROM fence"
+);
 
 /// Bump `last_seq` by the number of events (the row lock orders concurrent
 /// appenders) and insert the events under the seqs just reserved. Zero rows
@@ -184,7 +239,9 @@ WITH d AS (
     UPDATE deployments SET last_seq = last_seq + cardinality($2::text[])
     WHERE id = $1 AND (state = 'queued' OR state IN ",
     running!(),
-    ")
+    ") AND ",
+    fenced!("deployments.app", "deployments.cluster", "$4", "$5"),
+    "
     RETURNING id, last_seq
 ), inserted AS (
     INSERT INTO deployment_events (deployment_id, seq, kind, data)
@@ -290,19 +347,92 @@ pub const EXPIRED_LEASES: &str = concat!(
     " AND d.lease_expires_at < $1 ORDER BY d.id"
 );
 
-pub const OVERDUE_PHASES: &str = concat!(
-    select_deployments!(),
-    "WHERE d.state IN ",
-    running!(),
-    " AND d.phase_deadline < $1 ORDER BY d.id"
-);
-
 pub const OWNED_BY: &str = concat!(
     select_deployments!(),
     "WHERE d.state IN ",
     running!(),
     " AND d.owner = $1 ORDER BY d.id"
 );
+
+/// Upsert instance $1 at address $2, live for $3 milliseconds, and extend
+/// its target leases as long; the targets it still owns.
+pub const HEARTBEAT: &str = "\
+WITH me AS (
+    INSERT INTO instances (id, address, expires_at)
+    VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond')
+    ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+        heartbeat_at = clock_timestamp(), expires_at = excluded.expires_at
+)
+UPDATE target_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
+WHERE owner = $1
+RETURNING app, cluster, epoch";
+
+/// Take target ($1, $2) for owner $3 for $4 milliseconds when it is free,
+/// lapsed, or the owner's already; the epoch goes up when the owner changes.
+pub const ACQUIRE_TARGET: &str = "\
+INSERT INTO target_leases AS tl (app, cluster, owner, epoch, expires_at)
+VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 millisecond')
+ON CONFLICT (app, cluster) DO UPDATE SET
+    owner = excluded.owner,
+    epoch = CASE WHEN tl.owner = excluded.owner THEN tl.epoch ELSE tl.epoch + 1 END,
+    expires_at = excluded.expires_at
+WHERE tl.owner = excluded.owner OR tl.expires_at < clock_timestamp()
+RETURNING epoch";
+
+/// Who holds target ($1, $2), and where it can be reached.
+pub const TARGET_OWNER: &str = "\
+SELECT tl.owner, i.address FROM target_leases tl
+LEFT JOIN instances i ON i.id = tl.owner AND i.expires_at > clock_timestamp()
+WHERE tl.app = $1 AND tl.cluster = $2";
+
+/// Release target ($1, $2) if owner $3 holds it with epoch $4; the row (and
+/// so the epoch) stays.
+pub const RELEASE_TARGET: &str = "UPDATE target_leases SET expires_at = '-infinity' \
+     WHERE app = $1 AND cluster = $2 AND owner = $3 AND epoch = $4";
+
+/// Instance $1 goes away: its targets released, its running deployments'
+/// leases expired, its row removed.
+pub const RETIRE_INSTANCE: &str = concat!(
+    "\
+WITH targets AS (
+    UPDATE target_leases SET expires_at = '-infinity' WHERE owner = $1
+), leases AS (
+    UPDATE deployments SET lease_expires_at = '-infinity'
+    WHERE owner = $1 AND state IN ",
+    running!(),
+    "
+)
+DELETE FROM instances WHERE id = $1"
+);
+
+/// The live instances with the targets each owns (a lease not lapsed).
+pub const INSTANCES: &str = "\
+SELECT i.id, i.address, i.started_at, i.heartbeat_at,
+       COALESCE(jsonb_agg(jsonb_build_object('app', tl.app, 'cluster', tl.cluster,
+                                             'epoch', tl.epoch)
+                          ORDER BY tl.app, tl.cluster)
+                FILTER (WHERE tl.app IS NOT NULL), '[]') AS targets
+FROM instances i
+LEFT JOIN target_leases tl ON tl.owner = i.id AND tl.expires_at > clock_timestamp()
+WHERE i.expires_at > clock_timestamp()
+GROUP BY i.id ORDER BY i.started_at, i.id";
+
+/// Targets with unended deployments and no live owner.
+pub const ORPHANED_TARGETS: &str = concat!(
+    "SELECT DISTINCT d.app, d.cluster FROM deployments d \
+     LEFT JOIN target_leases tl ON tl.app = d.app AND tl.cluster = d.cluster \
+     WHERE (d.state = 'queued' OR d.state IN ",
+    running!(),
+    ") AND (tl.app IS NULL OR tl.expires_at < clock_timestamp()) ORDER BY d.app, d.cluster"
+);
+
+pub const RECORD_SOURCE_COPY: &str = "INSERT INTO source_copies (digest, instance) \
+     VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// Addresses of live instances other than $2 holding source $1.
+pub const SOURCE_HOLDERS: &str = "SELECT i.address FROM source_copies c \
+     JOIN instances i ON i.id = c.instance AND i.expires_at > clock_timestamp() \
+     WHERE c.digest = $1 AND c.instance <> $2 ORDER BY i.heartbeat_at DESC";
 
 pub const QUEUED_TARGETS: &str =
     "SELECT DISTINCT app, cluster FROM deployments WHERE state = 'queued' ORDER BY app, cluster";

@@ -32,7 +32,9 @@ impl Shell {
                 holder,
                 new,
             } => {
-                let result = daemon.create(*new).await;
+                let mut new = *new;
+                new.fence = Some(self.fence.clone());
+                let result = daemon.create(new).await;
                 return Some(Input::Created {
                     reply,
                     policy,
@@ -49,15 +51,20 @@ impl Shell {
                 since,
                 purpose,
             } => {
-                let result = daemon.commit(*change, since).await;
+                let change = change.with_fence(Some(self.fence.clone()));
+                let result = daemon.commit(change, since).await;
                 if let Err(e) = &result {
                     tracing::warn!(app = %self.app, cluster = %self.cluster, error = %e, "a change was not committed");
                 }
                 return Some(Input::Committed { purpose, result });
             }
             Effect::Append { id, events } => {
-                if let Err(e) = daemon.append(id, &events).await {
-                    tracing::warn!(deployment = %id, error = %e, "could not store events");
+                match daemon.append(id, &events, Some(&self.fence)).await {
+                    Ok(_) => {}
+                    Err(StoreError::Fenced { .. }) => self.lose(myself),
+                    Err(e) => {
+                        tracing::warn!(deployment = %id, error = %e, "could not store events")
+                    }
                 }
             }
             Effect::StartStep(order) => self.start_step(myself, *order),
@@ -114,8 +121,17 @@ impl Shell {
             }
             Effect::SetDrift(drift) => {
                 let (app, cluster) = (&self.app, &self.cluster);
-                if let Err(e) = daemon.store.set_drift(app, cluster, drift.as_ref()).await {
-                    tracing::warn!(%app, %cluster, error = %e, "could not record the target's drift");
+                let fence = Some(&self.fence);
+                match daemon
+                    .store
+                    .set_drift(app, cluster, drift.as_ref(), fence)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(StoreError::Fenced { .. }) => self.lose(myself),
+                    Err(e) => {
+                        tracing::warn!(%app, %cluster, error = %e, "could not record the target's drift")
+                    }
                 }
             }
             Effect::StopStep { id } => {
@@ -250,6 +266,7 @@ impl Shell {
             deadline: order.deadline,
             cancel: slot.cancel.clone(),
             cap: slot.cap.clone(),
+            fence: self.fence.clone(),
             deployment: d,
         };
         self.spawn_job(myself, job, false);
@@ -279,6 +296,7 @@ impl Shell {
             deadline: order.deadline,
             cancel,
             cap,
+            fence: self.fence.clone(),
             deployment: d,
         };
         self.spawn_job(myself, job, true);

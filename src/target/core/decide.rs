@@ -86,6 +86,8 @@ impl TargetCore {
             idempotency_key: request.idempotency_key,
             request_hash: request.request_hash,
             created_at: now,
+            // The shell adds its hold on the target to every write.
+            fence: None,
         };
         out.push(Effect::Create {
             reply,

@@ -472,6 +472,7 @@ fn foreign_running(h: &mut Harness) -> Deployment {
         idempotency_key: None,
         request_hash: String::new(),
         created_at: h.now,
+        fence: None,
     });
     d.state = State::Building;
     h.remember(d.clone());

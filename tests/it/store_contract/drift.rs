@@ -26,7 +26,7 @@ pub async fn drift_is_set_replaced_cleared_and_undone_by_a_success(store: DynSto
 
     let first = drift(v1.version.as_deref(), "restore step failed (exit 1)");
     store
-        .set_drift("web", "prod", Some(&first))
+        .set_drift("web", "prod", Some(&first), None)
         .await
         .expect("set");
     assert_eq!(drift_of(&store, "web", "prod").await, Some(first));
@@ -35,26 +35,29 @@ pub async fn drift_is_set_replaced_cleared_and_undone_by_a_success(store: DynSto
     // A second failed restore replaces the record; nothing active is `None`.
     let second = drift(None, "restore step timed out after 1m");
     store
-        .set_drift("web", "prod", Some(&second))
+        .set_drift("web", "prod", Some(&second), None)
         .await
         .expect("replace");
     assert_eq!(drift_of(&store, "web", "prod").await, Some(second.clone()));
 
     // A restore that works clears it.
-    store.set_drift("web", "prod", None).await.expect("clear");
+    store
+        .set_drift("web", "prod", None, None)
+        .await
+        .expect("clear");
     assert_eq!(drift_of(&store, "web", "prod").await, None);
     store
-        .set_drift("web", "prod", None)
+        .set_drift("web", "prod", None, None)
         .await
         .expect("clear twice");
 
     // So does the next success of the target, and of that target only.
     store
-        .set_drift("web", "prod", Some(&second))
+        .set_drift("web", "prod", Some(&second), None)
         .await
         .expect("set");
     store
-        .set_drift("web", "staging", Some(&second))
+        .set_drift("web", "staging", Some(&second), None)
         .await
         .expect("set");
     let listed = |store: &DynStore| {

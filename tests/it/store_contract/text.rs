@@ -24,7 +24,7 @@ pub(super) async fn nul_bytes_are_stored_replaced_the_same_on_every_backend(stor
 
     let d = step(&store, &d, State::Building, VersionChange::Keep).await;
     let appended = store
-        .append(d.id, &[log("before"), log(NUL), log("after")])
+        .append(d.id, &[log("before"), log(NUL), log("after")], None)
         .await
         .expect("a batch with a NUL is stored whole");
     let lines: Vec<_> = appended.iter().map(|e| e.data.clone()).collect();

@@ -1,14 +1,15 @@
-//! Adopting a crashed instance's activation.
+//! Adopting a deployment whose instance stopped renewing its lease.
 //!
-//! An instance that died (`kill -9`, a lost host) during `activating` may
-//! have switched the cluster already; its steps died with it, but the
-//! switch did not. Reconciliation does not settle such a deployment: it
-//! hands it to the target's core here, which takes it over with a
-//! compare-and-set on the lapsed lease (of several instances, one wins; the
-//! others let go), kills what is left of the dead daemon's steps, and ends
-//! it as any activation that did not succeed: restore the active version,
-//! then record `interrupted` (with reconciliation's authority), or drift if
-//! the restore fails.
+//! An instance that died (`kill -9`, a lost host, a pause past its lease)
+//! leaves its running deployment behind. Reconciliation does not settle it:
+//! it hands it to the target's core here, on the instance that owns the
+//! target now, which takes it over with a compare-and-set on the lapsed
+//! lease (of several, one wins; the others let go), kills what is left of
+//! the dead daemon's steps, and records it `interrupted` (with
+//! reconciliation's authority). An activation may have switched the cluster
+//! already (its steps died, the switch did not), so it ends as any
+//! activation that did not succeed: restore the active version first, or
+//! mark the target drifted if the restore fails.
 
 use super::super::*;
 use super::note;
@@ -28,9 +29,14 @@ impl TargetCore {
         // actor): reconciliation, here or elsewhere, hands it over again
         // while the lease stays lapsed.
         let Ok(previous) = previous else { return };
-        if self.running.is_some() || self.shutting_down || deployment.state != State::Activating {
+        if self.running.is_some() || self.shutting_down || !deployment.state.is_running() {
             return;
         }
+        // An activation gets the activate step's time again, for the restore.
+        let deadline = match deployment.state {
+            State::Activating => self.config.timeouts.activate.map(|t| now + t),
+            _ => None,
+        };
         out.push(Effect::TakeOver {
             adoption: Box::new(Adoption {
                 deployment,
@@ -39,7 +45,7 @@ impl TargetCore {
             }),
             lapsed_before: now,
             lease: self.lease(now),
-            deadline: self.config.timeouts.activate.map(|t| now + t),
+            deadline,
         });
     }
 
@@ -59,14 +65,19 @@ impl TargetCore {
             owner,
             previous,
         } = adoption;
-        let id = deployment.id;
+        let (id, phase) = (deployment.id, deployment.state);
         let owner = owner.as_deref().unwrap_or("unknown");
         let error =
-            format!("interrupted during activating: instance {owner} stopped renewing its lease");
+            format!("interrupted during {phase}: instance {owner} stopped renewing its lease");
+        let step = match phase {
+            State::Building => "the build step",
+            State::Pushing => "the push step",
+            _ => "the activate step",
+        };
         out.push(note(
             id,
             format!(
-                "instance {owner} stopped renewing its lease during the activate step; \
+                "instance {owner} stopped renewing its lease during {step}; \
                  instance {} took the deployment over",
                 self.config.instance
             ),

@@ -1,6 +1,7 @@
-//! A crashed instance's activation: reconciliation hands it to the target's
+//! A crashed instance's deployment: reconciliation hands it to the target's
 //! core, which takes it over (one compare-and-set on the lapsed lease),
-//! restores the active version, and records `interrupted` — or drift.
+//! restores the active version if it was activating, and records
+//! `interrupted` — or drift.
 
 use super::*;
 use ConflictPolicy::*;
@@ -155,16 +156,45 @@ fn an_adopted_restore_that_fails_marks_drift() {
 }
 
 #[test]
-fn an_adoption_while_something_runs_or_of_another_phase_does_nothing() {
+fn an_adoption_while_something_runs_or_of_a_queued_one_does_nothing() {
     let (mut h, d) = crashed_during_activation(true);
-    let mut building = d.clone();
-    building.state = State::Building;
-    h.adopt(&building);
-    assert!(h.take().is_empty(), "only an activation may have switched");
+    let mut queued = d.clone();
+    queued.state = State::Queued;
+    h.adopt(&queued);
+    assert!(h.take().is_empty(), "a queued deployment has no lease");
     h.adopt(&d);
     h.take();
     h.adopt(&d);
     assert!(h.take().is_empty(), "already ours: restoring");
+}
+
+#[test]
+fn an_adopted_build_is_taken_over_and_interrupted_without_a_restore() {
+    let (mut h, d) = crashed_during_activation(true);
+    let mut building = d.clone();
+    building.state = State::Building;
+    building.version = None;
+    h.rows.insert(building.id, building.clone());
+    let label = h.label(d.id);
+    h.adopt(&building);
+    let log = h.take();
+    assert_eq!(
+        log[..3],
+        [
+            format!("take over {label} lapsed before 12:00:00 as i1 until 12:00:15, deadline none"),
+            format!(
+                "{label} note: instance dead stopped renewing its lease during the build \
+                 step; instance i1 took the deployment over"
+            ),
+            format!("kill leftovers {label}"),
+        ],
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.ends_with("building->interrupted")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("restore")), "{log:?}");
 }
 
 #[test]

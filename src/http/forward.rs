@@ -1,0 +1,113 @@
+//! Carrying a request to the instance that owns its target.
+//!
+//! With several instances on one PostgreSQL, one of them owns each target
+//! and serializes its deploys, rollbacks and cancels. A request that reaches
+//! another instance is sent on, as it came (method, path, headers, body),
+//! to the owner's advertised address, and the owner's answer (status,
+//! headers, body, a progress stream included) is passed back as it comes:
+//! the caller gets exactly what the owner would have answered it, with the
+//! same checks (the owner authenticates the same token again). A request is
+//! forwarded at most once (`deployd-forwarded-by`): if ownership moved on
+//! meanwhile, the answer is a 503 to retry.
+
+use super::{ApiError, AppState};
+use crate::target::Elsewhere;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::time::Duration;
+
+/// Names the instance that forwarded a request; a forwarded request is
+/// never forwarded again.
+pub const FORWARDED_BY: &str = "deployd-forwarded-by";
+/// How long connecting to the owner may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request as it reached this instance, kept to be sent on.
+pub struct Original {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The HTTP client instances use to talk to each other.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .expect("a client with these settings builds")
+}
+
+/// Send `original` to the target's owner and pass its answer back.
+/// Errors: 503 when the request was forwarded here already, the owner has
+/// no address, or it cannot be reached.
+pub async fn to_owner(
+    state: &AppState,
+    owner: &Elsewhere,
+    original: Original,
+) -> Result<Response, ApiError> {
+    let unavailable =
+        |why: String| ApiError::unavailable(format!("{owner}, which {why}; try again shortly"));
+    if original.headers.contains_key(FORWARDED_BY) {
+        return Err(unavailable(
+            "took it over as the request was forwarded".into(),
+        ));
+    }
+    let Some(address) = &owner.address else {
+        return Err(unavailable("stopped sending heartbeats".into()));
+    };
+    let path = original.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut headers = end_to_end(&original.headers);
+    headers.insert(
+        HeaderName::from_static(FORWARDED_BY),
+        (state.shared.instance.parse()).expect("an instance id is a header value"),
+    );
+    tracing::debug!(%address, %path, owner = %owner.owner, "forwarding to the target's owner");
+    let sent = (state.shared.peers)
+        .request(original.method, format!("{address}{path}"))
+        .headers(headers)
+        .body(original.body)
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(%address, owner = %owner.owner, error = %e, "cannot reach the target's owner");
+            return Err(unavailable(format!("cannot be reached at {address}")));
+        }
+    };
+    let status = answer.status();
+    let headers = end_to_end(answer.headers());
+    // A progress stream ends with this instance too, so shutdown never
+    // waits on a stream it only relays.
+    let stopping = state.shared.stopping.clone();
+    let body = answer
+        .bytes_stream()
+        .take_until(async move { stopping.cancelled().await });
+    Ok((status, headers, Body::from_stream(body)).into_response())
+}
+
+/// The end-to-end headers of `headers`: without those that describe one
+/// connection (RFC 9110 §7.6.1) or its framing, which each hop sets itself.
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let hop = [
+        header::CONNECTION,
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+    ];
+    let mut kept = headers.clone();
+    for name in hop {
+        kept.remove(name);
+    }
+    kept
+}
