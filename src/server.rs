@@ -11,7 +11,7 @@
 
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::events::EventHub;
+use crate::events::{EventHub, Writers};
 use crate::http::{self, AppState};
 use crate::layout::DataDir;
 use crate::listen::{self, Limits, tls::Tls};
@@ -57,7 +57,7 @@ pub async fn serve(
     )
     .context("could not prepare the sources directory")?;
     let shared = Arc::new(Daemon {
-        hub: EventHub::new(store.clone()),
+        hub: EventHub::new(store.clone(), Writers::Alone),
         store,
         sources: Arc::new(sources),
         config: Arc::new(config),
