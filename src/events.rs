@@ -10,13 +10,21 @@
 //!   after it lagged behind the channel;
 //! - a stream ends right after the deployment's final state event, or when the
 //!   hub shuts down, so open streams never hold up a graceful shutdown.
+//!
+//! When other instances write to the same store ([`Writers::Shared`]), their
+//! events reach this hub's followers through the store only: a listener says
+//! what was stored ([`EventHub::stored_elsewhere`], [`EventHub::resync`]) and
+//! the followers concerned re-read from the store, so write-ahead holds for
+//! them too. A follower that heard nothing for a while re-reads anyway, in
+//! case a notification was lost.
 
 use crate::model::{Event, EventData};
 use crate::store::{Applied, Change, Created, DynStore, Fence, NewDeployment, StoreError};
 use futures::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -29,17 +37,56 @@ const CHANNEL_CAPACITY: usize = 1024;
 /// Events read from the store per round trip while replaying.
 const REPLAY_BATCH: u32 = 500;
 
+/// How long a follower on a shared store may hear nothing before it re-reads
+/// the store once: the bound on a notification lost without the listener's
+/// connection dropping.
+pub const QUIET_RECHECK: Duration = Duration::from_secs(10);
+
+/// Who writes events to the hub's store.
+#[derive(Debug, Clone, Copy)]
+pub enum Writers {
+    /// This hub alone (SQLite): every event is committed through it, so a
+    /// follower waits on the live channel and nothing else.
+    Alone,
+    /// Other instances too (PostgreSQL): their events are heard of through
+    /// [`EventHub::stored_elsewhere`] and [`EventHub::resync`], and a
+    /// follower that heard nothing for `recheck` re-reads the store once.
+    Shared { recheck: Duration },
+}
+
 pub struct EventHub {
     store: DynStore,
-    channels: Mutex<HashMap<Uuid, broadcast::Sender<Event>>>,
+    writers: Writers,
+    channels: Mutex<HashMap<Uuid, Channel>>,
+    /// Bumped by [`EventHub::resync`]: every follower re-reads the store.
+    resynced: watch::Sender<()>,
     closed: CancellationToken,
 }
 
+/// What the followers of one deployment wait on.
+struct Channel {
+    /// Events committed through this hub.
+    live: broadcast::Sender<Event>,
+    /// The newest seq other writers said they stored.
+    stored: watch::Sender<i64>,
+}
+
+impl Channel {
+    fn new() -> Channel {
+        Channel {
+            live: broadcast::channel(CHANNEL_CAPACITY).0,
+            stored: watch::channel(0).0,
+        }
+    }
+}
+
 impl EventHub {
-    pub fn new(store: DynStore) -> Arc<EventHub> {
+    pub fn new(store: DynStore, writers: Writers) -> Arc<EventHub> {
         Arc::new(EventHub {
             store,
+            writers,
             channels: Mutex::new(HashMap::new()),
+            resynced: watch::channel(()).0,
             closed: CancellationToken::new(),
         })
     }
@@ -78,18 +125,40 @@ impl EventHub {
         Ok(applied)
     }
 
+    /// Another writer committed events of deployment `id`, up to `seq`: its
+    /// followers here re-read them from the store. A deployment nobody here
+    /// follows costs one map lookup.
+    pub fn stored_elsewhere(&self, id: Uuid, seq: i64) {
+        let channels = self.channels.lock().expect("event channels lock");
+        if let Some(channel) = channels.get(&id) {
+            channel.stored.send_if_modified(|newest| {
+                let newer = seq > *newest;
+                if newer {
+                    *newest = seq;
+                }
+                newer
+            });
+        }
+    }
+
+    /// What other writers stored may have gone unheard (the listener was
+    /// away): every follower re-reads the store.
+    pub fn resync(&self) {
+        self.resynced.send_replace(());
+    }
+
     /// Broadcast events the store already committed. Private: only the
     /// commit path above may call it.
     fn publish(&self, events: &[Event]) {
         let mut channels = self.channels.lock().expect("event channels lock");
         for event in events {
             let id = event.deployment_id;
-            let Some(sender) = channels.get(&id) else {
+            let Some(channel) = channels.get(&id) else {
                 continue;
             };
             // No receiver left, or the deployment is over: forget the channel.
             // Receivers still holding it drain what was sent, then see Closed.
-            if sender.send(event.clone()).is_err() || event.data.is_final() {
+            if channel.live.send(event.clone()).is_err() || event.data.is_final() {
                 channels.remove(&id);
             }
         }
@@ -98,13 +167,13 @@ impl EventHub {
     /// How many live subscribers deployment `id` has.
     pub fn subscribers(&self, id: Uuid) -> usize {
         let channels = self.channels.lock().expect("event channels lock");
-        channels.get(&id).map_or(0, |s| s.receiver_count())
+        channels.get(&id).map_or(0, |c| c.live.receiver_count())
     }
 
     /// All live subscribers, for metrics.
     pub fn total_subscribers(&self) -> usize {
         let channels = self.channels.lock().expect("event channels lock");
-        channels.values().map(|s| s.receiver_count()).sum()
+        channels.values().map(|c| c.live.receiver_count()).sum()
     }
 
     /// End every open stream (graceful shutdown).
@@ -122,18 +191,15 @@ impl EventHub {
     ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static + use<> {
         // Subscribe before reading the store, so nothing committed in between
         // is missed; duplicates are skipped by seq.
-        let live = BroadcastStream::new({
-            let mut channels = self.channels.lock().expect("event channels lock");
-            channels
-                .entry(id)
-                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-                .subscribe()
-        });
+        let resynced = self.resynced.subscribe();
+        let (live, stored) = self.follow(id);
         let follower = Follower {
             hub: self.clone(),
             id,
             last: after,
             live,
+            stored,
+            resynced,
             pending: Vec::new().into_iter(),
             need_read: true,
             done: false,
@@ -142,6 +208,16 @@ impl EventHub {
             let item = f.next().await?;
             Some((item, f))
         })
+    }
+
+    /// Receivers on deployment `id`'s channel, made on first use.
+    fn follow(&self, id: Uuid) -> (BroadcastStream<Event>, watch::Receiver<i64>) {
+        let mut channels = self.channels.lock().expect("event channels lock");
+        let channel = channels.entry(id).or_insert_with(Channel::new);
+        (
+            BroadcastStream::new(channel.live.subscribe()),
+            channel.stored.subscribe(),
+        )
     }
 }
 
@@ -153,6 +229,10 @@ struct Follower {
     last: i64,
     /// Events broadcast after they were committed.
     live: BroadcastStream<Event>,
+    /// The newest seq other writers stored, as far as this hub heard.
+    stored: watch::Receiver<i64>,
+    /// Changes when anything may have been stored unheard.
+    resynced: watch::Receiver<()>,
     /// Events read from the store, not yet handed out.
     pending: std::vec::IntoIter<Event>,
     /// The store may hold events after `last` that the channel did not bring.
@@ -190,12 +270,28 @@ impl Follower {
                     return None;
                 }
             }
+            // In this order: this hub's own commits are also heard of from
+            // the store's notifications, usually after they were broadcast;
+            // taking the broadcast first spares a read of what it brought.
             let received = tokio::select! {
+                biased;
                 _ = self.hub.closed.cancelled() => {
                     self.done = true;
                     return None;
                 }
                 received = self.live.next() => received,
+                Ok(()) = self.stored.changed() => {
+                    self.need_read = *self.stored.borrow_and_update() > self.last;
+                    continue;
+                }
+                Ok(()) = self.resynced.changed() => {
+                    self.need_read = true;
+                    continue;
+                }
+                () = silence(self.hub.writers) => {
+                    self.need_read = true;
+                    continue;
+                }
             };
             match received {
                 Some(Ok(event)) if event.seq <= self.last => {}
@@ -252,13 +348,16 @@ impl Follower {
 
     /// Follow a fresh channel after the old one closed, before re-reading.
     fn resubscribe(&mut self) {
-        let mut channels = self.hub.channels.lock().expect("event channels lock");
-        self.live = BroadcastStream::new(
-            channels
-                .entry(self.id)
-                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-                .subscribe(),
-        );
+        (self.live, self.stored) = self.hub.follow(self.id);
+    }
+}
+
+/// Resolves once a follower has heard nothing for the hub's recheck interval;
+/// never when the hub is the store's only writer.
+async fn silence(writers: Writers) {
+    match writers {
+        Writers::Alone => std::future::pending().await,
+        Writers::Shared { recheck } => tokio::time::sleep(recheck).await,
     }
 }
 
@@ -269,9 +368,12 @@ impl Drop for Follower {
         let mut channels = self.hub.channels.lock().expect("event channels lock");
         if channels
             .get(&self.id)
-            .is_some_and(|s| s.receiver_count() <= 1)
+            .is_some_and(|c| c.live.receiver_count() <= 1)
         {
             channels.remove(&self.id);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

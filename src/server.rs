@@ -11,7 +11,7 @@
 
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::events::EventHub;
+use crate::events::{EventHub, QUIET_RECHECK, Writers};
 use crate::http::{self, AppState};
 use crate::instance;
 use crate::layout::DataDir;
@@ -19,7 +19,8 @@ use crate::listen::{self, Limits, tls::Tls};
 use crate::metrics::{Metrics, TimedStore};
 use crate::reconcile::{interrupt_owned, reaper, reconcile, wait_for_running};
 use crate::source::{ExtractLimits, SourceStore};
-use crate::store::{DynStore, postgres::PgStore, sqlite::SqliteStore};
+use crate::store::postgres::{Listener, Notice, PgStore};
+use crate::store::{DynStore, sqlite::SqliteStore};
 use crate::supervisor::SupervisorHandle;
 use crate::target::TargetError;
 use anyhow::Context;
@@ -47,10 +48,15 @@ pub async fn serve(
     // One daemon per data dir; held until this function returns.
     let _claim = data_dir.claim()?;
     let metrics = Arc::new(Metrics::new());
-    let store: DynStore = Arc::new(TimedStore::new(
-        open_store(&config, &data_dir).await?,
-        metrics.clone(),
-    ));
+    let (store, pg_listener) = open_store(&config, &data_dir).await?;
+    let store: DynStore = Arc::new(TimedStore::new(store, metrics.clone()));
+    // Other instances on the same PostgreSQL store events this hub never commits.
+    let writers = match &pg_listener {
+        Some(_) => Writers::Shared {
+            recheck: QUIET_RECHECK,
+        },
+        None => Writers::Alone,
+    };
     let sources = SourceStore::open(
         &data_dir,
         config.limits.upload_bytes,
@@ -65,7 +71,7 @@ pub async fn serve(
         .context("the listener has no address")?;
     let address = instance::address(&config, listening, config.server.tls.files().is_some());
     let shared = Arc::new(Daemon {
-        hub: EventHub::new(store.clone()),
+        hub: EventHub::new(store.clone(), writers),
         store,
         sources: Arc::new(sources),
         config: Arc::new(config),
@@ -80,6 +86,16 @@ pub async fn serve(
     instance::register(&shared)
         .await
         .context("could not register this instance in the store")?;
+    if let Some(pg_listener) = pg_listener {
+        let hub = shared.hub.clone();
+        let stopping = shared.stopping.clone();
+        shared
+            .tasks
+            .spawn(pg_listener.run(stopping, move |notice| match notice {
+                Notice::Stored { deployment, seq } => hub.stored_elsewhere(deployment, seq),
+                Notice::Listening => hub.resync(),
+            }));
+    }
     // The supervisor runs first: reconciliation hands it the activations
     // of a crashed instance, to be restored before they are recorded.
     let (supervisor, _) = SupervisorHandle::start(shared.clone()).await?;
@@ -185,20 +201,24 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_store(config: &Config, data_dir: &DataDir) -> anyhow::Result<DynStore> {
-    let store: DynStore = match &config.store.url {
-        Some(url) => Arc::new(
-            PgStore::connect(url)
+/// The store, and for PostgreSQL the listener that hears other instances' events.
+async fn open_store(
+    config: &Config,
+    data_dir: &DataDir,
+) -> anyhow::Result<(DynStore, Option<Listener>)> {
+    Ok(match &config.store.url {
+        Some(url) => {
+            let store = PgStore::connect(url)
                 .await
-                .context("could not open the PostgreSQL store")?,
-        ),
+                .context("could not open the PostgreSQL store")?;
+            let listener = store.listener();
+            (Arc::new(store), Some(listener))
+        }
         None => {
             let path = data_dir.database();
-            Arc::new(
-                SqliteStore::open(&path)
-                    .with_context(|| format!("could not open {}", path.display()))?,
-            )
+            let store = SqliteStore::open(&path)
+                .with_context(|| format!("could not open {}", path.display()))?;
+            (Arc::new(store), None)
         }
-    };
-    Ok(store)
+    })
 }

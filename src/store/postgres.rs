@@ -12,7 +12,9 @@
 //! - migrations run in one transaction behind a transaction-scoped advisory
 //!   lock, so instances starting together migrate once and leak no lock.
 //!
-//! Connections are plain TCP (`NoTls`).
+//! Connections are plain TCP (`NoTls`). Besides the pool, [`PgStore::listener`]
+//! gives a [`Listener`] (`postgres/listen.rs`) that hears, on a connection of its
+//! own, the events other instances store.
 
 use super::{
     Applied, Change, CompactionPlan, CompactionReport, Created, DeletedVersion, Fence,
@@ -33,9 +35,12 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+mod listen;
 mod plumbing;
 mod retention;
 mod sql;
+
+pub use listen::{Listener, Notice};
 
 use super::text::{storable, storable_events};
 pub use sql::{Param, history_sql};
@@ -81,6 +86,8 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The pool's connection settings, for the listener's connection.
+    config: tokio_postgres::Config,
 }
 
 impl PgStore {
@@ -98,7 +105,7 @@ impl PgStore {
             config.application_name("deployd");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -111,9 +118,15 @@ impl PgStore {
             .wait_timeout(Some(WAIT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore { pool, config };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// A listener for what other instances store in this database, on the
+    /// same server as the pool, with the same credentials.
+    pub fn listener(&self) -> Listener {
+        Listener::new(self.config.clone())
     }
 
     /// Apply the migrations this database lacks, all in one transaction.

@@ -4,6 +4,7 @@ mod cli;
 mod cli_config;
 mod daemon;
 mod faults;
+mod instances;
 mod pg_schema;
 mod pins;
 mod record;

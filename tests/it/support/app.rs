@@ -67,19 +67,35 @@ pub async fn spawn_app_trusting(
     ca_pem: Option<&[u8]>,
     tweak: impl FnOnce(&mut Config),
 ) -> TestApp {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_database().await),
+    };
+    let store_url = db.as_ref().map(|db| db.url().to_string());
+    start(store_url, db, ca_pem, tweak).await
+}
+
+/// Start deployd on the PostgreSQL database at `store_url`, which other
+/// instances may share (one more instance of the same deployd fleet); the
+/// caller keeps the database.
+pub async fn spawn_app_on(store_url: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    start(Some(store_url.to_string()), None, None, tweak).await
+}
+
+/// Start deployd with its own data dir on port 0, its store at `store_url`
+/// (None: SQLite in the data dir); the app drops `db` when it goes.
+async fn start(
+    store_url: Option<String>,
+    db: Option<TestDatabase>,
+    ca_pem: Option<&[u8]>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config =
         Config::from_sources(None, Vec::<(String, String)>::new()).expect("default config");
     config.server.data_dir = dir.path().join("data");
     config.deploy.kill_grace = Duration::from_secs(2);
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let db = fresh_database().await;
-            config.store.url = Some(db.url().to_string());
-            Some(db)
-        }
-    };
+    config.store.url = store_url;
     tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let scheme = match config.server.tls.files() {
