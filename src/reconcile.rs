@@ -18,11 +18,15 @@ use crate::machine::{Authority, State};
 use crate::model::now;
 use crate::store::{Change, Fence, LeaseInfo, StoreError, VersionChange};
 use crate::supervisor::SupervisorHandle;
-use crate::target::TargetError;
+use crate::target::{Orphaned, TargetError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The reaper runs at a third of the lease, and at least this often.
+/// How long past a phase's deadline (and the kill grace) reconciliation
+/// leaves a live owner to fail its own phase before taking it over.
+const OWNER_MARGIN: Duration = Duration::from_secs(5);
+/// The reaper runs at a third of the lease, and at least this often (phase
+/// deadlines do not depend on the lease).
 pub const REAPER_MAX_PERIOD: Duration = Duration::from_secs(5);
 /// How often shutdown checks whether the running steps are done.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -92,8 +96,9 @@ pub async fn interrupt_owned(daemon: &Daemon) {
     }
 }
 
-/// Every lease period / 3, hand over running deployments whose owner
-/// stopped renewing its lease.
+/// Every lease period / 3 (at least every [`REAPER_MAX_PERIOD`]), hand
+/// over running deployments whose owner stopped renewing its lease or let
+/// their phase run past its deadline.
 pub async fn reaper(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
     let every = (daemon.config.deploy.lease / 3).min(REAPER_MAX_PERIOD);
     loop {
@@ -107,30 +112,40 @@ pub async fn reaper(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
     }
 }
 
-/// Settle what no live owner will: each running deployment whose lease
-/// expired goes to its target's actor ([`SupervisorHandle::adopt`]), which
-/// takes the target (unless a live instance owns it: then that one does
-/// this), takes the deployment over with a compare-and-set on the lapsed
-/// lease, kills what is left of its steps, restores the cluster if it was
-/// activating, and records it `interrupted`, naming the phase and the
-/// instance. Every write goes through the actor, under its fence. Returns
-/// how many deployments it handed over.
+/// Settle what no live owner will, each through its target's actor
+/// ([`SupervisorHandle::adopt`]) on whichever instance owns the target
+/// (this one takes it when nobody does), so every write is fenced:
+/// - a running deployment whose lease expired is taken over (a
+///   compare-and-set on the lapsed lease), its leftover steps killed, the
+///   cluster restored if it was activating, and recorded `interrupted`,
+///   naming the phase and the instance;
+/// - one past its stored phase deadline (plus the kill grace and a margin,
+///   which a live owner uses to fail its own phase) is taken over the same
+///   way and recorded `failed`, timed out: a dead instance with a long
+///   lease does not hold its target until the lease ends.
 ///
-/// A phase past its stored deadline is its live owner's to fail (its step
-/// is stopped at the deadline); once that owner is gone, its lease lapses
-/// and the deployment comes here.
+/// Returns how many deployments it handed over.
 pub async fn reconcile(
     daemon: &Daemon,
     supervisor: &SupervisorHandle,
 ) -> Result<usize, StoreError> {
+    let now = now();
     let mut handed = 0;
-    for lease in daemon.store.expired_leases(now()).await? {
-        match supervisor.adopt(&lease).await {
+    let expired = daemon.store.expired_leases(now).await?;
+    let margin = daemon.config.deploy.kill_grace + OWNER_MARGIN;
+    let overdue = daemon.store.overdue_phases(now - margin).await?;
+    let overdue = overdue
+        .into_iter()
+        .filter(|o| !expired.iter().any(|e| e.deployment.id == o.deployment.id));
+    let orphans = (expired.iter().cloned().map(|l| (l, Orphaned::LeaseLapsed)))
+        .chain(overdue.map(|l| (l, Orphaned::PastDeadline)));
+    for (lease, cause) in orphans {
+        match supervisor.adopt(&lease, cause).await {
             Ok(()) => handed += 1,
             // Another live instance owns the target: its actor adopts it.
             Err(TargetError::Elsewhere(_)) => {}
             Err(e) => {
-                tracing::warn!(deployment = %lease.deployment.id, error = %e, "could not hand a lapsed deployment to its target; will try again")
+                tracing::warn!(deployment = %lease.deployment.id, error = %e, "could not hand a deployment its instance left to its target; will try again")
             }
         }
     }

@@ -22,8 +22,8 @@ use crate::daemon::Daemon;
 use crate::model::Deployment;
 use crate::store::{Fence, LeaseInfo, OwnedTarget, Ownership};
 use crate::target::{
-    ActorStats, Args, Elsewhere, Submit, Submitted, TargetActor, TargetError, TargetHandle,
-    TargetMsg, Unavailable,
+    ActorStats, Args, Elsewhere, Orphaned, Submit, Submitted, TargetActor, TargetError,
+    TargetHandle, TargetMsg, Unavailable,
 };
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
@@ -90,7 +90,7 @@ impl SupervisorHandle {
         cluster: &str,
         submit: Submit,
     ) -> Result<Submitted, TargetError> {
-        self.with_target(app, cluster, |target| {
+        self.with_target(app, cluster, None, |target| {
             let submit = submit.clone();
             async move { target.submit(submit).await }
         })
@@ -105,27 +105,36 @@ impl SupervisorHandle {
         id: Uuid,
         reason: Option<String>,
     ) -> Result<Deployment, TargetError> {
-        self.with_target(app, cluster, |target| {
+        self.with_target(app, cluster, None, |target| {
             let reason = reason.clone();
             async move { target.cancel(id, reason).await }
         })
         .await
     }
 
-    /// Hand an activation whose instance stopped renewing its lease to its
-    /// target's actor, which takes it over and restores the cluster.
-    pub async fn adopt(&self, lease: &LeaseInfo) -> Result<(), TargetError> {
+    /// Hand a running deployment its instance left (`cause`) to its
+    /// target's actor, on this instance if it owns the target or can take
+    /// it ([`TargetError::Elsewhere`] if another live one owns it), which
+    /// takes it over, restores the cluster if it was activating, and
+    /// records its end.
+    pub async fn adopt(&self, lease: &LeaseInfo, cause: Orphaned) -> Result<(), TargetError> {
         let d = &lease.deployment;
-        self.with_target(&d.app, &d.cluster, |target| {
+        // A phase past its deadline and the margin the owner had to fail it
+        // shows its owner is dead or stuck: take the target from it.
+        let take_from = match cause {
+            Orphaned::PastDeadline => lease.owner.as_deref(),
+            Orphaned::LeaseLapsed => None,
+        };
+        self.with_target(&d.app, &d.cluster, take_from, |target| {
             let lease = lease.clone();
-            async move { target.adopt(lease).await }
+            async move { target.adopt(lease, cause).await }
         })
         .await
     }
 
     /// Make sure the target has a resident actor (it resumes queued work).
     pub async fn wake(&self, app: &str, cluster: &str) -> Result<(), TargetError> {
-        self.resolve(app, cluster).await.map(drop)
+        self.resolve(app, cluster, None).await.map(drop)
     }
 
     /// Run `request` against the target's actor; if the actor was
@@ -134,6 +143,7 @@ impl SupervisorHandle {
         &self,
         app: &str,
         cluster: &str,
+        take_from: Option<&str>,
         request: F,
     ) -> Result<T, TargetError>
     where
@@ -141,7 +151,7 @@ impl SupervisorHandle {
         Fut: Future<Output = Result<T, TargetError>>,
     {
         for _ in 0..RESEND_ATTEMPTS {
-            match request(self.resolve(app, cluster).await?).await {
+            match request(self.resolve(app, cluster, take_from).await?).await {
                 Err(TargetError::Unavailable(Unavailable::Retry)) => tokio::task::yield_now().await,
                 answer => return answer,
             }
@@ -150,9 +160,15 @@ impl SupervisorHandle {
     }
 
     /// The target's resident actor; without one, take the target (a
-    /// compare-and-set on its lease in the store) and start one holding it.
+    /// compare-and-set on its lease in the store; from `take_from` even if
+    /// its lease runs on) and start one holding it.
     /// [`TargetError::Elsewhere`] when another live instance owns it.
-    async fn resolve(&self, app: &str, cluster: &str) -> Result<TargetHandle, TargetError> {
+    async fn resolve(
+        &self,
+        app: &str,
+        cluster: &str,
+        take_from: Option<&str>,
+    ) -> Result<TargetHandle, TargetError> {
         let key = (app.to_string(), cluster.to_string());
         let lookup = key.clone();
         if let Some(handle) = self.ask(|reply| SupMsg::Lookup(lookup, reply)).await? {
@@ -162,7 +178,7 @@ impl SupervisorHandle {
         let lease = daemon.config.deploy.lease;
         let ownership = daemon
             .store
-            .acquire_target(app, cluster, &daemon.instance, lease)
+            .acquire_target(app, cluster, &daemon.instance, lease, take_from)
             .await
             .map_err(Unavailable::Store)?;
         match ownership {

@@ -155,6 +155,10 @@ impl Store for TimedStore {
         self.timed(self.inner.expired_leases(now)).await
     }
 
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.timed(self.inner.overdue_phases(before)).await
+    }
+
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
         self.timed(self.inner.owned_by(owner)).await
     }
@@ -231,9 +235,12 @@ impl Store for TimedStore {
         cluster: &str,
         owner: &str,
         ttl: std::time::Duration,
+        take_from: Option<&str>,
     ) -> Result<Ownership, StoreError> {
-        self.timed(self.inner.acquire_target(app, cluster, owner, ttl))
-            .await
+        let acquire = self
+            .inner
+            .acquire_target(app, cluster, owner, ttl, take_from);
+        self.timed(acquire).await
     }
 
     async fn release_target(

@@ -137,6 +137,9 @@ pub trait Store: Send + Sync + 'static {
     /// Running deployments whose lease ran out before `now`.
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
 
+    /// Running deployments whose stored phase deadline is before `before`.
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError>;
+
     /// Running deployments held by `owner` (for shutdown and panics).
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError>;
 
@@ -217,14 +220,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Take ownership of target (`app`, `cluster`) for `owner` for `ttl`: a
     /// compare-and-set that wins when nobody holds it, its lease lapsed or
-    /// was released, or `owner` holds it already (then it is extended and
-    /// the epoch stays). The epoch goes up each time the owner changes.
+    /// was released, `owner` holds it already (then it is extended and the
+    /// epoch stays), or `take_from` holds it (an owner shown dead or stuck,
+    /// whatever its lease says). The epoch goes up each time the owner
+    /// changes.
     async fn acquire_target(
         &self,
         app: &str,
         cluster: &str,
         owner: &str,
         ttl: std::time::Duration,
+        take_from: Option<&str>,
     ) -> Result<Ownership, StoreError>;
 
     /// Give up target (`app`, `cluster`) if `fence` still holds it, so
@@ -364,6 +370,9 @@ pub enum Holder {
     LapsedBefore(DateTime<Utc>),
     /// This owner, still: it extends its own lease and deadline.
     Owner(String),
+    /// Whoever, but its stored phase deadline passed before this instant
+    /// and nobody ended it.
+    PastDeadline(DateTime<Utc>),
 }
 
 /// A state change the machine approved. Build one with [`Change::new`]; the

@@ -577,6 +577,7 @@ impl Store for PgStore {
         let (sql, held_by): (&str, &(dyn ToSql + Sync)) = match holder {
             Holder::LapsedBefore(before) => (sql::TAKE_OVER_LAPSED, before),
             Holder::Owner(owner) => (sql::TAKE_OVER_OWNED, owner),
+            Holder::PastDeadline(before) => (sql::TAKE_OVER_OVERDUE, before),
         };
         let statement = client.prepare_cached(sql).await?;
         let params: Vec<&(dyn ToSql + Sync)> = common.into_iter().chain([held_by]).collect();
@@ -585,6 +586,10 @@ impl Store for PgStore {
 
     async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
         self.leases(sql::EXPIRED_LEASES, &[&now]).await
+    }
+
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.leases(sql::OVERDUE_PHASES, &[&before]).await
     }
 
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
@@ -758,10 +763,10 @@ impl Store for PgStore {
         cluster: &str,
         owner: &str,
         ttl: Duration,
+        take_from: Option<&str>,
     ) -> Result<Ownership, StoreError> {
-        let rows = self
-            .query(sql::ACQUIRE_TARGET, &[&app, &cluster, &owner, &millis(ttl)])
-            .await?;
+        let params: [&(dyn ToSql + Sync); 5] = [&app, &cluster, &owner, &millis(ttl), &take_from];
+        let rows = self.query(sql::ACQUIRE_TARGET, &params).await?;
         if let Some(row) = rows.first() {
             return Ok(Ownership::Ours(Fence {
                 owner: owner.to_string(),

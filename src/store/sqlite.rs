@@ -346,6 +346,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn overdue_phases(&self, before: DateTime<Utc>) -> Result<Vec<LeaseInfo>, StoreError> {
+        self.read(move |tx| read::leases(tx, read::LeaseFilter::DeadlineBefore(before)))
+            .await
+    }
+
     async fn owned_by(&self, owner: &str) -> Result<Vec<LeaseInfo>, StoreError> {
         let owner = owner.to_string();
         self.read(move |tx| read::leases(tx, read::LeaseFilter::Owner(owner)))
@@ -434,6 +439,7 @@ impl Store for SqliteStore {
         cluster: &str,
         owner: &str,
         _ttl: Duration,
+        _take_from: Option<&str>,
     ) -> Result<Ownership, StoreError> {
         Ok(self.one.acquire(app, cluster, owner))
     }

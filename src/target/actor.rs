@@ -15,8 +15,8 @@
 //! - if the actor dies (a panic), its running step is killed by the drop guard.
 
 use super::core::{
-    Answer, CoreConfig, Effect, Input, Loaded, Passivation, PhaseResult, PhaseTimeouts, ReplyTo,
-    RestoreOrder, StartFacts, StepOrder, SubmitFacts,
+    Answer, CoreConfig, Effect, Input, Loaded, Orphaned, Passivation, PhaseResult, PhaseTimeouts,
+    ReplyTo, RestoreOrder, StartFacts, StepOrder, SubmitFacts,
 };
 use super::step::{self, PhaseJob};
 use super::{Submit, Submitted, TargetCore, TargetError, Unavailable};
@@ -46,9 +46,14 @@ pub enum TargetMsg {
         Option<String>,
         RpcReplyPort<Result<Deployment, TargetError>>,
     ),
-    /// Reconciliation found this activation's lease lapsed: take it over.
-    /// Answered once the core decided (a take-over that it won is restoring).
-    Adopt(Box<LeaseInfo>, RpcReplyPort<Result<(), TargetError>>),
+    /// Reconciliation found this running deployment's lease lapsed, or its
+    /// deadline passed with nobody ending it: take it over. Answered once
+    /// the core decided (a take-over that it won may be restoring).
+    Adopt(
+        Box<LeaseInfo>,
+        Orphaned,
+        RpcReplyPort<Result<(), TargetError>>,
+    ),
     /// A step result or a timer, for the core.
     Input(Box<Input>),
     /// Passivate if still idle since the check numbered `generation` was set.
@@ -64,7 +69,9 @@ impl std::fmt::Debug for TargetMsg {
         match self {
             TargetMsg::Submit(s, _) => write!(f, "Submit({})", s.kind),
             TargetMsg::Cancel(id, _, _) => write!(f, "Cancel({id})"),
-            TargetMsg::Adopt(lease, _) => write!(f, "Adopt({})", lease.deployment.id),
+            TargetMsg::Adopt(lease, cause, _) => {
+                write!(f, "Adopt({}, {cause:?})", lease.deployment.id)
+            }
             TargetMsg::Input(input) => write!(f, "Input({input:?})"),
             TargetMsg::IdleCheck(g) => write!(f, "IdleCheck({g})"),
             TargetMsg::Lost => write!(f, "Lost"),
@@ -235,7 +242,7 @@ impl Actor for TargetActor {
                 };
                 shell.run(&myself, input).await;
             }
-            TargetMsg::Adopt(lease, reply) => {
+            TargetMsg::Adopt(lease, cause, reply) => {
                 if shell.draining {
                     let _ = reply.send(Err(Unavailable::Retry.into()));
                     return Ok(());
@@ -248,6 +255,7 @@ impl Actor for TargetActor {
                     deployment: Box::new(deployment),
                     owner,
                     previous,
+                    cause,
                 };
                 shell.run(&myself, input).await;
                 let _ = reply.send(Ok(()));
@@ -357,6 +365,10 @@ impl Shell {
     async fn carry_out_all(&mut self, myself: &ActorRef<TargetMsg>, effects: Vec<Effect>) {
         let mut stack = vec![effects.into_iter()];
         while let Some(top) = stack.last_mut() {
+            if self.lost {
+                // Nothing more is carried out once the target is another's.
+                return;
+            }
             let Some(effect) = top.next() else {
                 stack.pop();
                 continue;

@@ -42,8 +42,8 @@ mod facts;
 mod tests;
 
 pub use facts::{
-    Adoption, CoreConfig, PhaseResult, PhaseTimeouts, RestoreOrder, StartFacts, StepOrder,
-    SubmitFacts,
+    Adoption, CoreConfig, Orphaned, PhaseResult, PhaseTimeouts, RestoreOrder, StartFacts,
+    StepOrder, SubmitFacts,
 };
 
 /// Names a caller waiting for an answer; the shell maps it to a reply port.
@@ -116,6 +116,7 @@ pub enum Input {
         owner: Option<String>,
         /// The version active on the target, to restore.
         previous: Result<Option<VersionInfo>, StoreError>,
+        cause: Orphaned,
     },
     /// The take-over's compare-and-set answered: `Ok(true)`, it is ours now.
     TakenOver {
@@ -216,6 +217,7 @@ pub enum Effect {
     /// its lease having lapsed before `lapsed_before` → [`Input::TakenOver`].
     TakeOver {
         adoption: Box<Adoption>,
+        /// The lease lapsed, or the deadline passed, before this.
         lapsed_before: DateTime<Utc>,
         lease: Lease,
         deadline: Option<DateTime<Utc>>,
@@ -361,7 +363,8 @@ impl TargetCore {
                 deployment,
                 owner,
                 previous,
-            } => self.adopt(*deployment, owner, previous, now, &mut out),
+                cause,
+            } => self.adopt(*deployment, owner, previous, cause, now, &mut out),
             Input::TakenOver { adoption, result } => {
                 self.taken_over(*adoption, result, now, &mut out)
             }

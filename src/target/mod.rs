@@ -14,7 +14,7 @@ pub mod actor;
 pub mod core;
 mod step;
 
-pub use self::core::TargetCore;
+pub use self::core::{Orphaned, TargetCore};
 pub use actor::{ActorStats, Args, TargetActor, TargetMsg};
 
 use crate::config::ConflictPolicy;
@@ -156,11 +156,12 @@ impl TargetHandle {
             .await
     }
 
-    /// Hand over an activation whose instance stopped renewing its lease:
-    /// the core takes it over, restores the cluster and records the end.
-    /// Answers once the core decided, not when the restore is over.
-    pub async fn adopt(&self, lease: LeaseInfo) -> Result<(), TargetError> {
-        self.call(|reply| TargetMsg::Adopt(Box::new(lease), reply))
+    /// Hand over a running deployment its instance left (`cause`): the
+    /// core takes it over, restores the cluster if it was activating, and
+    /// records the end. Answers once the core decided, not when a restore
+    /// is over.
+    pub async fn adopt(&self, lease: LeaseInfo, cause: Orphaned) -> Result<(), TargetError> {
+        self.call(|reply| TargetMsg::Adopt(Box::new(lease), cause, reply))
             .await
     }
 

@@ -340,6 +340,17 @@ pub const TAKE_OVER_OWNED: &str = "UPDATE deployments \
      SET owner = $3, lease_expires_at = $4, phase_deadline = $5 \
      WHERE id = $1 AND state = $2 AND owner = $6";
 
+pub const TAKE_OVER_OVERDUE: &str = "UPDATE deployments \
+     SET owner = $3, lease_expires_at = $4, phase_deadline = $5 \
+     WHERE id = $1 AND state = $2 AND phase_deadline < $6";
+
+pub const OVERDUE_PHASES: &str = concat!(
+    select_deployments!(),
+    "WHERE d.state IN ",
+    running!(),
+    " AND d.phase_deadline < $1 ORDER BY d.id"
+);
+
 pub const EXPIRED_LEASES: &str = concat!(
     select_deployments!(),
     "WHERE d.state IN ",
@@ -368,7 +379,8 @@ WHERE owner = $1
 RETURNING app, cluster, epoch";
 
 /// Take target ($1, $2) for owner $3 for $4 milliseconds when it is free,
-/// lapsed, or the owner's already; the epoch goes up when the owner changes.
+/// lapsed, the owner's already, or held by $5 (an owner shown dead); the
+/// epoch goes up when the owner changes.
 pub const ACQUIRE_TARGET: &str = "\
 INSERT INTO target_leases AS tl (app, cluster, owner, epoch, expires_at)
 VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 millisecond')
@@ -377,6 +389,7 @@ ON CONFLICT (app, cluster) DO UPDATE SET
     epoch = CASE WHEN tl.owner = excluded.owner THEN tl.epoch ELSE tl.epoch + 1 END,
     expires_at = excluded.expires_at
 WHERE tl.owner = excluded.owner OR tl.expires_at < clock_timestamp()
+   OR tl.owner = $5::text
 RETURNING epoch";
 
 /// Who holds target ($1, $2), and where it can be reached.
@@ -387,7 +400,7 @@ WHERE tl.app = $1 AND tl.cluster = $2";
 
 /// Release target ($1, $2) if owner $3 holds it with epoch $4; the row (and
 /// so the epoch) stays.
-pub const RELEASE_TARGET: &str = "UPDATE target_leases SET expires_at = '-infinity' \
+pub const RELEASE_TARGET: &str = "UPDATE target_leases SET expires_at = 'epoch' \
      WHERE app = $1 AND cluster = $2 AND owner = $3 AND epoch = $4";
 
 /// Instance $1 goes away: its targets released, its running deployments'
@@ -395,9 +408,9 @@ pub const RELEASE_TARGET: &str = "UPDATE target_leases SET expires_at = '-infini
 pub const RETIRE_INSTANCE: &str = concat!(
     "\
 WITH targets AS (
-    UPDATE target_leases SET expires_at = '-infinity' WHERE owner = $1
+    UPDATE target_leases SET expires_at = 'epoch' WHERE owner = $1
 ), leases AS (
-    UPDATE deployments SET lease_expires_at = '-infinity'
+    UPDATE deployments SET lease_expires_at = 'epoch'
     WHERE owner = $1 AND state IN ",
     running!(),
     "

@@ -247,6 +247,7 @@ pub(super) fn previous_version(
 
 pub(super) enum LeaseFilter {
     ExpiredBefore(DateTime<Utc>),
+    DeadlineBefore(DateTime<Utc>),
     Owner(String),
 }
 
@@ -254,6 +255,7 @@ pub(super) enum LeaseFilter {
 pub(super) fn leases(conn: &Connection, filter: LeaseFilter) -> Result<Vec<LeaseInfo>, StoreError> {
     let (condition, value) = match filter {
         LeaseFilter::ExpiredBefore(now) => ("d.lease_expires_at < ?1", ts(now)),
+        LeaseFilter::DeadlineBefore(at) => ("d.phase_deadline < ?1", ts(at)),
         LeaseFilter::Owner(owner) => ("d.owner = ?1", owner),
     };
     let sql = format!("{SELECT_DEPLOYMENT} WHERE {RUNNING} AND {condition} ORDER BY d.id");

@@ -347,6 +347,7 @@ pub(super) fn take_over(
     let (condition, held_by) = match holder {
         Holder::LapsedBefore(before) => ("lease_expires_at < ?6", ts(*before)),
         Holder::Owner(owner) => ("owner = ?6", owner.clone()),
+        Holder::PastDeadline(before) => ("phase_deadline < ?6", ts(*before)),
     };
     let taken = tx.execute(
         &format!(

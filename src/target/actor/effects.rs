@@ -76,7 +76,10 @@ impl Shell {
                 deadline,
             } => {
                 let d = &adoption.deployment;
-                let lapsed = Holder::LapsedBefore(lapsed_before);
+                let lapsed = match adoption.cause {
+                    Orphaned::LeaseLapsed => Holder::LapsedBefore(lapsed_before),
+                    Orphaned::PastDeadline => Holder::PastDeadline(lapsed_before),
+                };
                 let result = daemon
                     .store
                     .take_over(d.id, d.state, &lapsed, &lease, deadline)

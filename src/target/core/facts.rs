@@ -82,6 +82,17 @@ pub struct Adoption {
     pub deployment: Deployment,
     pub owner: Option<String>,
     pub previous: Option<VersionInfo>,
+    pub cause: Orphaned,
+}
+
+/// Why reconciliation handed a running deployment to its target's core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphaned {
+    /// Its instance stopped renewing its lease: it is `interrupted`.
+    LeaseLapsed,
+    /// Its stored phase deadline passed and nobody ended it (its instance
+    /// died under a long lease): it `failed`, timed out.
+    PastDeadline,
 }
 
 /// What a step task needs to run one phase.

@@ -271,8 +271,12 @@ impl Harness {
             } => {
                 let d = &adoption.deployment;
                 let result = self.take_over.pop_front().unwrap_or(Ok(true));
+                let how = match adoption.cause {
+                    Orphaned::LeaseLapsed => "lapsed",
+                    Orphaned::PastDeadline => "past its deadline",
+                };
                 self.log.push(format!(
-                    "take over {} lapsed before {} as {} until {}, deadline {}{}",
+                    "take over {} {how} before {} as {} until {}, deadline {}{}",
                     self.label(d.id),
                     lapsed_before.format("%H:%M:%S"),
                     lease.owner,

@@ -20,6 +20,7 @@ impl TargetCore {
         deployment: Deployment,
         owner: Option<String>,
         previous: Result<Option<VersionInfo>, StoreError>,
+        cause: Orphaned,
         now: DateTime<Utc>,
         out: &mut Vec<Effect>,
     ) {
@@ -42,6 +43,7 @@ impl TargetCore {
                 deployment,
                 owner,
                 previous,
+                cause,
             }),
             lapsed_before: now,
             lease: self.lease(now),
@@ -64,20 +66,31 @@ impl TargetCore {
             deployment,
             owner,
             previous,
+            cause,
         } = adoption;
         let (id, phase) = (deployment.id, deployment.state);
         let owner = owner.as_deref().unwrap_or("unknown");
-        let error =
-            format!("interrupted during {phase}: instance {owner} stopped renewing its lease");
         let step = match phase {
-            State::Building => "the build step",
-            State::Pushing => "the push step",
-            _ => "the activate step",
+            State::Building => "build step",
+            State::Pushing => "push step",
+            _ => "activate step",
+        };
+        let (to, error, why) = match cause {
+            Orphaned::LeaseLapsed => (
+                State::Interrupted,
+                format!("interrupted during {phase}: instance {owner} stopped renewing its lease"),
+                "stopped renewing its lease",
+            ),
+            Orphaned::PastDeadline => (
+                State::Failed,
+                format!("{step} timed out (deadline passed)"),
+                "let its phase run past its deadline",
+            ),
         };
         out.push(note(
             id,
             format!(
-                "instance {owner} stopped renewing its lease during {step}; \
+                "instance {owner} {why} during the {step}; \
                  instance {} took the deployment over",
                 self.config.instance
             ),
@@ -95,7 +108,7 @@ impl TargetCore {
             restore: None,
         });
         let ending = Ending {
-            to: State::Interrupted,
+            to,
             error,
             superseded_by: None,
             by: Authority::Reconciler,

@@ -24,11 +24,16 @@ fn crashed_during_activation(with_v1: bool) -> (Harness, Deployment) {
 
 impl Harness {
     fn adopt(&mut self, d: &Deployment) {
+        self.adopt_for(d, Orphaned::LeaseLapsed);
+    }
+
+    fn adopt_for(&mut self, d: &Deployment, cause: Orphaned) {
         let previous = Ok(self.active.clone());
         self.feed(Input::Adopt {
             deployment: Box::new(d.clone()),
             owner: Some("dead".into()),
             previous,
+            cause,
         });
     }
 }
@@ -225,4 +230,34 @@ fn a_shutting_down_core_adopts_nothing() {
     h.feed(Input::ShuttingDown);
     h.adopt(&d);
     assert!(h.take().is_empty(), "the next instance restores it");
+}
+
+#[test]
+fn a_build_past_its_deadline_is_taken_over_and_failed_as_timed_out() {
+    let (mut h, d) = crashed_during_activation(true);
+    let mut building = d.clone();
+    building.state = State::Building;
+    building.version = None;
+    h.rows.insert(building.id, building.clone());
+    let label = h.label(d.id);
+    h.adopt_for(&building, Orphaned::PastDeadline);
+    let log = h.take();
+    assert_eq!(
+        log[..2],
+        [
+            format!(
+                "take over {label} past its deadline before 12:00:00 as i1 until 12:00:15, \
+                 deadline none"
+            ),
+            format!(
+                "{label} note: instance dead let its phase run past its deadline during the \
+                 build step; instance i1 took the deployment over"
+            ),
+        ],
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.ends_with("building->failed")),
+        "{log:?}"
+    );
 }

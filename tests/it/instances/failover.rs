@@ -1,0 +1,341 @@
+//! Instances that die, pause or restart while they own targets: the real
+//! binary, real signals. Another instance takes the target within a lease,
+//! restores the cluster where an activation was cut, and a former owner that
+//! comes back writes nothing (its writes carry an epoch that was fenced).
+
+use crate::support::app::*;
+use crate::support::pg::{TestDatabase, fresh_database};
+use crate::support::process::{Daemon, write_config};
+use deployd::client::Client;
+use deployd::machine::State;
+use deployd::model::{Deployment, EventData};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The lease the instances here run with.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// A cluster outside every data dir: `current` names the release live on it.
+/// The build waits while `<cluster>/hold-build` exists; the activate step
+/// switches `current`, then waits while `<cluster>/hold-activate` exists
+/// (a restore never waits).
+fn cluster_toml(cluster: &Path) -> String {
+    let c = cluster.display();
+    let build = format!(
+        r#"echo "$$" > "{c}/build-$DEPLOY_ID.pid"; echo building
+while [ -e "{c}/hold-build" ]; do sleep 0.05; done
+release="{c}/releases/$DEPLOY_ID"; mkdir -p "$release"
+cp -R "$DEPLOY_SOURCE_DIR/." "$release/"; printf '%s' "$release" > "$DEPLOY_ARTIFACT_FILE""#
+    );
+    let activate = format!(
+        r#"if [ -z "${{DEPLOY_ARTIFACT:-}}" ]; then rm -f "{c}/current"; exit 0; fi
+ln -sfn "$DEPLOY_ARTIFACT" "{c}/.current.$$"; mv -fT "{c}/.current.$$" "{c}/current"
+echo "current -> $DEPLOY_VERSION"
+if [ "${{DEPLOY_RESTORE:-}}" = 1 ]; then sleep 2; exit 0; fi
+echo switched > "{c}/switched-$DEPLOY_ID"
+while [ -e "{c}/hold-activate" ]; do echo tick; sleep 0.1; done"#
+    );
+    let argv = |script: String| serde_json::json!(["/bin/sh", "-eu", "-c", script]);
+    format!(
+        "[deploy]\nlease = \"{}s\"\nkill_grace = \"1s\"\n\n\
+         [clusters.fleet.build]\nrun = {}\ntimeout = \"2m\"\n\n\
+         [clusters.fleet.activate]\nrun = {}\ntimeout = \"2m\"\n",
+        LEASE.as_secs(),
+        argv(build),
+        argv(activate)
+    )
+}
+
+/// Instances on one database, each with its own home (data dir, config),
+/// and the cluster they all deploy to.
+struct Fleet {
+    dir: tempfile::TempDir,
+    db: TestDatabase,
+}
+
+impl Fleet {
+    async fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cluster/releases")).unwrap();
+        Fleet {
+            dir,
+            db: fresh_database().await,
+        }
+    }
+
+    fn cluster(&self) -> PathBuf {
+        self.dir.path().join("cluster")
+    }
+
+    /// The config of instance `name` (its own data dir).
+    fn config(&self, name: &str) -> PathBuf {
+        let home = self.dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        write_config(&home, Some(self.db.url()), &cluster_toml(&self.cluster()))
+    }
+
+    async fn start(&self, name: &str) -> Daemon {
+        Daemon::start(&self.config(name)).await
+    }
+
+    fn hold(&self, what: &str, held: bool) {
+        let path = self.cluster().join(format!("hold-{what}"));
+        match held {
+            true => std::fs::write(path, "").unwrap(),
+            false => drop(std::fs::remove_file(path)),
+        }
+    }
+
+    /// The file name of the release `current` points at (None: nothing live).
+    fn live(&self) -> Option<String> {
+        let target = std::fs::read_link(self.cluster().join("current")).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+}
+
+async fn deploy(client: &Client, tag: &str) -> Deployment {
+    let bytes = tar_of(&[("index.html", tag, 0o644)]);
+    let sha = sha256_hex(&bytes);
+    client.put_source(&sha, bytes).await.expect("upload");
+    client
+        .deploy("web", "fleet", &deploy_request(&sha))
+        .await
+        .expect("deploy accepted")
+}
+
+async fn finished(client: &Client, id: uuid::Uuid) -> Vec<(i64, EventData)> {
+    collect_events(client, id, None).await
+}
+
+fn end(events: &[(i64, EventData)]) -> (State, String) {
+    match &events.last().expect("events").1 {
+        EventData::State(s) => (s.to, s.error.clone().unwrap_or_default()),
+        other => panic!("a state event last: {other:?}"),
+    }
+}
+
+/// The instance id `/v1/supervisor` names.
+async fn instance_of(client: &Client) -> String {
+    let url = format!("{}/v1/supervisor", client.base_url().trim_end_matches('/'));
+    let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    body["instance"]
+        .as_str()
+        .expect("the supervisor names its instance")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_mid_build_is_replaced_within_a_lease_and_the_cluster_matches() {
+    let fleet = Fleet::new().await;
+    let a = fleet.start("a").await;
+    let b = fleet.start("b").await;
+    let v1 = deploy(&a.client, "one").await;
+    assert_eq!(end(&finished(&a.client, v1.id).await).0, State::Succeeded);
+
+    fleet.hold("build", true);
+    let d = deploy(&a.client, "two").await;
+    let pid_file = fleet.cluster().join(format!("build-{}.pid", d.id));
+    eventually("the build to start on A", || pid_file.exists()).await;
+    let step: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let a_id = instance_of(&a.client).await;
+    let killed_at = Instant::now();
+    a.kill9();
+
+    let events = finished(&b.client, d.id).await;
+    let freed_after = killed_at.elapsed();
+    let (state, error) = end(&events);
+    assert_eq!(state, State::Interrupted);
+    assert_eq!(
+        error,
+        format!("interrupted during building: instance {a_id} stopped renewing its lease")
+    );
+    // One lease, the reaper's tick (a third of it), and time to run: well
+    // under three leases. (How fast is a benchmark's business.)
+    assert!(freed_after < LEASE * 3, "freed after {freed_after:?}");
+    assert!(!alive(step), "the dead owner's build step is gone");
+    // The record and the cluster agree: v1, and a new deploy through B runs.
+    let view = b.client.target("web", "fleet").await.unwrap();
+    assert_eq!(view.active.map(|a| a.version).as_deref(), Some("v1"));
+    assert_eq!(fleet.live(), Some(v1.id.to_string()));
+    fleet.hold("build", false);
+    let next = deploy(&b.client, "three").await;
+    assert_eq!(end(&finished(&b.client, next.id).await).0, State::Succeeded);
+    assert_eq!(fleet.live(), Some(next.id.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_past_its_lease_writes_nothing_once_another_took_over() {
+    let fleet = Fleet::new().await;
+    let a = fleet.start("a").await;
+    let b = fleet.start("b").await;
+    let v1 = deploy(&a.client, "one").await;
+    assert_eq!(end(&finished(&a.client, v1.id).await).0, State::Succeeded);
+
+    // v2's activation switches the cluster on A, then waits.
+    fleet.hold("activate", true);
+    let v2 = deploy(&a.client, "two").await;
+    let switched = fleet.cluster().join(format!("switched-{}", v2.id));
+    eventually("A's activate step to switch", || switched.exists()).await;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(a.pid(), libc::SIGSTOP) };
+
+    // B takes the target over once A's lease lapsed, and restores v1; its
+    // restore takes 2 s, during which the deployment is still activating.
+    let b_took_over = |events: &[(i64, EventData)]| {
+        events.iter().any(
+            |(_, e)| matches!(e, EventData::Log(l) if l.line.contains("took the deployment over")),
+        )
+    };
+    let mut seen = Vec::new();
+    eventually_async("B to take the activation over", || {
+        let client = b.client.clone();
+        let id = v2.id;
+        async move {
+            let mut stream = client.events(id, None).await.unwrap();
+            let mut events = Vec::new();
+            let read = async {
+                use futures::StreamExt;
+                while let Some(Ok(event)) = stream.next().await {
+                    events.push((event.seq.unwrap(), event.data));
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(300), read).await;
+            b_took_over(&events)
+        }
+    })
+    .await;
+    // A wakes while B restores: its step was killed by B's take-over, and
+    // whatever A's actor now tries (a note, a restore, an end) is fenced.
+    // SAFETY: as above.
+    unsafe { libc::kill(a.pid(), libc::SIGCONT) };
+    fleet.hold("activate", false);
+
+    let events = finished(&b.client, v2.id).await;
+    let (state, error) = end(&events);
+    assert_eq!(state, State::Interrupted, "{error}");
+    assert!(error.ends_with("restored v1 on the cluster"), "{error}");
+    let restoring = events
+        .iter()
+        .filter(|(_, e)| matches!(e, EventData::Log(l) if l.line.contains("restoring v1")))
+        .count();
+    assert_eq!(restoring, 1, "only B restored: {events:?}");
+    seen.extend(events);
+    // Nothing lands after the final state, and A's late writes never did.
+    tokio::time::sleep(LEASE).await;
+    let again = finished(&b.client, v2.id).await;
+    assert_eq!(again, seen, "nothing was written after");
+    let view = b.client.target("web", "fleet").await.unwrap();
+    assert_eq!(view.active.map(|a| a.version).as_deref(), Some("v1"));
+    assert_eq!(fleet.live(), Some(v1.id.to_string()), "the cluster runs v1");
+    // A is alive and serves: a deploy through it reaches the owner, B.
+    let v3 = deploy(&a.client, "three").await;
+    assert_eq!(end(&finished(&a.client, v3.id).await).0, State::Succeeded);
+    assert_eq!(fleet.live(), Some(v3.id.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_instances_loses_no_deployment() {
+    let fleet = Fleet::new().await;
+    let configs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|n| fleet.config(n)).collect();
+    let ports: Vec<u16> = (0..3)
+        .map(|_| crate::support::process::free_port())
+        .collect();
+    let mut daemons = Vec::new();
+    for (config, port) in configs.iter().zip(&ports) {
+        daemons.push(Daemon::start_on(config, *port).await);
+    }
+    let bytes = tar_of(&[("index.html", "x", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    daemons[0].client.put_source(&sha, bytes).await.unwrap();
+    // Deploys keep coming, through every instance in turn, while each
+    // instance in turn is stopped (SIGTERM) and started again on its port.
+    let clients: Vec<Client> = daemons.iter().map(|d| d.client.clone()).collect();
+    let done = tokio_util::sync::CancellationToken::new();
+    let sender = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut accepted = Vec::new();
+            let mut refused = 0;
+            let mut n = 0usize;
+            while !done.is_cancelled() {
+                n += 1;
+                let app = format!("app{}", n % 5);
+                match clients[n % 3]
+                    .deploy(&app, "fleet", &deploy_request(&sha))
+                    .await
+                {
+                    Ok(d) => accepted.push(d),
+                    // The instance is restarting, or the owner is handing over.
+                    Err(e) if e.is_transient() => refused += 1,
+                    Err(e) => panic!("deploy through an instance: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (accepted, refused)
+        }
+    });
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let stopping = daemons.remove(i);
+        assert!(stopping.terminate().await.success(), "exits 0 on SIGTERM");
+        daemons.insert(i, Daemon::start_on(&configs[i], ports[i]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    done.cancel();
+    let (accepted, refused) = sender.await.unwrap();
+    assert!(
+        accepted.len() >= 20,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    // Every accepted deployment ends, on record, and none is left waiting.
+    let client = daemons[0].client.clone();
+    for d in &accepted {
+        let (state, error) = end(&finished(&client, d.id).await);
+        assert!(
+            matches!(
+                state,
+                State::Succeeded | State::Interrupted | State::Cancelled
+            ),
+            "{}: {state} {error}",
+            d.id
+        );
+    }
+    for app in 0..5 {
+        let app = format!("app{app}");
+        eventually_async("every target's queue to drain", || {
+            let client = client.clone();
+            let app = app.clone();
+            async move {
+                let view = client.target(&app, "fleet").await.unwrap();
+                view.running.is_none() && view.queued.is_empty()
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), None, "");
+    let _first = Daemon::start(&config).await;
+    let output = crate::support::process::serve_command(&config, "127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run a second deployd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another deployd (pid ") && stderr.contains("serves the data dir"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("PostgreSQL"),
+        "says how to run several: {stderr}"
+    );
+}
