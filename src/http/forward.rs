@@ -81,8 +81,21 @@ pub async fn to_owner(
     };
     let status = answer.status();
     let headers = end_to_end(answer.headers());
+    let streaming = (headers.get(header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !streaming {
+        // A whole answer, or none: never a 201 with half a body.
+        return match answer.bytes().await {
+            Ok(body) => Ok((status, headers, body).into_response()),
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "the target's owner broke off its answer");
+                Err(unavailable(format!("broke off its answer ({status})")))
+            }
+        };
+    }
     // A progress stream ends with this instance too, so shutdown never
-    // waits on a stream it only relays.
+    // waits on a stream it only relays; the client resumes it anywhere.
     let stopping = state.shared.stopping.clone();
     let body = answer
         .bytes_stream()
