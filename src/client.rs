@@ -316,6 +316,13 @@ impl Client {
         self.call(request).await
     }
 
+    /// The live instances on the store and the targets each owns. Untyped:
+    /// only ever printed.
+    pub async fn instances(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(self.request(Method::GET, &["v1", "instances"])?)
+            .await
+    }
+
     /// Cancel a running or queued deployment; answers once it is cancelled.
     pub async fn cancel(
         &self,

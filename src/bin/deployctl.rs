@@ -145,6 +145,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The deployd instances sharing this server's store, where each is
+    /// reached, its last heartbeat and the targets it owns; needs an admin
+    /// token of every app and cluster.
+    Instances,
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -317,6 +321,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
         },
         Command::Compact { dry_run } => versions::compact(&client, output, dry_run).await,
+        Command::Instances => show::instances(&client, output).await,
         Command::Completions { .. } => unreachable!("answered before connecting"),
     }
 }

@@ -16,6 +16,10 @@
 //!   `activating`/`succeeded` row without a version, whatever the caller does;
 //! - any text is storable: each backend passes what it writes through
 //!   [`text`] first (NUL becomes U+FFFD), so both store and return the same.
+//! - a target has one owner at a time ([`Store::acquire_target`]), and a
+//!   write carrying a [`Fence`] lands only while that fence's epoch is the
+//!   target's (PostgreSQL checks it in the write's own statement; the
+//!   embedded store serves one instance, so it holds every target).
 
 pub mod postgres;
 pub mod sqlite;

@@ -249,6 +249,47 @@ fn message(deployment: &Deployment) -> String {
     format!("{cut}…")
 }
 
+/// The instances sharing the server's store: one row each, this one marked.
+pub async fn instances(client: &Client, output: Output) -> Result<u8, Failure> {
+    let answer = client.instances().await?;
+    if output == Output::Json {
+        json_line(&answer);
+        return Ok(SUCCEEDED);
+    }
+    let this = answer["this"].as_str().unwrap_or_default();
+    let listed = answer["instances"].as_array().cloned().unwrap_or_default();
+    let rows = listed
+        .iter()
+        .map(|i| {
+            let id = i["id"].as_str().unwrap_or("?");
+            let heartbeat = i["heartbeat_at"].as_str().and_then(|t| t.parse().ok());
+            let targets: Vec<String> = (i["targets"].as_array().into_iter().flatten())
+                .map(|t| {
+                    format!(
+                        "{}/{}",
+                        t["app"].as_str().unwrap_or("?"),
+                        t["cluster"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            vec![
+                match id == this {
+                    true => format!("{id} (this)"),
+                    false => id.to_string(),
+                },
+                i["address"].as_str().unwrap_or("?").to_string(),
+                heartbeat.map_or("?".into(), ago),
+                match targets.is_empty() {
+                    true => "-".into(),
+                    false => targets.join(" "),
+                },
+            ]
+        })
+        .collect();
+    table(&["INSTANCE", "ADDRESS", "HEARTBEAT", "TARGETS"], rows);
+    Ok(SUCCEEDED)
+}
+
 /// Columns padded to their widest cell; the last one is not padded.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

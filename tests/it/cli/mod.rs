@@ -16,10 +16,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use uuid::Uuid;
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 fn deployctl(url: &str, args: &[&str]) -> Command {
@@ -33,7 +33,7 @@ fn deployctl(url: &str, args: &[&str]) -> Command {
     command
 }
 
-async fn run(url: &str, args: &[&str]) -> Run {
+pub(crate) async fn run(url: &str, args: &[&str]) -> Run {
     let output = tokio::time::timeout(WAIT, deployctl(url, args).output())
         .await
         .expect("deployctl ends in time")

@@ -307,6 +307,19 @@ async fn the_same_answers_whichever_instance_a_request_reaches() {
         .collect();
     assert_eq!(owners.len(), 1, "one owner: {listed}");
     assert_eq!(owners[0]["address"].as_str().unwrap(), a.url);
+    // deployctl shows the same: three rows, the owner with the target.
+    let shown = crate::cli::run(&c.url, &["instances"]).await;
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    let rows: Vec<&str> = shown.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{}", shown.stdout);
+    let owner_row = rows.iter().find(|r| r.contains(&a.url)).expect("A's row");
+    assert!(owner_row.ends_with("web/fleet"), "{owner_row}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(&c.url) && r.contains("(this)")),
+        "{}",
+        shown.stdout
+    );
     std::fs::write(&gate, "").unwrap();
     for id in [first.id, keyed.id] {
         let events = collect_events(&c.client, id, None).await;
