@@ -76,6 +76,17 @@ impl Spread {
     }
 }
 
+/// Deploy `source` to web/fleet through `app`.
+async fn send(
+    app: &TestApp,
+    source: &str,
+    policy: ConflictPolicy,
+    key: Option<String>,
+) -> Result<Deployment, ClientError> {
+    let request = request(source, policy, key);
+    app.client.deploy("web", "fleet", &request).await
+}
+
 fn request(source: &str, policy: ConflictPolicy, key: Option<String>) -> DeployRequest {
     DeployRequest {
         on_conflict: Some(policy),
@@ -221,38 +232,15 @@ async fn the_same_answers_whichever_instance_a_request_reaches() {
     let source = a.upload(&[("index.html", "hi", 0o644)]).await;
 
     // The first deploy, through A, makes A the owner; its build waits.
-    let first = a
-        .client
-        .deploy(
-            "web",
-            "fleet",
-            &request(&source, ConflictPolicy::Queue, None),
-        )
-        .await
-        .unwrap();
+    let first = send(a, &source, ConflictPolicy::Queue, None).await.unwrap();
     // Through B: queued behind it, with its position.
-    let second = b
-        .client
-        .deploy(
-            "web",
-            "fleet",
-            &request(&source, ConflictPolicy::Queue, None),
-        )
-        .await
-        .unwrap();
+    let second = send(b, &source, ConflictPolicy::Queue, None).await.unwrap();
     assert_eq!(
         (second.state, second.queue_position),
         (State::Queued, Some(1))
     );
     // Through C with reject: the holder is named.
-    let refused = c
-        .client
-        .deploy(
-            "web",
-            "fleet",
-            &request(&source, ConflictPolicy::Reject, None),
-        )
-        .await;
+    let refused = send(c, &source, ConflictPolicy::Reject, None).await;
     match refused {
         Err(ClientError::Api {
             status: 409,
@@ -265,24 +253,8 @@ async fn the_same_answers_whichever_instance_a_request_reaches() {
     }
     // The same idempotency key through B then C: one deployment, the repeat 200.
     let key = Some("key-1".to_string());
-    let keyed = b
-        .client
-        .deploy(
-            "web",
-            "fleet",
-            &request(&source, ConflictPolicy::Queue, key.clone()),
-        )
-        .await
-        .unwrap();
-    let again = c
-        .client
-        .deploy(
-            "web",
-            "fleet",
-            &request(&source, ConflictPolicy::Queue, key),
-        )
-        .await
-        .unwrap();
+    let keyed = (send(b, &source, ConflictPolicy::Queue, key.clone()).await).unwrap();
+    let again = send(c, &source, ConflictPolicy::Queue, key).await.unwrap();
     assert_eq!(keyed.id, again.id);
     // Cancel through C the one B queued.
     let cancelled = c
