@@ -37,8 +37,10 @@ pub struct Daemon {
     /// it owns there.
     pub address: String,
     /// How this instance talks to the others: forwarded requests, fetched
-    /// sources ([`crate::http::forward`]).
+    /// sources ([`crate::http::forward`], [`crate::instance::fetch_source`]).
     pub peers: reqwest::Client,
+    /// What this instance shows the others when it fetches a source.
+    pub peer_key: crate::instance::PeerKey,
     /// Where sources, workspaces, releases and the database live.
     pub data_dir: DataDir,
     /// This daemon's own metrics, rendered by `GET /metrics`.

@@ -17,8 +17,10 @@
 
 use crate::config::Config;
 use crate::daemon::Daemon;
+use crate::store::{OwnedTarget, StoreError};
 use crate::supervisor::SupervisorHandle;
 use crate::target::TargetError;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,14 +54,60 @@ fn host_name() -> String {
     }
 }
 
-/// Announce this instance and renew its target leases now: before serving,
-/// so the others can forward to it as soon as it owns anything.
-pub async fn register(daemon: &Daemon) -> Result<(), crate::store::StoreError> {
+/// How an instance shows the others that a request comes from it: a random
+/// key made at start, kept in memory; the store holds only its sha256, which
+/// the instance asked checks the key against ([`PeerKey::opens`]).
+pub struct PeerKey {
+    key: String,
+    sha256: String,
+}
+
+impl PeerKey {
+    /// A new random key (256 bits from the kernel).
+    pub fn new() -> std::io::Result<PeerKey> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        let key = hex::encode(bytes);
+        Ok(PeerKey {
+            sha256: hex::encode(Sha256::digest(key.as_bytes())),
+            key,
+        })
+    }
+
+    /// The key, for the `Authorization` of requests to other instances.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What the store keeps of it.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether `presented` is the key whose sha256 is `stored` (compared in
+    /// constant time).
+    pub fn opens(presented: &str, stored: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let digest = hex::encode(Sha256::digest(presented.as_bytes()));
+        digest.as_bytes().ct_eq(stored.as_bytes()).into()
+    }
+}
+
+/// One heartbeat: this instance live for a lease, its target leases
+/// renewed; the targets it still owns.
+pub async fn beat_once(daemon: &Daemon) -> Result<Vec<OwnedTarget>, StoreError> {
+    let (id, address) = (&daemon.instance, &daemon.address);
     let lease = daemon.config.deploy.lease;
     (daemon.store)
-        .heartbeat(&daemon.instance, &daemon.address, lease)
+        .heartbeat(id, address, daemon.peer_key.sha256(), lease)
         .await
-        .map(drop)
+}
+
+/// Announce this instance and renew its target leases now: before serving,
+/// so the others can forward to it as soon as it owns anything.
+pub async fn register(daemon: &Daemon) -> Result<(), StoreError> {
+    beat_once(daemon).await.map(drop)
 }
 
 /// Every lease / 3 until the daemon stops: renew this instance and its
@@ -77,12 +125,8 @@ pub async fn heartbeat(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
 }
 
 async fn beat(daemon: &Daemon, supervisor: &SupervisorHandle) {
-    let lease = daemon.config.deploy.lease;
     let sent = Instant::now();
-    match (daemon.store)
-        .heartbeat(&daemon.instance, &daemon.address, lease)
-        .await
-    {
+    match beat_once(daemon).await {
         Ok(owned) => supervisor.still_owned(owned, sent),
         // Leases run on; if this lasts past one, the others take over and
         // this instance's writes are fenced.
@@ -118,5 +162,62 @@ pub async fn retire(daemon: &Daemon) {
             tracing::warn!(error = %e, "could not hand the targets over; their leases will lapse")
         }
         Err(_) => tracing::warn!("handing the targets over timed out; their leases will lapse"),
+    }
+}
+
+/// The header naming the instance a request between instances comes from;
+/// its `Authorization: Bearer` is that instance's [`PeerKey`].
+pub const PEER_HEADER: &str = "deployd-instance";
+
+/// Fetch source `digest` from a live instance that holds it, into this
+/// instance's sources (the digest checked as for any upload), and say this
+/// instance holds it now. True once it is here; false when no live
+/// instance has it or none could send it.
+pub async fn fetch_source(daemon: &Daemon, digest: &str) -> bool {
+    let holders = match daemon.store.source_holders(digest, &daemon.instance).await {
+        Ok(holders) => holders,
+        Err(e) => {
+            tracing::warn!(%digest, error = %e, "cannot ask which instances hold the source");
+            return false;
+        }
+    };
+    for address in holders {
+        let asked = (daemon.peers)
+            .get(format!("{address}/v1/peers/sources/{digest}"))
+            .header(PEER_HEADER, daemon.instance.as_str())
+            .bearer_auth(daemon.peer_key.key())
+            .send()
+            .await
+            .and_then(|answer| answer.error_for_status());
+        let answer = match asked {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(%digest, %address, error = %e, "could not fetch the source from another instance");
+                continue;
+            }
+        };
+        match daemon.sources.put(digest, answer.bytes_stream()).await {
+            Ok(_) => {
+                tracing::info!(%digest, %address, "fetched the source from another instance");
+                record_source_copy(daemon, digest).await;
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(%digest, %address, error = %e, "the source another instance sent was refused")
+            }
+        }
+    }
+    false
+}
+
+/// Tell the other instances that this one holds source `digest`. A failure
+/// only means they cannot fetch it from here.
+pub async fn record_source_copy(daemon: &Daemon, digest: &str) {
+    if let Err(e) = daemon
+        .store
+        .record_source_copy(digest, &daemon.instance)
+        .await
+    {
+        tracing::warn!(%digest, error = %e, "could not record that this instance holds the source");
     }
 }

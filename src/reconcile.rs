@@ -62,11 +62,7 @@ pub async fn interrupt_owned(daemon: &Daemon) {
     };
     // The targets still held (the actors stopped without releasing them):
     // each end is written under its target's fence.
-    let lease_time = daemon.config.deploy.lease;
-    let held = match (daemon.store)
-        .heartbeat(&daemon.instance, &daemon.address, lease_time)
-        .await
-    {
+    let held = match crate::instance::beat_once(daemon).await {
         Ok(held) => held,
         Err(e) => {
             tracing::warn!(error = %e, "cannot mark running deployments interrupted; their leases will lapse");

@@ -78,6 +78,7 @@ pub async fn serve(
         instance: uuid::Uuid::now_v7().to_string(),
         address,
         peers: http::forward::client(),
+        peer_key: instance::PeerKey::new().context("cannot make this instance's peer key")?,
         data_dir,
         metrics,
         stopping: CancellationToken::new(),

@@ -2,10 +2,13 @@
 
 -- The live instances: each registers at start, renews `expires_at` with its
 -- heartbeat, and deletes its row when it shuts down. `address` is where the
--- others forward requests for the targets it owns (`server.advertise_url`).
+-- others forward requests for the targets it owns (`server.advertise_url`);
+-- `peer_key_sha256` checks the key it shows when it fetches a source from
+-- another instance (the key itself never leaves the process).
 CREATE TABLE instances (
-    id           text        PRIMARY KEY,
-    address      text        NOT NULL,
+    id              text        PRIMARY KEY,
+    address         text        NOT NULL,
+    peer_key_sha256 text        NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz NOT NULL

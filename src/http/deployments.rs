@@ -51,7 +51,7 @@ pub async fn deploy(
         Lines::One,
     )?;
     if !state.shared.sources.keep(source.as_str())
-        && !super::sources::fetch_from_peers(&state, &source, &headers).await
+        && !crate::instance::fetch_source(&state.shared, source.as_str()).await
     {
         return Err(ApiError::not_found(
             "source",

@@ -58,7 +58,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(
             "/v1/sources/{sha256}",
-            put(sources::put).head(sources::head).get(sources::get),
+            put(sources::put).head(sources::head),
         )
         .route(
             "/v1/apps/{app}/clusters/{cluster}/deployments",
@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .merge(api)
+        .route("/v1/peers/sources/{sha256}", get(sources::peer_get))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -2,20 +2,19 @@
 //! in memory whole.
 //!
 //! Sources are not tied to an app (the same bytes may serve several), so an
-//! upload (and a download) needs the `deploy` role on some app and a `HEAD`
-//! needs `read`; what a source may be deployed to is checked when it is
-//! deployed.
+//! upload needs the `deploy` role on some app and a `HEAD` needs `read`;
+//! what a source may be deployed to is checked when it is deployed.
 //!
 //! With several instances, a source is in the data dir of the instance that
 //! took the upload; the store records which ones hold it, and an instance
-//! asked to deploy a source it lacks fetches it from one of them first
-//! ([`fetch_from_peers`]), checking the digest as for any upload.
+//! that needs a source it lacks (a deploy of it, a build of it after a
+//! take-over) fetches it from one of them ([`crate::instance::fetch_source`]
+//! → [`peer_get`]), checking the digest as for any upload.
 
-use super::forward::FORWARDED_BY;
 use super::{ApiError, ApiPath, AppState, Caller};
 use crate::config::Role;
+use crate::instance::{PEER_HEADER, PeerKey};
 use crate::model::SourceInfo;
-use crate::names::SourceDigest;
 use crate::source::{SourceError, check_digest};
 use axum::Json;
 use axum::body::Body;
@@ -47,7 +46,7 @@ pub async fn put(
         .sources
         .put(digest.as_str(), body.into_data_stream())
         .await?;
-    record_copy(&state, digest.as_str()).await;
+    crate::instance::record_source_copy(&state.shared, digest.as_str()).await;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -78,13 +77,33 @@ pub async fn head(
     }
 }
 
-/// The source's bytes, for another instance that lacks it.
-pub async fn get(
+/// The source's bytes, for another instance that lacks it: only instances
+/// on the same store may ask, each with its peer key (`deployd-instance`
+/// names it, `Authorization: Bearer` shows the key), so this route is not
+/// behind the tokens of `[[auth.tokens]]`.
+pub async fn peer_get(
     State(state): State<AppState>,
-    caller: Caller,
     ApiPath(sha256): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller.may_any_app(Role::Deploy)?;
+    let denied = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "only another deployd instance on the same store may fetch a source here",
+        )
+    };
+    let instance = (headers.get(PEER_HEADER))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(denied)?;
+    let presented = (headers.get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(denied)?;
+    let stored = state.shared.store.peer_key(instance).await?;
+    if !stored.is_some_and(|stored| PeerKey::opens(presented, &stored)) {
+        return Err(denied());
+    }
     let digest = check_digest(&sha256)?;
     let missing =
         || ApiError::not_found("source", format!("source {sha256} is not on this instance"));
@@ -96,69 +115,4 @@ pub async fn get(
         .map_err(|_| missing())?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
-}
-
-/// Tell the other instances that this one holds `digest`. A failure only
-/// means they cannot fetch it from here.
-async fn record_copy(state: &AppState, digest: &str) {
-    let shared = &state.shared;
-    if let Err(e) = shared
-        .store
-        .record_source_copy(digest, &shared.instance)
-        .await
-    {
-        tracing::warn!(%digest, error = %e, "could not record that this instance holds the source");
-    }
-}
-
-/// Fetch source `digest` from another live instance that holds it, as the
-/// caller (its `Authorization` is sent on); true once it is stored here,
-/// digest checked. False when no instance has it or none could send it.
-pub async fn fetch_from_peers(
-    state: &AppState,
-    digest: &SourceDigest,
-    headers: &HeaderMap,
-) -> bool {
-    let shared = &state.shared;
-    let holders = match shared
-        .store
-        .source_holders(digest.as_str(), &shared.instance)
-        .await
-    {
-        Ok(holders) => holders,
-        Err(e) => {
-            tracing::warn!(%digest, error = %e, "cannot ask which instances hold the source");
-            return false;
-        }
-    };
-    for address in holders {
-        let mut request = (shared.peers)
-            .get(format!("{address}/v1/sources/{digest}"))
-            .header(FORWARDED_BY, shared.instance.as_str());
-        if let Some(auth) = headers.get(header::AUTHORIZATION) {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        let answer = match request.send().await.and_then(|a| a.error_for_status()) {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::warn!(%digest, %address, error = %e, "could not fetch the source from another instance");
-                continue;
-            }
-        };
-        match shared
-            .sources
-            .put(digest.as_str(), answer.bytes_stream())
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(%digest, %address, "fetched the source from another instance");
-                record_copy(state, digest.as_str()).await;
-                return true;
-            }
-            Err(e) => {
-                tracing::warn!(%digest, %address, error = %e, "the source another instance sent was refused")
-            }
-        }
-    }
-    false
 }

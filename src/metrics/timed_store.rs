@@ -224,9 +224,15 @@ impl Store for TimedStore {
         &self,
         id: &str,
         address: &str,
+        peer_key_sha256: &str,
         ttl: std::time::Duration,
     ) -> Result<Vec<OwnedTarget>, StoreError> {
-        self.timed(self.inner.heartbeat(id, address, ttl)).await
+        let beat = self.inner.heartbeat(id, address, peer_key_sha256, ttl);
+        self.timed(beat).await
+    }
+
+    async fn peer_key(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.timed(self.inner.peer_key(id)).await
     }
 
     async fn acquire_target(

@@ -211,7 +211,8 @@ pub trait Store: Send + Sync + 'static {
     /// The cleanup owed for deployment `id` is done.
     async fn cleaned(&self, id: Uuid) -> Result<(), StoreError>;
 
-    /// Announce instance `id`, reachable at `address`, as live for `ttl`, and
+    /// Announce instance `id`, reachable at `address` and known to the
+    /// others by the sha256 (hex) of its peer key, as live for `ttl`, and
     /// extend by `ttl` the lease of every target it owns: its heartbeat,
     /// sent every `ttl / 3`. Returns the targets it still owns, with the
     /// epoch of each; a target missing from it was taken by another instance.
@@ -219,8 +220,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
         address: &str,
+        peer_key_sha256: &str,
         ttl: std::time::Duration,
     ) -> Result<Vec<OwnedTarget>, StoreError>;
+
+    /// The sha256 (hex) of live instance `id`'s peer key (`None`: no such
+    /// live instance).
+    async fn peer_key(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     /// Take ownership of target (`app`, `cluster`) for `owner` for `ttl`: a
     /// compare-and-set that wins when nobody holds it, its lease lapsed or

@@ -741,11 +741,11 @@ impl Store for PgStore {
         &self,
         id: &str,
         address: &str,
+        peer_key_sha256: &str,
         ttl: Duration,
     ) -> Result<Vec<OwnedTarget>, StoreError> {
-        let rows = self
-            .query(sql::HEARTBEAT, &[&id, &address, &millis(ttl)])
-            .await?;
+        let params: [&(dyn ToSql + Sync); 4] = [&id, &address, &millis(ttl), &peer_key_sha256];
+        let rows = self.query(sql::HEARTBEAT, &params).await?;
         rows.iter()
             .map(|row| {
                 Ok(OwnedTarget {
@@ -755,6 +755,11 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn peer_key(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.query(sql::PEER_KEY, &[&id]).await?;
+        rows.first().map(|row| Ok(row.try_get(0)?)).transpose()
     }
 
     async fn acquire_target(

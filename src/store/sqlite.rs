@@ -428,9 +428,15 @@ impl Store for SqliteStore {
         &self,
         id: &str,
         address: &str,
+        _peer_key_sha256: &str,
         _ttl: Duration,
     ) -> Result<Vec<OwnedTarget>, StoreError> {
         Ok(self.one.heartbeat(id, address))
+    }
+
+    /// None: no other instance ever asks this one for a source.
+    async fn peer_key(&self, _id: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
     }
 
     async fn acquire_target(

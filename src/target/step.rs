@@ -198,6 +198,15 @@ impl PhaseJob {
         let Some(sha) = self.deployment.source.clone() else {
             return Err("the deployment has no source".to_string());
         };
+        // Taken over from an instance that held it, or accepted elsewhere:
+        // fetch it from an instance that has it.
+        if !self.daemon.sources.exists(&sha)
+            && !crate::instance::fetch_source(&self.daemon, &sha).await
+        {
+            return Err(format!(
+                "source {sha} is not on this instance, and no live instance holds it; upload it again"
+            ));
+        }
         let archive = self.daemon.sources.path(&sha);
         let id = self.deployment.id;
         let dest = self.daemon.data_dir.workspace_source(id);

@@ -365,13 +365,15 @@ pub const OWNED_BY: &str = concat!(
     " AND d.owner = $1 ORDER BY d.id"
 );
 
-/// Upsert instance $1 at address $2, live for $3 milliseconds, and extend
-/// its target leases as long; the targets it still owns.
+/// Upsert instance $1 at address $2 with peer key hash $4, live for $3
+/// milliseconds, and extend its target leases as long; the targets it still
+/// owns.
 pub const HEARTBEAT: &str = "\
 WITH me AS (
-    INSERT INTO instances (id, address, expires_at)
-    VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond')
+    INSERT INTO instances (id, address, expires_at, peer_key_sha256)
+    VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', $4)
     ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+        peer_key_sha256 = excluded.peer_key_sha256,
         heartbeat_at = clock_timestamp(), expires_at = excluded.expires_at
 )
 UPDATE target_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
@@ -438,6 +440,10 @@ pub const ORPHANED_TARGETS: &str = concat!(
     running!(),
     ") AND (tl.app IS NULL OR tl.expires_at < clock_timestamp()) ORDER BY d.app, d.cluster"
 );
+
+/// The peer key hash of live instance $1.
+pub const PEER_KEY: &str = "SELECT peer_key_sha256 FROM instances \
+     WHERE id = $1 AND expires_at > clock_timestamp()";
 
 pub const RECORD_SOURCE_COPY: &str = "INSERT INTO source_copies (digest, instance) \
      VALUES ($1, $2) ON CONFLICT DO NOTHING";

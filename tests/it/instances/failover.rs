@@ -8,7 +8,7 @@ use crate::support::pg::{TestDatabase, fresh_database};
 use crate::support::process::{Daemon, write_config};
 use deployd::client::Client;
 use deployd::machine::State;
-use deployd::model::{Deployment, EventData};
+use deployd::model::{DeployRequest, Deployment, EventData};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -338,4 +338,46 @@ async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
         stderr.contains("PostgreSQL"),
         "says how to run several: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_deployment_taken_over_fetches_its_source_from_a_live_instance() {
+    let fleet = Fleet::new().await;
+    let a = fleet.start("a").await;
+    let b = fleet.start("b").await;
+    // C holds the source; a long lease keeps it listed as live while it is
+    // paused below, so that B, not C, takes A's target.
+    let c_config = fleet.config("c");
+    let toml = std::fs::read_to_string(&c_config).unwrap();
+    std::fs::write(&c_config, toml.replace("lease = \"3s\"", "lease = \"60s\"")).unwrap();
+    let c = Daemon::start(&c_config).await;
+    let bytes = tar_of(&[("index.html", "queued", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    c.client.put_source(&sha, bytes).await.unwrap();
+
+    fleet.hold("build", true);
+    let running = deploy(&a.client, "running").await;
+    let pid_file = fleet.cluster().join(format!("build-{}.pid", running.id));
+    eventually("the build to start on A", || pid_file.exists()).await;
+    let request = DeployRequest {
+        on_conflict: Some(deployd::model::ConflictPolicy::Queue),
+        ..deploy_request(&sha)
+    };
+    // A fetches the source from C to accept this; B never had it.
+    let queued = a.client.deploy("web", "fleet", &request).await.unwrap();
+    assert_eq!(queued.state, State::Queued);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(c.pid(), libc::SIGSTOP) };
+    a.kill9();
+    fleet.hold("build", false);
+    let (state, _) = end(&finished(&b.client, running.id).await);
+    assert_eq!(state, State::Interrupted, "B took A's target over");
+    // SAFETY: as above.
+    unsafe { libc::kill(c.pid(), libc::SIGCONT) };
+
+    let (state, error) = end(&finished(&b.client, queued.id).await);
+    assert_eq!(state, State::Succeeded, "{error}");
+    assert_eq!(fleet.live(), Some(queued.id.to_string()));
+    let fetched = fleet.dir.path().join(format!("b/data/sources/{sha}.tar"));
+    assert!(fetched.exists(), "B fetched the source from C to build it");
 }

@@ -58,8 +58,8 @@ fn fenced<T: std::fmt::Debug>(result: Result<T, StoreError>) {
 /// A took the target; its lease lapsed (it was paused); B took it.
 async fn taken_from_a() -> (DynStore, crate::support::pg::TestDatabase, Fence, Fence) {
     let (store, db) = pg_store().await;
-    store.heartbeat("A", "http://a", LONG).await.unwrap();
-    store.heartbeat("B", "http://b", LONG).await.unwrap();
+    store.heartbeat("A", "http://a", "", LONG).await.unwrap();
+    store.heartbeat("B", "http://b", "", LONG).await.unwrap();
     let a = ours(acquire(&store, "A", BLINK).await);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let b = ours(acquire(&store, "B", LONG).await);
@@ -151,12 +151,12 @@ async fn a_former_owner_writes_nothing_once_another_took_the_target() {
     // The heartbeats tell each instance what it holds.
     assert!(
         store
-            .heartbeat("A", "http://a", LONG)
+            .heartbeat("A", "http://a", "", LONG)
             .await
             .unwrap()
             .is_empty()
     );
-    let held = store.heartbeat("B", "http://b", LONG).await.unwrap();
+    let held = store.heartbeat("B", "http://b", "", LONG).await.unwrap();
     assert_eq!((held.len(), held[0].epoch), (1, 2));
 }
 
@@ -193,7 +193,7 @@ async fn epochs_only_go_up_and_a_release_hands_over_at_once() {
 #[tokio::test]
 async fn a_retired_instance_leaves_its_targets_orphaned_for_the_others() {
     let (store, _db) = pg_store().await;
-    store.heartbeat("A", "http://a", LONG).await.unwrap();
+    store.heartbeat("A", "http://a", "", LONG).await.unwrap();
     let a = ours(acquire(&store, "A", LONG).await);
     store.create(new_deploy(&a)).await.unwrap();
     assert!(

@@ -279,6 +279,19 @@ async fn the_same_answers_whichever_instance_a_request_reaches() {
         .collect();
     assert_eq!(owners.len(), 1, "one owner: {listed}");
     assert_eq!(owners[0]["address"].as_str().unwrap(), a.url);
+    // Only instances fetch sources from each other, with their peer key.
+    let peer_url = format!("{}/v1/peers/sources/{source}", b.url);
+    let anonymous = reqwest::get(&peer_url).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let this = listed["this"].as_str().unwrap();
+    let forged = reqwest::Client::new()
+        .get(&peer_url)
+        .header("deployd-instance", this)
+        .bearer_auth("0".repeat(64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401, "a made-up key opens nothing");
     // deployctl shows the same: three rows, the owner with the target.
     let shown = crate::cli::run(&c.url, &["instances"]).await;
     assert_eq!(shown.code, Some(0), "{}", shown.stderr);
