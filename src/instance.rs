@@ -110,11 +110,17 @@ pub async fn register(daemon: &Daemon) -> Result<(), StoreError> {
     beat_once(daemon).await.map(drop)
 }
 
-/// Every lease / 3 until the daemon stops: renew this instance and its
-/// target leases, stop the actors of targets it lost, and take the targets
-/// nobody owns that have work waiting.
+/// The heartbeat runs at a third of the lease, and at least this often: a
+/// target another instance released on its way out is taken this soon
+/// whatever the lease.
+pub const HEARTBEAT_MAX_PERIOD: Duration = Duration::from_secs(2);
+
+/// Every lease / 3 (at least every [`HEARTBEAT_MAX_PERIOD`]) until the
+/// daemon stops: renew this instance and its target leases, stop the
+/// actors of targets it lost, and take the targets nobody owns that have
+/// work waiting.
 pub async fn heartbeat(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
-    let every = daemon.config.deploy.lease / 3;
+    let every = (daemon.config.deploy.lease / 3).min(HEARTBEAT_MAX_PERIOD);
     loop {
         tokio::select! {
             _ = daemon.stopping.cancelled() => return,

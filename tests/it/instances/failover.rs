@@ -381,3 +381,49 @@ async fn a_queued_deployment_taken_over_fetches_its_source_from_a_live_instance(
     let fetched = fleet.dir.path().join(format!("b/data/sources/{sha}.tar"));
     assert!(fetched.exists(), "B fetched the source from C to build it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_targets_over_at_once_not_after_a_lease() {
+    let fleet = Fleet::new().await;
+    let long = |name: &str| {
+        let config = fleet.config(name);
+        let toml = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, toml.replace("lease = \"3s\"", "lease = \"60s\"")).unwrap();
+        config
+    };
+    let a = Daemon::start(&long("a")).await;
+    let b = Daemon::start(&long("b")).await;
+    fleet.hold("build", true);
+    let running = deploy(&a.client, "running").await;
+    let pid_file = fleet.cluster().join(format!("build-{}.pid", running.id));
+    eventually("the build to start on A", || pid_file.exists()).await;
+    let bytes = tar_of(&[("index.html", "next", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    a.client.put_source(&sha, bytes).await.unwrap();
+    let request = DeployRequest {
+        on_conflict: Some(deployd::model::ConflictPolicy::Queue),
+        ..deploy_request(&sha)
+    };
+    let queued = b.client.deploy("web", "fleet", &request).await.unwrap();
+    assert_eq!(queued.state, State::Queued, "forwarded to A, queued there");
+    // A stops with its build still held: interrupted at shutdown, after
+    // the grace; the queued deployment waits for the next owner.
+    let stopped_at = Instant::now();
+    assert!(a.terminate().await.success());
+    fleet.hold("build", false);
+    let (state, error) = end(&finished(&b.client, queued.id).await);
+    let taken_after = stopped_at.elapsed();
+    assert_eq!(state, State::Succeeded, "{error}");
+    // The grace (1 s), a heartbeat of B's (at most 2 s) and the deploy: far
+    // from the 60 s lease, and from the 20 s a heartbeat at lease / 3 takes.
+    assert!(
+        taken_after < Duration::from_secs(10),
+        "B ran A's queue {taken_after:?} after A stopped"
+    );
+    let (state, error) = end(&finished(&b.client, running.id).await);
+    assert_eq!(
+        (state, error.contains("shut down")),
+        (State::Interrupted, true),
+        "{error}"
+    );
+}
