@@ -279,6 +279,25 @@ async fn the_same_answers_whichever_instance_a_request_reaches() {
         .collect();
     assert_eq!(owners.len(), 1, "one owner: {listed}");
     assert_eq!(owners[0]["address"].as_str().unwrap(), a.url);
+    // /metrics on C has a series per instance: A owns the one target.
+    let metrics = reqwest::get(format!("{}/metrics", c.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let a_id = owners[0]["id"].as_str().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "deployd_instance_targets_owned{{instance=\"{a_id}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    let ages = metrics
+        .lines()
+        .filter(|l| l.starts_with("deployd_instance_heartbeat_age_seconds{"))
+        .count();
+    assert_eq!(ages, 3, "{metrics}");
     // Only instances fetch sources from each other, with their peer key.
     let peer_url = format!("{}/v1/peers/sources/{source}", b.url);
     let anonymous = reqwest::get(&peer_url).await.unwrap();
