@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::store::{OwnedTarget, StoreError};
 use crate::supervisor::SupervisorHandle;
-use crate::target::TargetError;
+use crate::target::{TargetError, Unavailable};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,7 +133,28 @@ pub async fn heartbeat(daemon: Arc<Daemon>, supervisor: SupervisorHandle) {
 async fn beat(daemon: &Daemon, supervisor: &SupervisorHandle) {
     let sent = Instant::now();
     match beat_once(daemon).await {
-        Ok(owned) => supervisor.still_owned(owned, sent),
+        Ok(owned) => {
+            // A target held with no actor (its release failed as the actor
+            // passivated) gets one back, so queued work there cannot wait
+            // on a lease nobody else may take.
+            let resident = supervisor.resident().await;
+            for target in &owned {
+                let here = |r: &crate::supervisor::ResidentActor| {
+                    r.app == target.app && r.cluster == target.cluster
+                };
+                if resident.iter().any(here) {
+                    continue;
+                }
+                match supervisor.wake(&target.app, &target.cluster).await {
+                    // Degraded: its requests wait out the restart budget.
+                    Ok(()) | Err(TargetError::Unavailable(Unavailable::Degraded { .. })) => {}
+                    Err(e) => {
+                        tracing::warn!(app = %target.app, cluster = %target.cluster, error = %e, "could not restart the actor of a target this instance holds")
+                    }
+                }
+            }
+            supervisor.still_owned(owned, sent);
+        }
         // Leases run on; if this lasts past one, the others take over and
         // this instance's writes are fenced.
         Err(e) => tracing::warn!(error = %e, "heartbeat failed; will try again"),
