@@ -192,6 +192,9 @@ pub async fn retire(daemon: &Daemon) {
     }
 }
 
+/// How long an instance holding a source may take to start sending it.
+const FETCH_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The header naming the instance a request between instances comes from;
 /// its `Authorization: Bearer` is that instance's [`PeerKey`].
 pub const PEER_HEADER: &str = "deployd-instance";
@@ -213,10 +216,17 @@ pub async fn fetch_source(daemon: &Daemon, digest: &str) -> bool {
             .get(format!("{address}/v1/peers/sources/{digest}"))
             .header(PEER_HEADER, daemon.instance.as_str())
             .bearer_auth(daemon.peer_key.key())
-            .send()
-            .await
-            .and_then(|answer| answer.error_for_status());
-        let answer = match asked {
+            .send();
+        // A paused holder must not hold the fetch for ever.
+        let answer = match tokio::time::timeout(FETCH_ANSWER_TIMEOUT, asked).await {
+            Ok(Ok(answer)) => answer.error_for_status(),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                tracing::warn!(%digest, %address, "the instance holding the source did not answer in time");
+                continue;
+            }
+        };
+        let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::warn!(%digest, %address, error = %e, "could not fetch the source from another instance");

@@ -23,6 +23,10 @@ use std::time::Duration;
 pub const FORWARDED_BY: &str = "deployd-forwarded-by";
 /// How long connecting to the owner may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the owner may take to answer (the head of a progress stream,
+/// or a whole plain answer): a paused owner must not hold the request for
+/// ever. A little over the time an actor may take to answer a request.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// A request as it reached this instance, kept to be sent on.
 pub struct Original {
@@ -70,13 +74,18 @@ pub async fn to_owner(
         .request(original.method, format!("{address}{path}"))
         .headers(headers)
         .body(original.body)
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(e) => {
+        .send();
+    let answer = match tokio::time::timeout(ANSWER_TIMEOUT, sent).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
             tracing::warn!(%address, owner = %owner.owner, error = %e, "cannot reach the target's owner");
             return Err(unavailable(format!("cannot be reached at {address}")));
+        }
+        Err(_) => {
+            tracing::warn!(%address, owner = %owner.owner, "the target's owner did not answer in time");
+            return Err(unavailable(format!(
+                "did not answer within {ANSWER_TIMEOUT:?}"
+            )));
         }
     };
     let status = answer.status();
@@ -86,12 +95,15 @@ pub async fn to_owner(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if !streaming {
         // A whole answer, or none: never a 201 with half a body.
-        return match answer.bytes().await {
-            Ok(body) => Ok((status, headers, body).into_response()),
-            Err(e) => {
+        return match tokio::time::timeout(ANSWER_TIMEOUT, answer.bytes()).await {
+            Ok(Ok(body)) => Ok((status, headers, body).into_response()),
+            Ok(Err(e)) => {
                 tracing::warn!(%address, error = %e, "the target's owner broke off its answer");
                 Err(unavailable(format!("broke off its answer ({status})")))
             }
+            Err(_) => Err(unavailable(format!(
+                "did not finish its answer within {ANSWER_TIMEOUT:?}"
+            ))),
         };
     }
     // A progress stream ends with this instance too, so shutdown never

@@ -170,9 +170,12 @@ impl TargetCore {
         }
         if self.running.is_some() {
             self.request_stop(Some(ending), None, now, out);
-        } else if !ours {
+        } else if !ours && holder.state != State::Activating {
             settle(holder, &ending, Vec::new(), false, now, out);
         }
+        // Another instance's activation is not ended here: it may have
+        // switched the cluster, so it ends through adoption, restored, and
+        // the superseding deployment waits behind it.
     }
 
     /// Record the running phase's result: the next phase, or the end.

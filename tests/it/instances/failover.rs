@@ -427,3 +427,96 @@ async fn sigterm_hands_the_targets_over_at_once_not_after_a_lease() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_by_a_paused_owner_is_refused_once_another_took_over() {
+    let fleet = Fleet::new().await;
+    let a = fleet.start("a").await;
+    let b = fleet.start("b").await;
+    let c = fleet.start("c").await;
+    let first = deploy(&a.client, "one").await;
+    assert_eq!(
+        end(&finished(&a.client, first.id).await).0,
+        State::Succeeded
+    );
+    // A owns the target, idle; it is paused, and a deploy sent through B
+    // is forwarded to it and waits there.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(a.pid(), libc::SIGSTOP) };
+    let bytes = tar_of(&[("index.html", "held", 0o644)]);
+    let sha = sha256_hex(&bytes);
+    b.client.put_source(&sha, bytes).await.unwrap();
+    let request = DeployRequest {
+        on_conflict: Some(deployd::model::ConflictPolicy::Queue),
+        idempotency_key: Some("held-1".into()),
+        ..deploy_request(&sha)
+    };
+    let held = tokio::spawn({
+        let client = b.client.clone();
+        let request = request.clone();
+        async move { client.deploy("web", "fleet", &request).await }
+    });
+    // Once A's lease lapsed, C takes the target with a deploy of its own.
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    fleet.hold("build", true);
+    let taken = deploy(&c.client, "two").await;
+    let pid_file = fleet.cluster().join(format!("build-{}.pid", taken.id));
+    eventually("C's build to start", || pid_file.exists()).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(a.pid(), libc::SIGCONT) };
+    let answer = held.await.unwrap();
+    assert!(
+        matches!(
+            &answer,
+            Err(deployd::client::ClientError::Api { status: 503, .. })
+        ),
+        "A, no longer the owner, wrote nothing and said so: {answer:?}"
+    );
+    fleet.hold("build", false);
+    assert_eq!(
+        end(&finished(&c.client, taken.id).await).0,
+        State::Succeeded
+    );
+    // Nothing of A's is left waiting: the target's history is the two deploys.
+    let history = c.client.history("web", &Default::default()).await.unwrap();
+    let ids: Vec<uuid::Uuid> = history.deployments.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![taken.id, first.id], "{history:?}");
+    // The retry, with the same key, goes to the new owner.
+    let retried = b.client.deploy("web", "fleet", &request).await.unwrap();
+    assert_eq!(
+        end(&finished(&c.client, retried.id).await).0,
+        State::Succeeded
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_the_take_over_of_a_cut_activation_waits_for_the_restore() {
+    let fleet = Fleet::new().await;
+    let a = fleet.start("a").await;
+    let b = fleet.start("b").await;
+    let v1 = deploy(&a.client, "one").await;
+    assert_eq!(end(&finished(&a.client, v1.id).await).0, State::Succeeded);
+    fleet.hold("activate", true);
+    let v2 = deploy(&a.client, "two").await;
+    let switched = fleet.cluster().join(format!("switched-{}", v2.id));
+    eventually("A's activate step to switch", || switched.exists()).await;
+    a.kill9();
+    fleet.hold("activate", false);
+    // Cancels through B until one is answered for good.
+    let answer = loop {
+        match b.client.cancel(v2.id, Some("stop".into())).await {
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => break other,
+        }
+    };
+    let events = finished(&b.client, v2.id).await;
+    let (state, error) = end(&events);
+    assert!(
+        error.contains("restored v1 on the cluster"),
+        "{state} {error} ({answer:?})"
+    );
+    assert_eq!(fleet.live(), Some(v1.id.to_string()), "the cluster runs v1");
+    let view = b.client.target("web", "fleet").await.unwrap();
+    assert_eq!(view.active.map(|a| a.version).as_deref(), Some("v1"));
+    assert!(view.drift.is_none());
+}

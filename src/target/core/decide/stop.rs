@@ -47,6 +47,16 @@ impl TargetCore {
                 };
                 out.push(answer(Err(refused.into())));
             }
+            // Another instance's activation (it died, or lost the target)
+            // may have switched the cluster: it ends through adoption, which
+            // restores the active version first. Ending it here would not.
+            Ok(Some(d)) if d.state == State::Activating => {
+                let why = format!(
+                    "deployment {id} was activating on an instance that stopped; it is being taken \
+                     over and the active version restored; try again shortly"
+                );
+                out.push(answer(Err(Unavailable::Actor(why).into())));
+            }
             Ok(Some(d)) => settle(&d, &ending, vec![reply], true, now, out),
         }
     }

@@ -261,3 +261,39 @@ fn a_build_past_its_deadline_is_taken_over_and_failed_as_timed_out() {
         "{log:?}"
     );
 }
+
+#[test]
+fn another_instances_activation_is_not_cancelled_or_superseded_without_its_restore() {
+    // A cancel answers "try again": adoption restores, then ends it.
+    let (mut h, d) = crashed_during_activation(true);
+    let label = h.label(d.id);
+    let r = h.cancel(&label);
+    let log = h.take();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].starts_with(&format!("reply#{} error:", r.0)) && log[0].contains("being taken over"),
+        "{log:?}"
+    );
+    // A superseding deploy waits behind it instead of ending it.
+    let (mut h, d) = crashed_during_activation(true);
+    let facts = SubmitFacts {
+        foreign_holder: Some(d.clone()),
+        ..SubmitFacts::default()
+    };
+    h.submit_with(request(Kind::Deploy, Supersede), facts);
+    let log = h.take();
+    let label = h.label(d.id);
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with(&format!("commit {label}"))),
+        "{log:?}"
+    );
+    // Once adopted, it is restored and ended, and the new one goes on.
+    h.adopt(&d);
+    let log = h.take();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with(&format!("restore {label}"))),
+        "{log:?}"
+    );
+}
