@@ -21,6 +21,9 @@ use std::time::Duration;
 /// Names the instance that forwarded a request; a forwarded request is
 /// never forwarded again.
 pub const FORWARDED_BY: &str = "deployd-forwarded-by";
+/// Names the instance that answered, on every answer ([`sign`]): a
+/// forwarder passes an answer on only from the owner it meant to reach.
+pub const ANSWERED_BY: &str = "deployd-answered-by";
 /// How long connecting to the owner may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the owner may take to answer (the head of a progress stream,
@@ -88,6 +91,17 @@ pub async fn to_owner(
             )));
         }
     };
+    let answered_by = answer.headers().get(ANSWERED_BY);
+    if answered_by.is_none_or(|by| by.as_bytes() != owner.owner.as_bytes()) {
+        let who = answered_by.map(|by| String::from_utf8_lossy(by.as_bytes()).into_owned());
+        tracing::error!(%address, owner = %owner.owner, answered_by = ?who, "the target owner's advertised address is answered by something else; check its server.advertise_url");
+        return Err(unavailable(format!(
+            "advertises {address}, where {} answers",
+            who.map_or("something that is not deployd".to_string(), |w| format!(
+                "instance {w}"
+            ))
+        )));
+    }
     let status = answer.status();
     let headers = end_to_end(answer.headers());
     let streaming = (headers.get(header::CONTENT_TYPE))
@@ -115,8 +129,22 @@ pub async fn to_owner(
     Ok((status, headers, Body::from_stream(body)).into_response())
 }
 
+/// Name this instance on an answer ([`ANSWERED_BY`]).
+pub async fn sign(
+    axum::extract::State(instance): axum::extract::State<String>,
+    mut response: Response,
+) -> Response {
+    if let Ok(value) = instance.parse() {
+        response.headers_mut().insert(ANSWERED_BY, value);
+    }
+    response
+}
+
 /// The end-to-end headers of `headers`: without those that describe one
 /// connection (RFC 9110 §7.6.1) or its framing, which each hop sets itself.
+/// `Origin` goes too: this instance already held the request to its
+/// browser policy, against the `Host` the client used, which the owner does
+/// not see.
 fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let hop = [
         header::CONNECTION,
@@ -128,7 +156,9 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
         header::PROXY_AUTHENTICATE,
+        header::ORIGIN,
         HeaderName::from_static("keep-alive"),
+        HeaderName::from_static(ANSWERED_BY),
     ];
     let mut kept = headers.clone();
     for name in hop {

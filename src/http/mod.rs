@@ -101,6 +101,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(policy, browser::guard))
+        .layer(axum::middleware::map_response_with_state(
+            state.shared.instance.clone(),
+            forward::sign,
+        ))
         .with_state(state)
 }
 

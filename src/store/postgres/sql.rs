@@ -369,7 +369,13 @@ pub const OWNED_BY: &str = concat!(
 /// milliseconds, and extend its target leases as long; the targets it still
 /// owns.
 pub const HEARTBEAT: &str = "\
-WITH me AS (
+WITH gone AS (
+    -- Instances silent for a day (killed, never retired) are forgotten.
+    DELETE FROM instances WHERE expires_at < clock_timestamp() - interval '1 day'
+    RETURNING id
+), copies AS (
+    DELETE FROM source_copies c USING gone WHERE c.instance = gone.id
+), me AS (
     INSERT INTO instances (id, address, expires_at, peer_key_sha256)
     VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', $4)
     ON CONFLICT (id) DO UPDATE SET address = excluded.address,

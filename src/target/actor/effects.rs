@@ -86,7 +86,7 @@ impl Shell {
                     .await;
                 match &result {
                     Ok(true) => {
-                        tracing::warn!(deployment = %d.id, "took over an activation whose instance stopped renewing its lease")
+                        tracing::warn!(deployment = %d.id, state = %d.state, cause = ?adoption.cause, "took over a deployment its instance left")
                     }
                     Ok(false) => {}
                     Err(e) => {

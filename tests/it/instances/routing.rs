@@ -337,3 +337,41 @@ async fn the_same_answers_whichever_instance_a_request_reaches() {
     assert_eq!(ends[&second.id], State::Cancelled);
     assert_eq!(ends[&keyed.id], State::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_advertising_another_instances_address_is_not_answered_for() {
+    let db = fresh_database().await;
+    let cluster = sh_cluster(None, None, Some("true"));
+    let start = |advertise: Option<String>| {
+        let cluster = cluster.clone();
+        spawn_app_on(db.url(), move |c| {
+            c.clusters.insert("fleet".into(), cluster);
+            c.server.advertise_url = advertise;
+        })
+    };
+    let a = start(None).await;
+    // D says it is reached at A's address: a mistake in its config.
+    let d = start(Some(a.url.clone())).await;
+    let source = d.upload(&[("index.html", "hi", 0o644)]).await;
+    a.upload(&[("index.html", "hi", 0o644)]).await;
+    let owned = send(&d, &source, ConflictPolicy::Queue, None)
+        .await
+        .unwrap();
+    collect_events(&d.client, owned.id, None).await;
+    // Through A, D's target is forwarded to "D" at A's address: A answers
+    // as A, so the forwarder refuses the answer and says why.
+    let refused = send(&a, &source, ConflictPolicy::Queue, None).await;
+    match refused {
+        Err(ClientError::Api {
+            status: 503,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("where instance"), "{message}");
+        }
+        other => panic!("an answer from the wrong instance: {other:?}"),
+    }
+    let history = a.client.history("web", &Default::default()).await.unwrap();
+    assert_eq!(history.deployments.len(), 1, "nothing written through A");
+    drop((a, d));
+}
