@@ -6,7 +6,8 @@
 //!   baseline: its own broadcast) and on B (commit on A → NOTIFY → B re-reads
 //!   the store); receipt latency on each side, and every event on B, in order;
 //! - [`throughput`]: complete deploys through one instance alone, and over
-//!   three instances on one database, side by side in one run.
+//!   three instances on one database, side by side in one run; and one
+//!   deploy at a time through a target's owner or through another instance.
 //!
 //! Every instance is `deployd::server::serve` in this process, with a data dir
 //! of its own, so all of them and the clients share this machine's cores:

@@ -14,6 +14,9 @@
 //!   target t to instance (t + j) mod 3): two in three are forwarded, and
 //!   the forwarding instance relays the owner's progress stream.
 //!
+//! Then, on the three instances alone, one deploy at a time to one target,
+//! through its owner or through another instance: what the hop itself adds.
+//!
 //! Rounds take the cases in turn, each round starting at the next case: a
 //! case run right after another fleet's was measured 8–14% slower than the
 //! same case run again, so no case may always come first. An uncounted
@@ -157,6 +160,7 @@ pub async fn measure(env: &crate::env::Env, report: &mut Report) -> anyhow::Resu
             rates[c].push(rate);
         }
     }
+    one_at_a_time(&fleets[THREE], &source, env.quick, report).await?;
     for fleet in fleets {
         fleet.stop().await?;
     }
@@ -182,6 +186,68 @@ pub async fn measure(env: &crate::env::Env, report: &mut Report) -> anyhow::Resu
         "forwarded: requests sent to an instance other than the target's owner at the end of the \
          round; changed hands: targets whose lease epoch went past 1 (ownership moved)",
     );
+    Ok(())
+}
+
+/// One deploy at a time to one target of the three-instance fleet, sent to
+/// its owner, or to either other instance, in blocks that take turns: what
+/// one forwarding hop adds to a deploy when little else runs.
+async fn one_at_a_time(
+    fleet: &Fleet,
+    source: &str,
+    quick: bool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    const BLOCK: usize = 25;
+    let blocks = if quick { 1 } else { 4 };
+    let cases: [(&str, Route); 2] = [
+        ("through its owner", |_, _| 0),
+        ("through another instance", |_, nth| 1 + nth % 2),
+    ];
+    // Instance 0 takes the target with a first deploy.
+    deploy_many(fleet, source, "single", 1, 1, |_, _| 0).await?;
+    let mut runs = [Run::empty(), Run::empty()];
+    for _ in 0..blocks {
+        for (run, (_, route)) in runs.iter_mut().zip(&cases) {
+            let block = deploy_many(fleet, source, "single", 1, BLOCK, *route).await?;
+            run.absorb(block);
+        }
+    }
+    let owner = fleet.owners().await?;
+    let owner = owner.get(&("single-0".to_string(), "nosteps".to_string()));
+    anyhow::ensure!(
+        owner == Some(&(0, 1)),
+        "the single target changed hands: {owner:?}"
+    );
+    let table = report.table(
+        "one deploy at a time to one target, three instances",
+        &[
+            "sent",
+            "succeeded",
+            "failed",
+            "refused",
+            "accepted p50 ms",
+            "p99 ms",
+            "succeeded p50 ms",
+            "p99 ms",
+            "max ms",
+        ],
+    );
+    for ((name, _), mut run) in cases.iter().zip(runs) {
+        let done = Stats::of(&mut run.done);
+        let accepted = Stats::of(&mut run.accepted);
+        table.row(vec![
+            text(*name),
+            int(done.n as i64),
+            int(run.failed as i64),
+            int(run.refused.values().map(|r| r.0 as i64).sum::<i64>()),
+            num(accepted.p50_ms),
+            num(accepted.p99_ms),
+            num(done.p50_ms),
+            num(done.p99_ms),
+            num(done.max_ms),
+        ]);
+    }
     Ok(())
 }
 
@@ -236,14 +302,7 @@ async fn deploy_many(
         .collect();
     let mut run = Run::empty();
     for task in tasks {
-        let one = task.await?;
-        run.accepted.extend(one.accepted);
-        run.done.extend(one.done);
-        run.failed += one.failed;
-        for (kind, (n, message)) in one.refused {
-            run.refused.entry(kind).or_insert((0, message)).0 += n;
-        }
-        run.sent_to.extend(one.sent_to);
+        run.absorb(task.await?);
     }
     run.wall = started.elapsed();
     Ok(run)
@@ -259,6 +318,17 @@ impl Run {
             refused: BTreeMap::new(),
             sent_to: Vec::new(),
         }
+    }
+
+    /// Add `other`'s deploys to these (not its wall time).
+    fn absorb(&mut self, other: Run) {
+        self.accepted.extend(other.accepted);
+        self.done.extend(other.done);
+        self.failed += other.failed;
+        for (kind, (n, message)) in other.refused {
+            self.refused.entry(kind).or_insert((0, message)).0 += n;
+        }
+        self.sent_to.extend(other.sent_to);
     }
 
     /// One deploy, followed to its end on the stream its request opened.
