@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Scenarios (issue 7): `history`, `lifecycle`, `lock`, `fanout`, `actors`,
-//! `reconcile`, or `all`. Without `--store`, each runs on both stores.
+//! `reconcile`; `instances` (issue 14: several instances on one PostgreSQL,
+//! so PostgreSQL only); or `all`. Without `--store`, each runs on both stores.
 //! PostgreSQL is the server `DATABASE_URL` names (default the local one);
 //! every run makes fresh databases named `bench_<uuid>` there and drops them
 //! at the end. `scripts/bench` finds or starts a server as the tests do.
@@ -26,6 +27,8 @@ mod fanout;
 mod fill;
 #[path = "deployd-bench/history.rs"]
 mod history;
+#[path = "deployd-bench/instances.rs"]
+mod instances;
 #[path = "deployd-bench/lifecycle.rs"]
 mod lifecycle;
 #[path = "deployd-bench/lock.rs"]
@@ -46,7 +49,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "deployd-bench",
-    about = "Measure deployd (issue 7's scenarios)"
+    about = "Measure deployd (issue 7's scenarios, and issue 14's instances)"
 )]
 struct Cli {
     scenario: Scenario,
@@ -72,17 +75,20 @@ enum Scenario {
     Fanout,
     Actors,
     Reconcile,
+    /// Several instances on one PostgreSQL (issue 14); skipped on the embedded store.
+    Instances,
     All,
 }
 
 impl Scenario {
-    const EACH: [Scenario; 6] = [
+    const EACH: [Scenario; 7] = [
         Scenario::History,
         Scenario::Lifecycle,
         Scenario::Lock,
         Scenario::Fanout,
         Scenario::Actors,
         Scenario::Reconcile,
+        Scenario::Instances,
     ];
 
     async fn run(self, env: &Env, backend: Backend) -> anyhow::Result<Report> {
@@ -93,6 +99,7 @@ impl Scenario {
             Scenario::Fanout => fanout::run(env, backend).await,
             Scenario::Actors => actors::run(env, backend).await,
             Scenario::Reconcile => reconcile::run(env, backend).await,
+            Scenario::Instances => instances::run(env, backend).await,
             Scenario::All => unreachable!("expanded before running"),
         }
     }

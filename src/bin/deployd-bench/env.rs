@@ -90,6 +90,17 @@ impl Env {
         Ok(space)
     }
 
+    /// Another instance's place on `space`'s database: a data dir of its
+    /// own, the same PostgreSQL database (already migrated).
+    pub fn share(&self, space: &Space) -> anyhow::Result<Space> {
+        let data_dir = self.work.join(uuid::Uuid::now_v7().simple().to_string());
+        std::fs::create_dir_all(&data_dir)?;
+        Ok(Space {
+            data_dir,
+            pg_url: space.pg_url.clone(),
+        })
+    }
+
     pub async fn admin(&self) -> anyhow::Result<tokio_postgres::Client> {
         connect(&self.pg_server).await
     }

@@ -142,13 +142,13 @@ pub async fn run(env: &Env, backend: Backend) -> anyhow::Result<Report> {
 
 /// Wall-clock and monotonic time taken together, to place receipts
 /// (monotonic) next to commit times (wall clock).
-struct Clock {
-    start: Instant,
-    start_unix_us: i64,
+pub struct Clock {
+    pub start: Instant,
+    pub start_unix_us: i64,
 }
 
 impl Clock {
-    fn now() -> Clock {
+    pub fn now() -> Clock {
         let start = Instant::now();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -197,19 +197,8 @@ async fn subscribe(
         let now = Instant::now();
         let at = now.duration_since(start).as_micros() as u32;
         buffer.extend_from_slice(&chunk?);
-        while let Some(end) = find(&buffer, b"\n\n") {
-            let frame = String::from_utf8_lossy(&buffer[..end]).into_owned();
-            buffer.drain(..end + 2);
-            let (mut seq, mut kind, mut data) = (None, "", "");
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    seq = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    kind = v.trim();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = v.trim();
-                }
-            }
+        while let Some(frame) = next_frame(&mut buffer) {
+            let (seq, kind, data) = fields(&frame);
             let Some(seq) = seq else { continue };
             if seq != last_seq + 1 {
                 seen.errors += 1;
@@ -250,12 +239,31 @@ async fn subscribe(
     Ok(seen)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Take the first whole SSE frame off `buffer`, if one has arrived.
+pub fn next_frame(buffer: &mut Vec<u8>) -> Option<String> {
+    let end = buffer.windows(2).position(|w| w == b"\n\n")?;
+    let frame = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    buffer.drain(..end + 2);
+    Some(frame)
+}
+
+/// A frame's seq (`id:`), kind (`event:`) and `data:`.
+pub fn fields(frame: &str) -> (Option<i64>, &str, &str) {
+    let (mut seq, mut kind, mut data) = (None, "", "");
+    for line in frame.lines() {
+        if let Some(v) = line.strip_prefix("id:") {
+            seq = v.trim().parse::<i64>().ok();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data = v.trim();
+        }
+    }
+    (seq, kind, data)
 }
 
 /// (seq, commit time in µs since the Unix epoch) of every log event.
-async fn commit_times(raw: &Raw, id: Uuid) -> anyhow::Result<Vec<(i64, i64)>> {
+pub async fn commit_times(raw: &Raw, id: Uuid) -> anyhow::Result<Vec<(i64, i64)>> {
     match raw {
         Raw::Pg(client) => {
             let rows = client
