@@ -74,6 +74,20 @@ impl Fleet {
         write_config(&home, Some(self.db.url()), &cluster_toml(&self.cluster()))
     }
 
+    /// [`Fleet::config`] with a lease of `lease` (TOML, e.g. `"60s"`)
+    /// instead of [`LEASE`].
+    fn config_with_lease(&self, name: &str, lease: &str) -> PathBuf {
+        let config = self.config(name);
+        let ours = format!("lease = \"{}s\"", LEASE.as_secs());
+        let toml = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            toml.replace(&ours, &format!("lease = \"{lease}\"")),
+        )
+        .unwrap();
+        config
+    }
+
     async fn start(&self, name: &str) -> Daemon {
         Daemon::start(&self.config(name)).await
     }
@@ -347,10 +361,7 @@ async fn a_queued_deployment_taken_over_fetches_its_source_from_a_live_instance(
     let b = fleet.start("b").await;
     // C holds the source; a long lease keeps it listed as live while it is
     // paused below, so that B, not C, takes A's target.
-    let c_config = fleet.config("c");
-    let toml = std::fs::read_to_string(&c_config).unwrap();
-    std::fs::write(&c_config, toml.replace("lease = \"3s\"", "lease = \"60s\"")).unwrap();
-    let c = Daemon::start(&c_config).await;
+    let c = Daemon::start(&fleet.config_with_lease("c", "60s")).await;
     let bytes = tar_of(&[("index.html", "queued", 0o644)]);
     let sha = sha256_hex(&bytes);
     c.client.put_source(&sha, bytes).await.unwrap();
@@ -385,14 +396,8 @@ async fn a_queued_deployment_taken_over_fetches_its_source_from_a_live_instance(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_targets_over_at_once_not_after_a_lease() {
     let fleet = Fleet::new().await;
-    let long = |name: &str| {
-        let config = fleet.config(name);
-        let toml = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(&config, toml.replace("lease = \"3s\"", "lease = \"60s\"")).unwrap();
-        config
-    };
-    let a = Daemon::start(&long("a")).await;
-    let b = Daemon::start(&long("b")).await;
+    let a = Daemon::start(&fleet.config_with_lease("a", "60s")).await;
+    let b = Daemon::start(&fleet.config_with_lease("b", "60s")).await;
     fleet.hold("build", true);
     let running = deploy(&a.client, "running").await;
     let pid_file = fleet.cluster().join(format!("build-{}.pid", running.id));
@@ -456,10 +461,39 @@ async fn a_request_held_by_a_paused_owner_is_refused_once_another_took_over() {
         let request = request.clone();
         async move { client.deploy("web", "fleet", &request).await }
     });
-    // Once A's lease lapsed, C takes the target with a deploy of its own.
-    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    // Once A's lease lapsed, C takes the target with a deploy of its own;
+    // until then C is told A owns it (503) and tries again.
     fleet.hold("build", true);
-    let taken = deploy(&c.client, "two").await;
+    let bytes = tar_of(&[("index.html", "two", 0o644)]);
+    let two = sha256_hex(&bytes);
+    c.client.put_source(&two, bytes).await.unwrap();
+    // A request to C would be forwarded to A, paused, while A is live:
+    // wait until it drops out of the live instances, its lease with it.
+    let a_url = a.client.base_url().trim_end_matches('/').to_string();
+    eventually_async("A to drop out of the live instances", || {
+        let (client, a_url) = (c.client.clone(), a_url.clone());
+        async move {
+            let listed = client.instances().await.unwrap();
+            let live = listed["instances"].as_array().cloned().unwrap_or_default();
+            !live.iter().any(|i| i["address"] == a_url.as_str())
+        }
+    })
+    .await;
+    let taken = std::sync::Mutex::new(None);
+    eventually_async("C to take the target once A's lease lapsed", || {
+        let (client, slot) = (c.client.clone(), &taken);
+        let request = deploy_request(&two);
+        async move {
+            match client.deploy("web", "fleet", &request).await {
+                Ok(d) => *slot.lock().unwrap() = Some(d),
+                Err(e) if e.is_transient() => {}
+                Err(e) => panic!("deploy through C: {e}"),
+            }
+            slot.lock().unwrap().is_some()
+        }
+    })
+    .await;
+    let taken = taken.into_inner().unwrap().expect("C took the target");
     let pid_file = fleet.cluster().join(format!("build-{}.pid", taken.id));
     eventually("C's build to start", || pid_file.exists()).await;
     // SAFETY: as above.
