@@ -240,9 +240,105 @@ pub fn clip_error(text: &str) -> String {
     text[..end].to_string()
 }
 
+/// How many hex digits of a deployment id's random part people see: the
+/// short id that `deployctl` prints and takes.
+pub const SHORT_ID_LEN: usize = 8;
+/// The fewest hex digits a short-id prefix may have.
+pub const SHORT_ID_MIN: usize = 6;
+/// The hex digits after a UUIDv7's 48-bit timestamp and version digit: its
+/// random part (rand_a, then rand_b with the variant bits).
+const RANDOM_PART: std::ops::Range<usize> = 13..32;
+
+/// A deployment's short id: the first [`SHORT_ID_LEN`] hex digits of its
+/// UUIDv7's random part, lowercase. The leading digits of a UUIDv7 are its
+/// creation time, shared by everything made the same hour; the random part
+/// tells deployments apart. Two deployments made in the same millisecond may
+/// share it (the UUIDv7 counter), and then a longer prefix tells them apart.
+pub fn short_id(id: &Uuid) -> String {
+    let simple = id.simple().to_string();
+    simple[RANDOM_PART][..SHORT_ID_LEN].to_string()
+}
+
+/// The random part of `id`, in hex: what a short-id prefix is matched
+/// against (19 digits).
+pub fn random_part(id: &Uuid) -> String {
+    id.simple().to_string()[RANDOM_PART].to_string()
+}
+
+/// How a request names a deployment: its full id, or a prefix of its
+/// random part ([`short_id`]) of [`SHORT_ID_MIN`] to 19 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeploymentRef {
+    Id(Uuid),
+    /// Lowercase hex, 6 to 19 digits.
+    Prefix(String),
+}
+
+impl std::str::FromStr for DeploymentRef {
+    type Err = String;
+
+    /// Errors: a message saying which forms are taken, for anything that is
+    /// neither a UUID nor 6 to 19 hex digits.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let longest = RANDOM_PART.len();
+        if text.len() >= SHORT_ID_MIN
+            && text.len() <= longest
+            && text.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(DeploymentRef::Prefix(text.to_ascii_lowercase()));
+        }
+        match Uuid::parse_str(text) {
+            Ok(id) if text.len() == 32 || text.len() == 36 => Ok(DeploymentRef::Id(id)),
+            _ => Err(format!(
+                "{text:?} is not a deployment id: give the short id ({SHORT_ID_LEN} hex \
+                 digits, or a unique prefix of at least {SHORT_ID_MIN}) or the full id"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DeploymentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeploymentRef::Id(id) => write!(f, "{id}"),
+            DeploymentRef::Prefix(prefix) => f.write_str(prefix),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_come_from_the_random_part() {
+        let id: Uuid = "0193a1b2-c3d4-7e5f-a6b7-c8d9e0f1a2b3".parse().unwrap();
+        assert_eq!(short_id(&id), "e5fa6b7c");
+        assert_eq!(random_part(&id), "e5fa6b7c8d9e0f1a2b3");
+        assert_eq!(
+            "E5FA6B".parse::<DeploymentRef>(),
+            Ok(DeploymentRef::Prefix("e5fa6b".into()))
+        );
+        assert_eq!(
+            "0193a1b2-c3d4-7e5f-a6b7-c8d9e0f1a2b3".parse::<DeploymentRef>(),
+            Ok(DeploymentRef::Id(id))
+        );
+        assert_eq!(
+            "0193a1b2c3d47e5fa6b7c8d9e0f1a2b3".parse::<DeploymentRef>(),
+            Ok(DeploymentRef::Id(id))
+        );
+        for bad in [
+            "e5fa6",
+            "e5fa6g",
+            "",
+            "e5fa6b7c8d9e0f1a2b3a",
+            "v12",
+            "{0193a1b2-c3d4-7e5f-a6b7-c8d9e0f1a2b3}",
+        ] {
+            assert!(bad.parse::<DeploymentRef>().is_err(), "{bad:?} parsed");
+        }
+    }
 
     #[test]
     fn clip_error_keeps_utf8_whole() {
