@@ -210,6 +210,35 @@ impl EventHub {
         })
     }
 
+    /// Events of deployment `id` with seq > `after` that are stored now, and
+    /// nothing after: a replay that ends where the record ends, for a reader
+    /// that does not want to follow (`?follow=false`, `deployctl logs`).
+    pub fn stored(
+        self: &Arc<Self>,
+        id: Uuid,
+        after: i64,
+    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static + use<> {
+        let store = self.store.clone();
+        let pages = futures::stream::unfold(Some(after), move |last| {
+            let store = store.clone();
+            async move {
+                let last = last?;
+                match store.events_after(id, last, REPLAY_BATCH).await {
+                    Ok(events) if events.is_empty() => None,
+                    Ok(events) => {
+                        let next = events.last().map(|event| event.seq);
+                        Some((Ok(events), next))
+                    }
+                    Err(error) => Some((Err(error), None)),
+                }
+            }
+        });
+        futures::StreamExt::flat_map(pages, |page| match page {
+            Ok(events) => futures::stream::iter(events.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(error) => futures::stream::iter(vec![Err(error)]),
+        })
+    }
+
     /// Receivers on deployment `id`'s channel, made on first use.
     fn follow(&self, id: Uuid) -> (BroadcastStream<Event>, watch::Receiver<i64>) {
         let mut channels = self.channels.lock().expect("event channels lock");

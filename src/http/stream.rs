@@ -7,6 +7,7 @@
 use super::deployments::{check_params, find, parse_id};
 use super::{ApiError, ApiPath, ApiQuery, AppState, Caller};
 use crate::config::Role;
+use crate::store::StoreError;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -25,7 +26,14 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let id = parse_id(&id)?;
-    check_params(&params, &["after"])?;
+    check_params(&params, &["after", "follow"])?;
+    let follow = match params.get("follow").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => {
+            return Err(ApiError::invalid("follow", "follow must be true or false"));
+        }
+    };
     let from_header = headers
         .get("last-event-id")
         .map(|v| (v.to_str().unwrap_or("x"), "Last-Event-ID"));
@@ -45,7 +53,10 @@ pub async fn events(
         None => 0,
     };
     find(&state, &caller, Role::Read, id).await?;
-    Ok(progress(&state, id, after))
+    Ok(match follow {
+        true => sse(id, state.shared.hub.subscribe(id, after).boxed()),
+        false => sse(id, state.shared.hub.stored(id, after).boxed()),
+    })
 }
 
 /// Deployment `id`'s events after seq `after`, as SSE.
@@ -54,7 +65,16 @@ pub fn progress(
     id: Uuid,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
-    let events = state.shared.hub.subscribe(id, after).scan((), move |_, item| {
+    sse(id, state.shared.hub.subscribe(id, after).boxed())
+}
+
+/// Events as SSE frames; a store error ends the stream (the client resumes
+/// from the last `id:` it saw).
+fn sse(
+    id: Uuid,
+    events: futures::stream::BoxStream<'static, Result<crate::model::Event, StoreError>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<>> {
+    let events = events.scan((), move |_, item| {
         futures::future::ready(match item {
         Ok(event) => Some(Ok(SseEvent::default()
             .id(event.seq.to_string())
