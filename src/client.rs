@@ -12,7 +12,9 @@
 mod stream;
 mod tls;
 
-pub use stream::{EventStream, StreamEvent, follow, resume};
+pub use stream::{
+    EventStream, Reconnect, StreamEvent, follow, follow_reporting, resume, resume_reporting,
+};
 
 use crate::machine::State;
 use crate::model::{
@@ -27,11 +29,18 @@ use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A short request answers well within this; a cancel waits for the step's
-/// kill grace period, so it is generous. Uploads and streams have no limit:
-/// a build may run for many minutes.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A short request answers well within this by default
+/// ([`Client::with_timeouts`] changes it). Uploads and streams have no
+/// overall limit (a build may run for many minutes); a stream that brings
+/// not a byte, not even the server's keep-alive, for [`STREAM_IDLE`] is
+/// taken for a dropped connection.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A cancel answers once the step has exited, which may take the cluster's
+/// kill grace period: it gets this on top of the request timeout.
+const CANCEL_EXTRA: Duration = Duration::from_secs(60);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Three of the server's 15 s keep-alives missed.
+pub const STREAM_IDLE: Duration = Duration::from_secs(45);
 /// A stream may be silent for minutes while a build runs; TCP keep-alive is
 /// what notices a peer that vanished without closing the connection.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -93,6 +102,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
+    /// The limit on one plain request, from sending to the whole answer.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -119,7 +130,31 @@ impl Client {
         token: Option<String>,
         ca_pem: Option<&[u8]>,
     ) -> Result<Client, ClientError> {
+        Client::with_timeouts(base_url, token, ca_pem, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+    }
+
+    /// Like [`Client::trusting`], with the time allowed to connect and to
+    /// answer one plain request (not a stream, not an upload). `HOST:PORT`
+    /// without a scheme means `http://HOST:PORT`.
+    ///
+    /// Errors: [`ClientError::Protocol`] for a URL that is not http(s), or a
+    /// CA file without certificates.
+    pub fn with_timeouts(
+        base_url: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Client, ClientError> {
         let usage = "use http://HOST[:PORT] or https://HOST[:PORT]";
+        let with_scheme;
+        let base_url = match base_url.contains("://") {
+            true => base_url,
+            false => {
+                with_scheme = format!("http://{base_url}");
+                &with_scheme
+            }
+        };
         let base = Url::parse(base_url).map_err(|e| {
             ClientError::Protocol(format!("invalid server URL {base_url:?}: {e}; {usage}"))
         })?;
@@ -132,7 +167,7 @@ impl Client {
         }
         let mut http = reqwest::Client::builder()
             .user_agent(concat!("deployctl/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(connect_timeout)
             .tcp_keepalive(KEEPALIVE)
             .tcp_keepalive_interval(Duration::from_secs(5))
             .tcp_keepalive_retries(3);
@@ -150,7 +185,12 @@ impl Client {
         let http = http
             .build()
             .map_err(|e| ClientError::Protocol(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            request_timeout,
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -171,7 +211,7 @@ impl Client {
     pub async fn source_exists(&self, sha256: &str) -> Result<bool, ClientError> {
         let request = self
             .request(Method::HEAD, &["v1", "sources", sha256])?
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(self.request_timeout);
         let response = request.send().await.map_err(transport)?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -332,17 +372,41 @@ impl Client {
         let id = id.to_string();
         let request = self
             .request(Method::POST, &["v1", "deployments", &id, "cancel"])?
-            .json(&CancelRequest { reason });
-        self.call(request).await
+            .json(&CancelRequest { reason })
+            .timeout(self.request_timeout + CANCEL_EXTRA)
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        json(self.send(request).await?).await
     }
 
     /// One connection to a deployment's stream: replays the events after
     /// `after` (all of them when `None`), then follows live.
     pub async fn events(&self, id: Uuid, after: Option<i64>) -> Result<EventStream, ClientError> {
+        self.open_events(id, after, true).await
+    }
+
+    /// The events of deployment `id` stored so far, after `after`, ending
+    /// there: a replay that never waits for more (`?follow=false`).
+    pub async fn stored_events(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+    ) -> Result<EventStream, ClientError> {
+        self.open_events(id, after, false).await
+    }
+
+    async fn open_events(
+        &self,
+        id: Uuid,
+        after: Option<i64>,
+        follow: bool,
+    ) -> Result<EventStream, ClientError> {
         let id = id.to_string();
         let mut request = self
             .request(Method::GET, &["v1", "deployments", &id, "events"])?
             .header(ACCEPT, EVENT_STREAM);
+        if !follow {
+            request = request.query(&[("follow", "false")]);
+        }
         if let Some(after) = after {
             request = request.header("Last-Event-ID", after.to_string());
         }
@@ -398,7 +462,7 @@ impl Client {
 
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let request = request
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.request_timeout)
             .header(ACCEPT, HeaderValue::from_static("application/json"));
         json(self.send(request).await?).await
     }
@@ -410,17 +474,53 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
+        let html = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/html"));
         let text = response.text().await.unwrap_or_default();
+        let text = match html {
+            // Whatever it is, a page is not meant for a terminal.
+            true => "<html>".to_string(),
+            false => text,
+        };
         Err(error_from_body(status, &text))
     }
 }
 
 async fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
     let status = response.status();
+    let html = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
     let bytes = response.bytes().await.map_err(transport)?;
+    if html || looks_like_html(&String::from_utf8_lossy(&bytes[..bytes.len().min(512)])) {
+        return Err(ClientError::Protocol(format!(
+            "the server answered HTTP {status} with a web page, not deployd's API: {NOT_DEPLOYD}"
+        )));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
-        ClientError::Protocol(format!("unexpected answer to a {status} response: {e}"))
+        ClientError::Protocol(format!(
+            "the server's HTTP {status} answer is not deployd's API ({e}): {NOT_DEPLOYD}"
+        ))
     })
+}
+
+/// What to check when the server does not speak API.md.
+const NOT_DEPLOYD: &str = "is the server URL deployd's address (--server, DEPLOYD_URL)?";
+
+/// An HTML page (a proxy's or another server's), never to be printed whole.
+fn looks_like_html(text: &str) -> bool {
+    let start: String = text.trim_start().chars().take(15).collect();
+    let start = start.to_ascii_lowercase();
+    start.starts_with("<!doctype html")
+        || start.starts_with("<html")
+        || start.starts_with("<head")
+        || start.starts_with("<body")
+        || start.starts_with("<?xml")
 }
 
 fn is_event_stream(response: &Response) -> bool {
@@ -466,12 +566,25 @@ fn error_from_body(status: StatusCode, text: &str) -> ClientError {
             details: body.error.details,
         };
     }
+    let reason = status.canonical_reason().unwrap_or("no reason given");
     let message = match text.trim() {
-        "" => status
-            .canonical_reason()
-            .unwrap_or("no reason given")
-            .to_string(),
-        text => text.chars().take(500).collect(),
+        "" => reason.to_string(),
+        page if looks_like_html(page) => {
+            format!(
+                "{reason}; the server answered with a web page, not deployd's API: {NOT_DEPLOYD}"
+            )
+        }
+        // One line at most: a plain-text body from a proxy, say.
+        text => {
+            let line: String = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            format!("{reason}: {line}")
+        }
     };
     if status.is_server_error() {
         return ClientError::Server {

@@ -49,6 +49,43 @@ pub fn follow(
     Follower::new(client.clone(), Some(id), after, None).into_stream()
 }
 
+/// A reconnection about to be tried, for a follower that tells its user
+/// ([`follow_reporting`], [`resume_reporting`]).
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// 1 for the first retry after a drop; the follower gives up after
+    /// `of` attempts in a row that bring no event.
+    pub attempt: u32,
+    pub of: u32,
+    /// How long it waits before this attempt.
+    pub after: Duration,
+    /// Why the last connection ended.
+    pub reason: String,
+}
+
+/// Like [`follow`], calling `report` before each reconnection attempt.
+pub fn follow_reporting(
+    client: &Client,
+    id: Uuid,
+    after: Option<i64>,
+    report: impl FnMut(&Reconnect) + Send + 'static,
+) -> impl Stream<Item = Result<StreamEvent, ClientError>> + Send + 'static {
+    let mut follower = Follower::new(client.clone(), Some(id), after, None);
+    follower.report = Some(Box::new(report));
+    follower.into_stream()
+}
+
+/// Like [`resume`], calling `report` before each reconnection attempt.
+pub fn resume_reporting(
+    client: &Client,
+    stream: EventStream,
+    report: impl FnMut(&Reconnect) + Send + 'static,
+) -> impl Stream<Item = Result<StreamEvent, ClientError>> + Send + 'static {
+    let mut follower = Follower::new(client.clone(), None, None, Some(stream));
+    follower.report = Some(Box::new(report));
+    follower.into_stream()
+}
+
 /// Like [`follow`], starting from a stream already opened by
 /// [`Client::deploy_stream`] or [`Client::rollback_stream`]; the deployment
 /// id is learnt from its first event.
@@ -76,6 +113,9 @@ struct Follower {
     /// Whether the current connection has delivered anything yet.
     fresh: bool,
     done: bool,
+    /// Why the last connection ended, for `report`.
+    reason: String,
+    report: Option<Box<dyn FnMut(&Reconnect) + Send>>,
 }
 
 impl Follower {
@@ -93,6 +133,8 @@ impl Follower {
             failures: 0,
             fresh: true,
             done: false,
+            reason: String::new(),
+            report: None,
         }
     }
 
@@ -117,14 +159,14 @@ impl Follower {
                         return Some(Ok(event));
                     }
                 }
-                Some(Err(error)) if error.is_transient() => self.dropped(),
+                Some(Err(error)) if error.is_transient() => self.dropped(error.to_string()),
                 Some(Err(error)) => {
                     self.done = true;
                     return Some(Err(error));
                 }
                 // The server ends a stream only after the final event, so
                 // an end before it is a dropped connection.
-                None => self.dropped(),
+                None => self.dropped("the server closed the stream".into()),
             }
         }
         None
@@ -149,7 +191,8 @@ impl Follower {
         Some(event)
     }
 
-    fn dropped(&mut self) {
+    fn dropped(&mut self, reason: String) {
+        self.reason = reason;
         self.current = None;
         if self.fresh {
             self.failures += 1;
@@ -168,15 +211,26 @@ impl Follower {
             ));
         };
         loop {
-            if self.failures > 0 {
-                tokio::time::sleep(retry_delay(self.failures)).await;
+            let after = match self.failures {
+                0 => Duration::ZERO,
+                failures => retry_delay(failures),
+            };
+            if let Some(report) = self.report.as_mut() {
+                report(&Reconnect {
+                    attempt: self.failures + 1,
+                    of: RETRY_ATTEMPTS,
+                    after,
+                    reason: self.reason.clone(),
+                });
             }
+            tokio::time::sleep(after).await;
             match self.client.events(id, self.last_seq).await {
                 Ok(stream) => {
                     self.current = Some(stream);
                     return Ok(());
                 }
                 Err(error) if error.is_transient() && self.failures + 1 < RETRY_ATTEMPTS => {
+                    self.reason = error.to_string();
                     self.failures += 1;
                 }
                 Err(error) => {
@@ -194,16 +248,45 @@ fn retry_delay(failures: u32) -> Duration {
 }
 
 pub(super) fn parse_sse(response: Response) -> EventStream {
-    let inner = response
-        .bytes_stream()
+    // Any bytes, keep-alive comments included, show the connection lives.
+    let bytes = tokio_stream::StreamExt::timeout(response.bytes_stream(), super::STREAM_IDLE).map(
+        |chunk| match chunk {
+            Ok(chunk) => chunk.map_err(IdleOr::Transport),
+            Err(_) => Err(IdleOr::Idle),
+        },
+    );
+    let inner = bytes
         .eventsource()
         .map(|item| match item {
             Ok(event) => stream_event(&event.id, &event.event, &event.data),
-            Err(EventStreamError::Transport(error)) => Err(transport(error)),
+            Err(EventStreamError::Transport(IdleOr::Transport(error))) => Err(transport(error)),
+            Err(EventStreamError::Transport(IdleOr::Idle)) => {
+                Err(ClientError::Unreachable(format!(
+                    "the stream brought nothing, not even a keep-alive, for {} s",
+                    super::STREAM_IDLE.as_secs()
+                )))
+            }
             Err(error) => Err(ClientError::Protocol(format!("bad event stream: {error}"))),
         })
         .boxed();
     EventStream { inner }
+}
+
+/// A stream's byte chunk failed to come: the transport broke, or nothing
+/// came for [`super::STREAM_IDLE`].
+#[derive(Debug)]
+enum IdleOr {
+    Transport(reqwest::Error),
+    Idle,
+}
+
+impl std::fmt::Display for IdleOr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdleOr::Transport(error) => error.fmt(f),
+            IdleOr::Idle => f.write_str("the stream went idle"),
+        }
+    }
 }
 
 /// Build one event from its SSE `id:`, `event:` and `data:` fields.
