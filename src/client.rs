@@ -299,6 +299,13 @@ impl Client {
             .await
     }
 
+    /// The deployment `reference` names: its full id, or its short id or a
+    /// unique prefix of it (API.md, "Reading").
+    pub async fn deployment(&self, reference: &str) -> Result<Deployment, ClientError> {
+        self.call(self.request(Method::GET, &["v1", "deployments", reference])?)
+            .await
+    }
+
     /// One page of an app's deployments, newest first.
     pub async fn history(
         &self,
@@ -426,11 +433,16 @@ impl Client {
     async fn create_stream(&self, request: RequestBuilder) -> Result<EventStream, ClientError> {
         let request = request.header(ACCEPT, EVENT_STREAM);
         let response = self.send(request).await?;
-        if is_event_stream(&response) {
-            return Ok(stream::parse_sse(response));
-        }
-        let deployment: Deployment = json(response).await?;
-        self.events(deployment.id, None).await
+        let repeated = response.status() == StatusCode::OK;
+        let mut stream = match is_event_stream(&response) {
+            true => stream::parse_sse(response),
+            false => {
+                let deployment: Deployment = json(response).await?;
+                self.events(deployment.id, None).await?
+            }
+        };
+        stream.repeated = repeated;
+        Ok(stream)
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {

@@ -7,8 +7,10 @@
 //! command did its job; 1 the deployment ended failed, cancelled or
 //! interrupted; 2 a usage or request error (the server said 4xx, the server
 //! URL's scheme is neither http nor https, the server's TLS certificate is
-//! not trusted); 3 the server is unreachable or failed (5xx); 130 detached
-//! with Ctrl-C before the deployment ended.
+//! not trusted); 3 the server is unreachable or failed (5xx); 124 `--timeout`
+//! ran out before the deployment ended; 130 detached with Ctrl-C before the
+//! deployment ended. Under `--output json` an error is also printed on
+//! stdout as API.md's error object.
 
 // Under deployctl/ rather than src/bin/, where Cargo would take each file
 // for a binary of its own.
@@ -16,17 +18,20 @@
 mod progress;
 #[path = "deployctl/show.rs"]
 mod show;
+#[path = "deployctl/style.rs"]
+mod style;
 #[path = "deployctl/versions.rs"]
 mod versions;
 
 use clap::builder::TypedValueParser;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use deployd::client::{Client, ClientError, follow, resume};
+use deployd::client::{Client, ClientError, follow_reporting, resume_reporting};
 use deployd::machine::State;
 use deployd::model::{ConflictPolicy, DeployRequest, RollbackRequest};
 use deployd::pack::{self, PackError};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -67,6 +72,16 @@ pub enum Output {
 #[derive(Subcommand)]
 enum Command {
     /// Pack DIR, upload it unless the server has it, deploy it and watch.
+    #[command(after_long_help = "Examples:
+  deployctl deploy -a web -c prod                  deploy the current directory
+  deployctl deploy -a web -c prod ./site -m 'fix the footer'
+  deployctl deploy -a web -c prod --detach         print the id and return
+  deployctl deploy -a web -c prod --timeout 15m    exit 124 if not done by then
+  deployctl -o json deploy -a web -c prod | tail -n1 | jq -r .data.version
+
+Exit codes: 0 succeeded, 1 failed/cancelled/interrupted, 2 refused (bad input,
+busy target, unknown cluster), 3 server unreachable or failing, 124 --timeout
+ran out, 130 Ctrl-C (the deployment keeps running).")]
     Deploy {
         #[command(flatten)]
         target: Target,
@@ -77,6 +92,9 @@ enum Command {
         options: Options,
     },
     /// Re-activate an earlier version (no build) and watch.
+    #[command(after_long_help = "Examples:
+  deployctl rollback -a web -c prod                to the version active before
+  deployctl rollback -a web -c prod --to v12       to v12 (see `deployctl versions`)")]
     Rollback {
         #[command(flatten)]
         target: Target,
@@ -87,27 +105,71 @@ enum Command {
         options: Options,
     },
     /// Cancel a running or queued deployment.
+    #[command(after_long_help = "Examples:
+  deployctl cancel 3f9c2a1b                     by the short id history shows
+  deployctl cancel -a web -c prod               whatever is running on web/prod
+  deployctl cancel 3f9c2a1b --reason 'wrong branch'")]
     Cancel {
-        id: Uuid,
+        /// The deployment: its short id (or a unique prefix of at least 6
+        /// digits) or full id; without it, the one running on -a/-c.
+        id: Option<String>,
+        #[command(flatten)]
+        target: MaybeTarget,
+        /// Why, kept with the deployment.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Follow a deployment's progress (replayed from its start) to its end.
-    Watch { id: Uuid },
+    #[command(after_long_help = "Examples:
+  deployctl watch 3f9c2a1b                      by the short id history shows
+  deployctl watch -a web -c prod                what is running (or queued) there
+  deployctl watch 3f9c2a1b --timeout 10m        exit 124 if not done in 10 minutes")]
+    Watch {
+        /// The deployment: its short id (or a unique prefix of at least 6
+        /// digits) or full id; without it, the one running on -a/-c.
+        id: Option<String>,
+        #[command(flatten)]
+        target: MaybeTarget,
+        /// Stop watching after this long (`90s`, `10m`) and exit 124; the
+        /// deployment keeps running.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: Option<Duration>,
+    },
+    /// Print a deployment's output so far (replayed, not followed).
+    #[command(after_long_help = "Examples:
+  deployctl logs 3f9c2a1b                       the build, push and activate output
+  deployctl logs -a web -c prod                 of what is running there, or ran last")]
+    Logs {
+        /// The deployment: its short id (or a unique prefix of at least 6
+        /// digits) or full id; without it, the newest on -a/-c.
+        id: Option<String>,
+        #[command(flatten)]
+        target: MaybeTarget,
+    },
     /// What is active, running and queued on a target, or on every cluster
-    /// the app was recently deployed to.
+    /// the app was recently deployed to, and the last failure if the newest
+    /// finished deployment did not succeed.
+    #[command(after_long_help = "Examples:
+  deployctl status -a web                          every cluster web runs on
+  deployctl status -a web -c prod
+  deployctl -o json status -a web                  {\"app\": …, \"targets\": [TargetView…]}")]
     Status {
         #[arg(long)]
         app: String,
         #[arg(long)]
         cluster: Option<String>,
     },
-    /// An app's deployments, newest first.
+    /// An app's deployments, newest first, with their short ids and errors.
+    #[command(after_long_help = "Examples:
+  deployctl history -a web
+  deployctl history -a web -c prod --state failed
+  deployctl history -a web --all -o json")]
     History {
         #[arg(long)]
         app: String,
         #[arg(long)]
         cluster: Option<String>,
+        /// Only deployments in this state.
         #[arg(long, value_parser = state_parser())]
         state: Option<State>,
         /// Deployments per page (1-500).
@@ -150,7 +212,13 @@ enum Command {
     /// token of every app and cluster.
     Instances,
     /// Print a shell completion script.
-    Completions { shell: clap_complete::Shell },
+    #[command(after_long_help = "Examples:
+  deployctl completions bash > /etc/bash_completion.d/deployctl
+  deployctl completions zsh > \"${fpath[1]}/_deployctl\"")]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -184,6 +252,18 @@ struct Target {
     cluster: String,
 }
 
+/// A target, for commands that take a deployment id or else act on the
+/// target's deployment.
+#[derive(clap::Args)]
+struct MaybeTarget {
+    /// The app, when no deployment id is given.
+    #[arg(long, short = 'a')]
+    app: Option<String>,
+    /// Its cluster, when no deployment id is given.
+    #[arg(long, short = 'c')]
+    cluster: Option<String>,
+}
+
 #[derive(clap::Args)]
 struct Options {
     /// A note kept with the deployment.
@@ -198,6 +278,10 @@ struct Options {
     /// Repeating a request with the same key answers the first deployment.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Stop watching after this long (`90s`, `10m`) and exit 124; the
+    /// deployment keeps running.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    timeout: Option<Duration>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,6 +310,7 @@ pub const SUCCEEDED: u8 = 0;
 pub const ENDED_BADLY: u8 = 1;
 pub const REQUEST_ERROR: u8 = 2;
 pub const SERVER_ERROR: u8 = 3;
+pub const TIMED_OUT: u8 = 124;
 pub const DETACHED: u8 = 130;
 
 /// Why a command could not do its job.
@@ -249,9 +334,10 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let server = cli.server.clone();
+    let output = cli.output;
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
-        Err(failure) => ExitCode::from(report(&failure, &server)),
+        Err(failure) => ExitCode::from(report(&failure, &server, output)),
     }
 }
 
@@ -281,12 +367,25 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             to,
             options,
         } => rollback(&client, output, target, to, options).await,
-        Command::Cancel { id, reason } => {
+        Command::Cancel { id, target, reason } => {
+            let id = pick(&client, id.as_deref(), &target, Pick::Running).await?;
             let deployment = client.cancel(id, reason).await?;
             show::deployment_line(output, &deployment);
             Ok(SUCCEEDED)
         }
-        Command::Watch { id } => progress::watch(&client, follow(&client, id, None), output).await,
+        Command::Watch {
+            id,
+            target,
+            timeout,
+        } => {
+            let id = pick(&client, id.as_deref(), &target, Pick::RunningOrQueued).await?;
+            let events = follow_reporting(&client, id, None, progress::reconnecting);
+            progress::watch(&client, events, output, timeout).await
+        }
+        Command::Logs { id, target } => {
+            let id = pick(&client, id.as_deref(), &target, Pick::Newest).await?;
+            progress::logs(&client, id, output).await
+        }
         Command::Status { app, cluster } => show::status(&client, output, &app, cluster).await,
         Command::History {
             app,
@@ -326,6 +425,72 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
+/// Which deployment of a target a command acts on when given no id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// The running one (cancel).
+    Running,
+    /// The running one, else the first queued (watch).
+    RunningOrQueued,
+    /// The running one, else the newest (logs).
+    Newest,
+}
+
+/// The deployment a command names: `id` (a short id, prefix or full id),
+/// else the one `pick` chooses on the target. Errors before any change: a
+/// malformed id, no target to choose on, nothing to choose.
+async fn pick(
+    client: &Client,
+    id: Option<&str>,
+    target: &MaybeTarget,
+    pick: Pick,
+) -> Result<Uuid, Failure> {
+    if let Some(id) = id {
+        return match id.parse::<deployd::model::DeploymentRef>() {
+            Ok(deployd::model::DeploymentRef::Id(id)) => Ok(id),
+            Ok(deployd::model::DeploymentRef::Prefix(prefix)) => {
+                Ok(client.deployment(&prefix).await?.id)
+            }
+            Err(message) => Err(Failure::Usage(message)),
+        };
+    }
+    let (Some(app), Some(cluster)) = (&target.app, &target.cluster) else {
+        return Err(Failure::Usage(
+            "name a deployment: its id (as history shows it), or -a APP -c CLUSTER for the \
+             one running there"
+                .into(),
+        ));
+    };
+    let view = client.target(app, cluster).await?;
+    let queued = view.queued.first().filter(|_| pick != Pick::Running);
+    if let Some(deployment) = view.running.as_ref().or(queued) {
+        return Ok(deployment.id);
+    }
+    let params = deployd::client::HistoryParams {
+        cluster: Some(cluster.clone()),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let newest = client.history(app, &params).await?.deployments.pop();
+    match (pick, newest) {
+        (Pick::Newest, Some(newest)) => Ok(newest.id),
+        (_, newest) => {
+            let last = match newest {
+                Some(d) => format!(
+                    "; the last one was {} ({}): `deployctl logs {}` shows its output",
+                    show::short(&d.id),
+                    d.state,
+                    show::short(&d.id)
+                ),
+                None => "; it has no deployments yet".into(),
+            };
+            Err(Failure::Usage(format!(
+                "nothing is running on {app}/{cluster}{last}"
+            )))
+        }
+    }
+}
+
 /// The `--ca-cert` file's bytes, refused with its name when it cannot be
 /// read or holds no certificate.
 fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
@@ -346,6 +511,20 @@ async fn deploy(
     dir: PathBuf,
     options: Options,
 ) -> Result<u8, Failure> {
+    // The target first: a cluster that does not exist, or a token that may
+    // not read it, is told before anything is packed or sent.
+    let view = client.target(&target.app, &target.cluster).await?;
+    let git = pack::git_info(&dir);
+    if git.as_ref().is_some_and(|git| git.dirty) {
+        eprintln!(
+            "{}",
+            style::Paint::Warn.err(&format!(
+                "warning: {} has uncommitted changes; they are deployed, and the commit is \
+                 recorded with a + (dirty)",
+                dir.display()
+            ))
+        );
+    }
     let packed = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || pack::pack_dir(&dir))
@@ -365,9 +544,10 @@ async fn deploy(
         client.put_source(&packed.sha256, packed.bytes).await?;
         eprintln!("uploaded source ({size})");
     }
+    superseding(&view, options.on_conflict);
     let request = DeployRequest {
         source: packed.sha256,
-        git: pack::git_info(&dir),
+        git,
         message: options.message,
         on_conflict: options.on_conflict.map(Into::into),
         idempotency_key: options.idempotency_key,
@@ -382,7 +562,41 @@ async fn deploy(
     let stream = client
         .deploy_stream(&target.app, &target.cluster, &request)
         .await?;
-    progress::watch(client, resume(client, stream), output).await
+    watch_created(client, stream, output, options.timeout).await
+}
+
+/// Follow a deploy's or rollback's stream, saying first when the server
+/// answered an earlier deployment for a repeated idempotency key.
+async fn watch_created(
+    client: &Client,
+    stream: deployd::client::EventStream,
+    output: Output,
+    timeout: Option<Duration>,
+) -> Result<u8, Failure> {
+    if stream.repeated {
+        eprintln!(
+            "the idempotency key was used before: following the deployment it started \
+             (nothing new was created)"
+        );
+    }
+    let events = resume_reporting(client, stream, progress::reconnecting);
+    progress::watch(client, events, output, timeout).await
+}
+
+/// Say which deployments an explicit `--on-conflict supersede` is about to
+/// cancel.
+fn superseding(view: &deployd::model::TargetView, policy: Option<OnConflict>) {
+    if !matches!(policy, Some(OnConflict::Supersede)) {
+        return;
+    }
+    for old in view.running.iter().chain(&view.queued) {
+        eprintln!(
+            "superseding deployment {} ({} by {}): it will be cancelled",
+            show::short(&old.id),
+            old.state,
+            old.deployed_by
+        );
+    }
 }
 
 async fn rollback(
@@ -392,6 +606,8 @@ async fn rollback(
     to: Option<String>,
     options: Options,
 ) -> Result<u8, Failure> {
+    let view = client.target(&target.app, &target.cluster).await?;
+    superseding(&view, options.on_conflict);
     let request = RollbackRequest {
         version: to,
         message: options.message,
@@ -408,44 +624,90 @@ async fn rollback(
     let stream = client
         .rollback_stream(&target.app, &target.cluster, &request)
         .await?;
-    progress::watch(client, resume(client, stream), output).await
+    watch_created(client, stream, output, options.timeout).await
 }
 
-/// Say why the command failed, on stderr, and pick its exit code.
-fn report(failure: &Failure, server: &str) -> u8 {
-    match failure {
+/// Say why the command failed, on stderr (and under `--output json` as
+/// API.md's error object on stdout), and pick its exit code.
+fn report(failure: &Failure, server: &str, output: Output) -> u8 {
+    let (exit, code, message, details) = match failure {
         Failure::Client(ClientError::Api {
             status,
             code,
             message,
             details,
-        }) => {
-            eprintln!("error: {message} ({code})");
-            for line in show::error_details(code, details) {
-                eprintln!("  {line}");
-            }
+        }) => (
             if *status >= 500 {
                 SERVER_ERROR
             } else {
                 REQUEST_ERROR
-            }
-        }
-        Failure::Client(ClientError::Unreachable(reason)) => {
-            eprintln!("error: cannot reach deployd at {server}: {reason}");
-            SERVER_ERROR
-        }
+            },
+            code.clone(),
+            message.clone(),
+            details.clone(),
+        ),
+        Failure::Client(ClientError::Unreachable(reason)) => (
+            SERVER_ERROR,
+            "unreachable".into(),
+            format!("cannot reach deployd at {server}: {reason}"),
+            serde_json::Value::Null,
+        ),
         // Retrying does not help: the certificate or the URL must change.
-        Failure::Client(ClientError::Tls(reason)) => {
-            eprintln!("error: no TLS session with deployd at {server}: {reason}");
-            REQUEST_ERROR
-        }
-        Failure::Client(error @ (ClientError::Server { .. } | ClientError::Protocol(_))) => {
-            eprintln!("error: {error}");
-            SERVER_ERROR
-        }
-        Failure::Pack(_) | Failure::Usage(_) => {
-            eprintln!("error: {failure}");
-            REQUEST_ERROR
-        }
+        Failure::Client(ClientError::Tls(reason)) => (
+            REQUEST_ERROR,
+            "tls".into(),
+            format!("no TLS session with deployd at {server}: {reason}"),
+            serde_json::Value::Null,
+        ),
+        Failure::Client(ClientError::Server { status, message }) => (
+            SERVER_ERROR,
+            "server_error".into(),
+            format!("deployd at {server} failed (HTTP {status}): {message}"),
+            serde_json::Value::Null,
+        ),
+        Failure::Client(ClientError::Protocol(message)) => (
+            SERVER_ERROR,
+            "protocol".into(),
+            message.clone(),
+            serde_json::Value::Null,
+        ),
+        Failure::Pack(error) => (
+            REQUEST_ERROR,
+            "invalid_source".into(),
+            format!("cannot pack the source: {error}"),
+            serde_json::Value::Null,
+        ),
+        Failure::Usage(message) => (
+            REQUEST_ERROR,
+            "usage".into(),
+            message.clone(),
+            serde_json::Value::Null,
+        ),
+    };
+    if output == Output::Json {
+        show::json_line(&serde_json::json!({
+            "error": {"code": code, "message": message, "details": details}
+        }));
     }
+    let shown = match failure {
+        Failure::Client(ClientError::Api { .. }) => format!("{message} ({code})"),
+        _ => message,
+    };
+    eprintln!("{} {shown}", style::Paint::Bad.err("error:"));
+    let mut advice = show::error_details(&code, &details);
+    match code.as_str() {
+        "unauthenticated" => advice.push(
+            "give a token with --token or DEPLOYD_TOKEN, or save one with `deployctl login`".into(),
+        ),
+        "forbidden" => advice.push(
+            "ask for a token whose role and scope cover this app and cluster, and give it \
+             with --token, DEPLOYD_TOKEN or `deployctl login`"
+                .into(),
+        ),
+        _ => {}
+    }
+    for line in advice {
+        eprintln!("  {line}");
+    }
+    exit
 }

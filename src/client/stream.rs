@@ -28,6 +28,9 @@ pub struct StreamEvent {
 /// A deployment's progress stream as the server sends it, one connection.
 pub struct EventStream {
     pub(super) inner: BoxStream<'static, Result<StreamEvent, ClientError>>,
+    /// The server answered a deploy or rollback with an existing
+    /// deployment (`200`, a repeated idempotency key), not a new one.
+    pub repeated: bool,
 }
 
 impl Stream for EventStream {
@@ -103,6 +106,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// of retrying with the pacing above).
 const RETRY_ATTEMPTS: u32 = 10;
 
+/// Told of each reconnection attempt.
+type Report = Box<dyn FnMut(&Reconnect) + Send>;
+
 struct Follower {
     client: Client,
     id: Option<Uuid>,
@@ -115,7 +121,7 @@ struct Follower {
     done: bool,
     /// Why the last connection ended, for `report`.
     reason: String,
-    report: Option<Box<dyn FnMut(&Reconnect) + Send>>,
+    report: Option<Report>,
 }
 
 impl Follower {
@@ -269,7 +275,10 @@ pub(super) fn parse_sse(response: Response) -> EventStream {
             Err(error) => Err(ClientError::Protocol(format!("bad event stream: {error}"))),
         })
         .boxed();
-    EventStream { inner }
+    EventStream {
+        inner,
+        repeated: false,
+    }
 }
 
 /// A stream's byte chunk failed to come: the transport broke, or nothing

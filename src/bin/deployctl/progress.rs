@@ -4,10 +4,15 @@
 //! when stdout is a terminal. `--output json` prints each event instead.
 //!
 //! Ctrl-C detaches and says how to come back or cancel: the deployment
-//! belongs to the server and keeps running.
+//! belongs to the server and keeps running; so does `--timeout` running
+//! out. Lines a step wrote to stderr are marked `!` (yellow on a terminal).
+//! A failure ends with one summary line (phase, duration, error) and the
+//! last stderr lines of the phase that failed.
 
-use crate::{DETACHED, ENDED_BADLY, Failure, Output, SUCCEEDED, show};
+use crate::style::{self, Paint};
+use crate::{DETACHED, ENDED_BADLY, Failure, Output, SUCCEEDED, TIMED_OUT, show};
 use chrono::{DateTime, Utc};
+use deployd::client::Reconnect;
 use deployd::client::{Client, ClientError, StreamEvent};
 use deployd::machine::State;
 use deployd::model::{Deployment, EventData, QueuedInfo, StateChange};
@@ -18,11 +23,31 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use uuid::Uuid;
 
-/// Render `events` to the end; the exit code says how the deployment ended.
+/// Lines of a failed phase's stderr repeated under the failure summary.
+const STDERR_TAIL: usize = 5;
+
+/// Say on stderr that the stream is being picked up again: a watcher must
+/// never sit silent while the daemon is away.
+pub fn reconnecting(reconnect: &Reconnect) {
+    eprintln!(
+        "{}",
+        Paint::Warn.err(&format!(
+            "connection lost ({}); reconnecting in {:.1}s (attempt {} of {})",
+            reconnect.reason,
+            reconnect.after.as_secs_f64(),
+            reconnect.attempt,
+            reconnect.of
+        ))
+    );
+}
+
+/// Render `events` to the end, or until `timeout` has passed; the exit code
+/// says how the deployment ended (or that we stopped waiting).
 pub async fn watch(
     client: &Client,
     events: impl Stream<Item = Result<StreamEvent, ClientError>>,
     output: Output,
+    timeout: Option<Duration>,
 ) -> Result<u8, Failure> {
     // Registered now, not on first poll as `tokio::signal::ctrl_c()` would
     // be: from the first line we print, Ctrl-C must detach, never kill.
@@ -30,12 +55,25 @@ pub async fn watch(
         .map_err(|error| Failure::Usage(format!("cannot watch for Ctrl-C: {error}")))?;
     let mut view = View::new(output);
     let mut events = std::pin::pin!(events);
+    let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let expired = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expired = std::pin::pin!(expired);
     loop {
         let item = tokio::select! {
             item = events.next() => item,
             _ = interrupt.recv() => {
-                view.detach();
+                view.detach("detached");
                 return Ok(DETACHED);
+            }
+            _ = &mut expired => {
+                let waited = humantime::format_duration(timeout.unwrap_or_default());
+                view.detach(&format!("gave up waiting after {waited} (--timeout)"));
+                return Ok(TIMED_OUT);
             }
         };
         match item {
@@ -70,6 +108,10 @@ struct View {
     phase_since: Option<DateTime<Utc>>,
     /// The deployment really waited in the queue (then `queued` gets a line).
     waited: bool,
+    /// The last stderr lines of the phase in progress, for the summary.
+    stderr_tail: std::collections::VecDeque<String>,
+    /// Output lines of the phase in progress.
+    phase_lines: usize,
 }
 
 impl View {
@@ -81,6 +123,8 @@ impl View {
             deployment: None,
             phase_since: None,
             waited: false,
+            stderr_tail: Default::default(),
+            phase_lines: 0,
         }
     }
 
@@ -100,7 +144,7 @@ impl View {
         match &event.data {
             EventData::Deployment(deployment) => self.started(deployment),
             EventData::State(change) => self.changed(change),
-            EventData::Log(log) => self.line(&format!("    {}", log.line)),
+            EventData::Log(log) => self.log(log),
             EventData::Queued(queued) => self.queued(queued),
             EventData::Truncated(truncated) => self.line(&format!(
                 "    … {} more lines of output dropped",
@@ -109,18 +153,34 @@ impl View {
         }
     }
 
+    /// A step's output line: stdout indented, stderr marked `!`.
+    fn log(&mut self, log: &deployd::model::LogLine) {
+        self.phase_lines += 1;
+        if log.stream == "stderr" {
+            if self.stderr_tail.len() == STDERR_TAIL {
+                self.stderr_tail.pop_front();
+            }
+            self.stderr_tail.push_back(log.line.clone());
+            self.line(&Paint::Warn.out(&format!("  ! {}", log.line)));
+        } else {
+            self.line(&format!("    {}", log.line));
+        }
+    }
+
     fn started(&mut self, deployment: &Deployment) {
+        // "back to v10" would be wrong when v10 is newer than what is active.
         let what = match &deployment.rollback_to {
             Some(version) => format!(
-                "rolling {} on {} back to {version}",
+                "rollback of {} on {}: re-activating {version}",
                 deployment.app, deployment.cluster
             ),
             None if deployment.kind == deployd::machine::Kind::Rollback => {
-                format!("rolling {} on {} back", deployment.app, deployment.cluster)
+                format!("rollback of {} on {}", deployment.app, deployment.cluster)
             }
             None => format!("deploying {} to {}", deployment.app, deployment.cluster),
         };
-        self.line(&format!("deployment {}: {what}", deployment.id));
+        let id = show::short(&deployment.id);
+        self.line(&format!("deployment {}: {what}", Paint::Bold.out(&id)));
         if self.tty {
             self.line("  (Ctrl-C detaches; the deployment keeps running)");
         }
@@ -154,9 +214,17 @@ impl View {
             };
             let took = self
                 .phase_since
-                .map(|since| show::duration(change.at - since))
+                .map(|since| style::duration(change.at - since))
                 .unwrap_or_default();
-            self.line(&format!("{mark} {:<11}{took:>8}", change.from.as_str()));
+            let line = format!("{mark} {:<11}{took:>8}", change.from.as_str());
+            self.line(&match mark {
+                "✓" => Paint::Good.out(&line),
+                _ => Paint::Bad.out(&line),
+            });
+        }
+        if !change.to.is_terminal() {
+            self.stderr_tail.clear();
+            self.phase_lines = 0;
         }
         self.phase_since = Some(change.at);
         if change.to.is_terminal() {
@@ -166,19 +234,42 @@ impl View {
         }
     }
 
-    /// The summary line, with the version the server minted; exit code.
+    /// The summary line, with the version the server minted (in JSON, the
+    /// Deployment as it ended is the last line); exit code.
     async fn finish(&mut self, client: &Client, change: &StateChange) -> u8 {
         self.clear();
-        if !self.json {
-            // The stream carries no version; the record has it.
-            let current = match self.id() {
-                Some(id) => client.get(id).await.ok(),
-                None => None,
-            };
+        // The stream carries no version; the record has it.
+        let current = match self.id() {
+            Some(id) => client.get(id).await.ok(),
+            None => None,
+        };
+        let ended = current.as_ref().or(self.deployment.as_ref());
+        if self.json {
+            if let Some(deployment) = ended {
+                show::json_line(&StreamEvent {
+                    seq: None,
+                    data: EventData::Deployment(Box::new(deployment.clone())),
+                });
+            }
+        } else {
+            let line = summary(ended, change);
             println!(
                 "{}",
-                summary(current.as_ref().or(self.deployment.as_ref()), change)
+                match change.to {
+                    State::Succeeded => Paint::Good.out(&line),
+                    _ => Paint::Bad.out(&line),
+                }
             );
+            // Long output scrolls the cause away: bring the end of it back.
+            if change.to != State::Succeeded
+                && !self.stderr_tail.is_empty()
+                && self.phase_lines > self.stderr_tail.len()
+            {
+                println!("  last lines on stderr:");
+                for line in &self.stderr_tail {
+                    println!("{}", Paint::Warn.out(&format!("  ! {line}")));
+                }
+            }
         }
         match change.to {
             State::Succeeded => SUCCEEDED,
@@ -186,16 +277,18 @@ impl View {
         }
     }
 
-    fn detach(&mut self) {
+    /// Stop watching (Ctrl-C, `--timeout`): `why`, and how to come back.
+    fn detach(&mut self, why: &str) {
         self.clear();
         match self.id() {
             Some(id) => {
-                eprintln!("detached; deployment {id} keeps running on the server.");
+                let id = show::short(&id);
+                eprintln!("{why}; deployment {id} keeps running on the server.");
                 eprintln!("  follow it again: deployctl watch {id}");
                 eprintln!("  cancel it:       deployctl cancel {id}");
             }
             None => eprintln!(
-                "detached before the server named the deployment; `deployctl status` shows it"
+                "{why} before the server named the deployment; `deployctl status` shows it"
             ),
         }
     }
@@ -204,6 +297,7 @@ impl View {
     fn lost(&mut self) {
         self.clear();
         if let Some(id) = self.id() {
+            let id = show::short(&id);
             eprintln!("lost the progress stream; deployment {id} keeps running on the server.");
             eprintln!("  follow it again: deployctl watch {id}");
         }
@@ -227,6 +321,12 @@ impl View {
     fn clear(&mut self) {
         if let Some(spinner) = self.spinner.take() {
             spinner.finish_and_clear();
+            // A Ctrl-C the terminal echoed (`^C`) sits on the spinner's
+            // line, out of indicatif's sight: wipe that line too.
+            if self.tty {
+                print!("\r\x1b[2K");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
         }
     }
 
@@ -239,31 +339,96 @@ impl View {
     }
 }
 
+/// One line: how it ended, in which phase, after how long, and why:
+/// `✗ failed in building after 3.4s: build: exit code 3`.
 fn summary(deployment: Option<&Deployment>, change: &StateChange) -> String {
+    let took = deployment
+        .map(|d| format!(" after {}", style::duration(change.at - d.created_at)))
+        .unwrap_or_default();
+    let superseded = deployment.and_then(|d| d.superseded_by);
     let error = change
         .error
         .as_deref()
         .or(deployment.and_then(|d| d.error.as_deref()))
-        .map(|error| format!(": {error}"))
-        .unwrap_or_default();
-    let took = deployment
-        .map(|d| format!(" ({})", show::duration(change.at - d.created_at)))
-        .unwrap_or_default();
+        // `cancelled: cancelled` says nothing twice.
+        .filter(|error| *error != change.to.as_str());
     match (change.to, deployment) {
         (State::Succeeded, Some(d)) => format!(
-            "succeeded: {} {} is active on {}{took}",
+            "✓ succeeded{took}: {} {} is active on {}",
             d.app,
             d.version.as_deref().unwrap_or("(version unknown)"),
             d.cluster
         ),
-        (State::Succeeded, None) => format!("succeeded{took}"),
-        (
-            State::Cancelled,
-            Some(Deployment {
-                superseded_by: Some(by),
-                ..
-            }),
-        ) => format!("cancelled in {}: superseded by {by}{took}", change.from),
-        (to, _) => format!("{to} in {}{error}{took}", change.from),
+        (State::Succeeded, None) => format!("✓ succeeded{took}"),
+        (to, _) => {
+            let why = match (superseded, error) {
+                (Some(by), _) => format!(": superseded by deployment {}", show::short(&by)),
+                (None, Some(error)) => format!(": {}", first_line(error)),
+                (None, None) => String::new(),
+            };
+            format!("✗ {to} in {}{took}{why}", change.from)
+        }
     }
+}
+
+/// The first line of `text`, marked when more follows.
+fn first_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("").to_string();
+    match lines.next() {
+        Some(_) => format!("{first} …"),
+        None => first,
+    }
+}
+
+/// `deployctl logs`: deployment `id`'s output as stored now, with a heading
+/// per phase, stderr marked; in JSON every stored event, one per line. Never
+/// waits for more.
+pub async fn logs(client: &Client, id: Uuid, output: Output) -> Result<u8, Failure> {
+    let mut events = client.stored_events(id, None).await?;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if output == Output::Json {
+            show::json_line(&event);
+            continue;
+        }
+        match &event.data {
+            EventData::Deployment(deployment) => println!(
+                "{}",
+                Paint::Dim.out(&format!(
+                    "deployment {} of {} on {}, created {}",
+                    show::short(&deployment.id),
+                    deployment.app,
+                    deployment.cluster,
+                    style::exact(deployment.created_at)
+                ))
+            ),
+            EventData::State(change) if change.to.is_terminal() => {
+                let line = format!("── {}", change.to);
+                println!(
+                    "{}",
+                    match change.to {
+                        State::Succeeded => Paint::Good.out(&line),
+                        _ => Paint::Bad.out(&line),
+                    }
+                );
+                if let Some(error) = &change.error {
+                    println!("   {}", first_line(error));
+                }
+            }
+            EventData::State(change) => {
+                println!("{}", Paint::Dim.out(&format!("── {}", change.to)))
+            }
+            EventData::Log(log) if log.stream == "stderr" => {
+                println!("{}", Paint::Warn.out(&format!("  ! {}", log.line)))
+            }
+            EventData::Log(log) => println!("    {}", log.line),
+            EventData::Queued(_) => {}
+            EventData::Truncated(truncated) => println!(
+                "    … {} more lines of output dropped",
+                truncated.dropped_lines
+            ),
+        }
+    }
+    Ok(SUCCEEDED)
 }

@@ -1,16 +1,19 @@
 //! Showing what the server answered: targets and history as text tables,
-//! or the API's own objects as JSON lines; and the small formatting helpers
-//! (durations, ages, tables, error details) the CLI shares.
+//! or the API's own objects as JSON; and the small formatting helpers
+//! (short ids, commits, messages, error details) the CLI shares.
 
+use crate::style::{self, Column, Paint, state_paint, table};
 use crate::{Failure, Output, SUCCEEDED};
-use chrono::{DateTime, TimeDelta, Utc};
 use deployd::client::{Client, HistoryParams};
-use deployd::model::{Deployment, GitInfo, TargetView};
+use deployd::model::{Deployment, GitInfo, TargetView, short_id};
 use serde::Serialize;
 
 /// Clusters looked for in this many recent deployments when `status` is
 /// given no `--cluster`.
 const RECENT: u32 = 100;
+/// Deployments `status` looks through for the target's last failure.
+const LAST_FAILURE_WITHIN: u32 = 10;
+/// How much of a message or error a table shows before cutting it.
 const MESSAGE_WIDTH: usize = 60;
 
 pub async fn status(
@@ -32,37 +35,76 @@ pub async fn status(
                     clusters.push(deployment.cluster);
                 }
             }
-            if clusters.is_empty() && output == Output::Text {
-                println!("{app} has no deployments yet");
-            }
             clusters
         }
     };
-    for (index, cluster) in clusters.iter().enumerate() {
+    let mut targets = Vec::new();
+    for cluster in &clusters {
         let target = client.target(app, cluster).await?;
-        match output {
-            Output::Json => json_line(&target),
-            Output::Text => {
-                if index > 0 {
-                    println!();
-                }
-                print_target(&target);
-            }
+        let failure = last_failure(client, &target).await?;
+        targets.push((target, failure));
+    }
+    if output == Output::Json {
+        let targets: Vec<serde_json::Value> = targets
+            .iter()
+            .map(|(target, failure)| {
+                let mut value = serde_json::to_value(target).expect("a target serializes");
+                value["last_failure"] = serde_json::to_value(failure).expect("serializes");
+                value
+            })
+            .collect();
+        json_line(&serde_json::json!({"app": app, "targets": targets}));
+        return Ok(SUCCEEDED);
+    }
+    if targets.is_empty() {
+        println!("{app} has no deployments yet");
+    }
+    for (index, (target, failure)) in targets.iter().enumerate() {
+        if index > 0 {
+            println!();
         }
+        print_target(target, failure.as_ref());
     }
     Ok(SUCCEEDED)
 }
 
-fn print_target(target: &TargetView) {
-    println!("{} on {}", target.app, target.cluster);
+/// The target's newest finished deployment, when it did not succeed: what
+/// someone looking at `status` after a red deploy wants to see.
+async fn last_failure(client: &Client, target: &TargetView) -> Result<Option<Deployment>, Failure> {
+    let params = HistoryParams {
+        cluster: Some(target.cluster.clone()),
+        limit: Some(LAST_FAILURE_WITHIN),
+        ..HistoryParams::default()
+    };
+    let page = client.history(&target.app, &params).await?;
+    let finished = page.deployments.into_iter().find(|d| d.state.is_terminal());
+    Ok(finished.filter(|d| d.state != deployd::machine::State::Succeeded))
+}
+
+fn print_target(target: &TargetView, failure: Option<&Deployment>) {
+    println!(
+        "{}",
+        Paint::Bold.out(&format!("{} on {}", target.app, target.cluster))
+    );
     match &target.active {
         Some(active) => println!(
-            "  active   {} since {} (deployment {})",
-            active.version,
-            when(active.since),
-            active.deployment_id
+            "  active   {} since {} ({}, {})",
+            Paint::Good.out(&active.version),
+            style::when(active.since),
+            style::exact(active.since),
+            short(&active.deployment_id)
         ),
         None => println!("  active   none"),
+    }
+    if let Some(drift) = &target.drift {
+        let version = drift.version.as_deref().unwrap_or("nothing");
+        println!(
+            "  {}    the cluster may not be running {version}: restoring it failed {} ({}): {}",
+            Paint::Bad.out("DRIFT"),
+            style::when(drift.since),
+            short(&drift.deployment_id),
+            style::clip(&drift.error, MESSAGE_WIDTH)
+        );
     }
     match &target.rollback_to {
         Some(version) => println!("  rollback {version} (where a rollback without --to goes)"),
@@ -71,11 +113,11 @@ fn print_target(target: &TargetView) {
     match &target.running {
         Some(running) => println!(
             "  running  {} {} {}, by {}, started {}",
-            running.id,
+            short(&running.id),
             running.kind,
             running.state,
             running.deployed_by,
-            running.started_at.map(ago).unwrap_or_default()
+            running.started_at.map(style::when).unwrap_or_default()
         ),
         None => println!("  running  none"),
     }
@@ -85,10 +127,22 @@ fn print_target(target: &TargetView) {
     for queued in &target.queued {
         println!(
             "  queued   {} {}, by {}, position {}",
-            queued.id,
+            short(&queued.id),
             queued.kind,
             queued.deployed_by,
             queued.queue_position.unwrap_or_default()
+        );
+    }
+    if let Some(failed) = failure {
+        println!(
+            "  last     {} {} {}: {}",
+            short(&failed.id),
+            Paint::Bad.out(failed.state.as_str()),
+            style::when(failed.finished_at.unwrap_or(failed.created_at)),
+            style::clip(
+                failed.error.as_deref().unwrap_or("no error recorded"),
+                MESSAGE_WIDTH
+            )
         );
     }
 }
@@ -114,39 +168,68 @@ pub async fn history(
         json_line(&serde_json::json!({"deployments": deployments, "next_cursor": more}));
         return Ok(SUCCEEDED);
     }
-    let mut header = vec!["STATE"];
+    let mut columns = vec![Column::fixed("ID"), Column::fixed("STATE")];
     if with_cluster {
-        header.push("CLUSTER");
+        columns.push(Column::fixed("CLUSTER"));
     }
-    header.extend([
-        "VERSION", "ACTIVE", "WHO", "WHEN", "GIT-SHA", "BRANCH", "MESSAGE",
+    columns.extend([
+        Column::fixed("VERSION"),
+        Column::fixed("ACTIVE"),
+        Column::fixed("WHO"),
+        Column::fixed("WHEN"),
+        Column::fixed("GIT-SHA"),
+        Column::fixed("BRANCH"),
+        Column::flexible("MESSAGE"),
     ]);
+    let errors = deployments.iter().any(|d| d.error.is_some());
+    if errors {
+        columns.push(Column::flexible("ERROR"));
+    }
     let rows = deployments.iter().map(|d| {
-        let mut row = vec![d.state.to_string()];
+        let plain = |text: String| (text, None);
+        let mut row = vec![
+            (short(&d.id), Some(Paint::Dim)),
+            (d.state.to_string(), state_paint(d.state)),
+        ];
         if with_cluster {
-            row.push(d.cluster.clone());
+            row.push(plain(d.cluster.clone()));
         }
         let git = d.git.as_ref();
         row.extend([
-            d.version.clone().unwrap_or_else(|| "-".into()),
-            if d.active { "*".into() } else { String::new() },
-            d.deployed_by.clone(),
-            ago(d.created_at),
-            short_sha(git),
-            git.and_then(|g| g.branch.clone()).unwrap_or_default(),
-            message(d),
+            plain(d.version.clone().unwrap_or_else(|| "-".into())),
+            match d.active {
+                true => ("*".into(), Some(Paint::Good)),
+                false => plain(String::new()),
+            },
+            plain(d.deployed_by.clone()),
+            plain(style::when(d.created_at)),
+            plain(short_sha(git)),
+            plain(git.and_then(|g| g.branch.clone()).unwrap_or_default()),
+            plain(message(d)),
         ]);
+        if errors {
+            let error = d.error.as_deref().unwrap_or("");
+            row.push((style::clip(error, MESSAGE_WIDTH), Some(Paint::Bad)));
+        }
         row
     });
-    table(&header, rows.collect());
+    table(&columns, rows.collect());
+    if deployments.is_empty() {
+        eprintln!("no deployments of {app} match");
+    }
     if more.is_some() {
         eprintln!("(older deployments: --all, or a larger --limit)");
     }
     Ok(SUCCEEDED)
 }
 
-/// `--detach`: the id alone in text, so `ID=$(deployctl deploy --detach)`
-/// works; the Deployment in JSON.
+/// A deployment's short id, as deployctl shows and takes it.
+pub fn short(id: &uuid::Uuid) -> String {
+    short_id(id)
+}
+
+/// `--detach`: the full id alone in text, so `ID=$(deployctl deploy
+/// --detach)` works with any tool; the Deployment in JSON.
 pub fn detached(output: Output, deployment: &Deployment) {
     match output {
         Output::Json => json_line(deployment),
@@ -159,8 +242,12 @@ pub fn deployment_line(output: Output, deployment: &Deployment) {
     match output {
         Output::Json => json_line(deployment),
         Output::Text => println!(
-            "deployment {} ({} {} on {}) is {}",
-            deployment.id, deployment.kind, deployment.app, deployment.cluster, deployment.state
+            "deployment {} ({} of {} on {}) is {}",
+            short(&deployment.id),
+            deployment.kind,
+            deployment.app,
+            deployment.cluster,
+            deployment.state
         ),
     }
 }
@@ -172,14 +259,20 @@ pub fn json_line(value: &impl Serialize) {
     }
 }
 
-/// Lines explaining an API error's details, where we know what they mean.
+/// Lines explaining an API error's details in words, where we know what
+/// they mean; other details as `key: value` lines, never raw JSON.
 pub fn error_details(code: &str, details: &serde_json::Value) -> Vec<String> {
     let text = |key: &str| details.get(key).and_then(|v| v.as_str()).unwrap_or("?");
     match code {
         "deploy_in_progress" => vec![
             format!(
                 "held by deployment {} ({}), by {}, started {}",
-                text("deployment_id"),
+                details
+                    .get("deployment_id")
+                    .and_then(|v| v.as_str())
+                    .and_then(|id| id.parse().ok())
+                    .map(|id| short(&id))
+                    .unwrap_or_else(|| "?".into()),
                 text("state"),
                 text("deployed_by"),
                 text("started_at"),
@@ -187,38 +280,37 @@ pub fn error_details(code: &str, details: &serde_json::Value) -> Vec<String> {
             "--on-conflict queue waits for it; --on-conflict supersede cancels it".into(),
         ],
         "invalid_transition" => vec![format!("from {} to {}", text("from"), text("to"))],
+        "ambiguous" => {
+            let candidates = details.get("candidates").and_then(|c| c.as_array());
+            let mut lines: Vec<String> = candidates
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let field = |key: &str| c.get(key).and_then(|v| v.as_str()).unwrap_or("?");
+                    format!(
+                        "{} {} on {}, created {}",
+                        field("id"),
+                        field("app"),
+                        field("cluster"),
+                        field("created_at")
+                    )
+                })
+                .collect();
+            lines.push("give more digits, or the full id".into());
+            lines
+        }
         _ => match details.as_object() {
-            Some(fields) if !fields.is_empty() => vec![format!("details: {details}")],
-            _ => Vec::new(),
+            Some(fields) => fields
+                .iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(key, value)| match value {
+                    serde_json::Value::String(text) => format!("{key}: {text}"),
+                    other => format!("{key}: {other}"),
+                })
+                .collect(),
+            None => Vec::new(),
         },
     }
-}
-
-/// `12.3s`, `4m05s`, `2h07m`.
-pub fn duration(delta: TimeDelta) -> String {
-    let millis = delta.num_milliseconds().max(0);
-    let seconds = millis / 1000;
-    match seconds {
-        0..60 => format!("{:.1}s", millis as f64 / 1000.0),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-    }
-}
-
-/// How long ago, compactly: `5s ago`, `3m ago`, `2h ago`, `4d ago`.
-pub fn ago(at: DateTime<Utc>) -> String {
-    let seconds = (Utc::now() - at).num_seconds();
-    match seconds {
-        ..5 => "just now".into(),
-        5..60 => format!("{seconds}s ago"),
-        60..3600 => format!("{}m ago", seconds / 60),
-        3600..86400 => format!("{}h ago", seconds / 3600),
-        _ => format!("{}d ago", seconds / 86400),
-    }
-}
-
-fn when(at: DateTime<Utc>) -> String {
-    format!("{} ({})", at.format("%Y-%m-%d %H:%M:%S UTC"), ago(at))
 }
 
 pub fn short_sha(git: Option<&GitInfo>) -> String {
@@ -241,12 +333,7 @@ fn message(deployment: &Deployment) -> String {
         ("", None) => git.unwrap_or("").to_string(),
         (note, _) => note.to_string(),
     };
-    let first = text.lines().next().unwrap_or("");
-    if first.chars().count() <= MESSAGE_WIDTH {
-        return first.to_string();
-    }
-    let cut: String = first.chars().take(MESSAGE_WIDTH - 1).collect();
-    format!("{cut}…")
+    style::clip(&text, MESSAGE_WIDTH)
 }
 
 /// The instances sharing the server's store: one row each, this one marked.
@@ -274,40 +361,24 @@ pub async fn instances(client: &Client, output: Output) -> Result<u8, Failure> {
                 .collect();
             vec![
                 match id == this {
-                    true => format!("{id} (this)"),
-                    false => id.to_string(),
+                    true => (format!("{id} (this)"), Some(Paint::Bold)),
+                    false => (id.to_string(), None),
                 },
-                i["address"].as_str().unwrap_or("?").to_string(),
-                heartbeat.map_or("?".into(), ago),
+                (i["address"].as_str().unwrap_or("?").to_string(), None),
+                (heartbeat.map_or("?".into(), style::when), None),
                 match targets.is_empty() {
-                    true => "-".into(),
-                    false => targets.join(" "),
+                    true => ("-".into(), None),
+                    false => (targets.join(" "), None),
                 },
             ]
         })
         .collect();
-    table(&["INSTANCE", "ADDRESS", "HEARTBEAT", "TARGETS"], rows);
+    let columns = [
+        Column::fixed("INSTANCE"),
+        Column::fixed("ADDRESS"),
+        Column::fixed("HEARTBEAT"),
+        Column::flexible("TARGETS"),
+    ];
+    table(&columns, rows);
     Ok(SUCCEEDED)
-}
-
-/// Columns padded to their widest cell; the last one is not padded.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (index, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if index + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
 }

@@ -2,9 +2,9 @@
 //! each version is or was live, whether it is pinned), pin and unpin, and
 //! compaction now or as a dry run.
 
-use crate::show::{ago, json_line, short_sha, table};
+use crate::show::{json_line, short, short_sha};
+use crate::style::{self, Column, Paint, table};
 use crate::{Failure, Output, SUCCEEDED};
-use chrono::{DateTime, Utc};
 use deployd::client::Client;
 use deployd::model::{LiveSpan, VersionInfo};
 use serde_json::Value;
@@ -46,30 +46,43 @@ pub async fn list(
         json_line(&serde_json::json!({"versions": versions, "next_cursor": more}));
         return Ok(SUCCEEDED);
     }
-    let header = [
-        "VERSION",
-        "PINNED",
-        "CREATED",
-        "LIVE",
-        "GIT-SHA",
-        "BRANCH",
-        "DEPLOYMENT",
-        "ARTIFACT",
+    let columns = [
+        Column::fixed("VERSION"),
+        Column::fixed("ACTIVE-ON"),
+        Column::fixed("PINNED"),
+        Column::fixed("CREATED"),
+        Column::flexible("LIVE"),
+        Column::fixed("GIT-SHA"),
+        Column::fixed("BRANCH"),
+        Column::fixed("DEPLOYMENT"),
+        Column::flexible("ARTIFACT"),
     ];
     let rows = versions.iter().map(|v| {
         let git = v.git.as_ref();
+        let active: Vec<&str> = (v.live.iter())
+            .filter(|span| span.active)
+            .map(|span| span.cluster.as_str())
+            .collect();
+        let plain = |text: String| (text, None);
         vec![
-            v.version.clone(),
-            if v.pinned { "*".into() } else { String::new() },
-            ago(v.created_at),
-            live(&v.live),
-            short_sha(git),
-            git.and_then(|g| g.branch.clone()).unwrap_or_default(),
-            v.deployment_id.to_string(),
-            v.artifact.clone(),
+            match active.is_empty() {
+                true => plain(v.version.clone()),
+                false => (v.version.clone(), Some(Paint::Good)),
+            },
+            match active.is_empty() {
+                true => plain(String::new()),
+                false => (format!("* {}", active.join(",")), Some(Paint::Good)),
+            },
+            plain(if v.pinned { "*".into() } else { String::new() }),
+            plain(style::when(v.created_at)),
+            plain(live(&v.live)),
+            plain(short_sha(git)),
+            plain(git.and_then(|g| g.branch.clone()).unwrap_or_default()),
+            (short(&v.deployment_id), Some(Paint::Dim)),
+            plain(v.artifact.clone()),
         ]
     });
-    table(&header, rows.collect());
+    table(&columns, rows.collect());
     if more.is_some() {
         eprintln!("(older versions: --all, or a larger --limit)");
     }
@@ -182,13 +195,9 @@ fn live(spans: &[LiveSpan]) -> String {
     }
     let span = |s: &LiveSpan| match (s.active, s.until) {
         (true, _) | (false, None) => format!("{} (active)", s.cluster),
-        (false, Some(until)) => format!("{} (until {})", s.cluster, minute(until)),
+        (false, Some(until)) => format!("{} (until {})", s.cluster, style::when(until)),
     };
     spans.iter().map(span).collect::<Vec<_>>().join(", ")
-}
-
-fn minute(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M").to_string()
 }
 
 /// `1 version`, `3 versions`.

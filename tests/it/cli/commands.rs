@@ -52,14 +52,19 @@ async fn deploy_of_a_git_repo_packs_uploads_once_and_renders_phases() {
         "✓ building",
         "✓ pushing",
         "✓ activating",
-        "succeeded: web v1 is active on local",
+        "✓ succeeded after",
+        "web v1 is active on local",
     ] {
         let at = rest
             .find(line)
             .unwrap_or_else(|| panic!("{line:?} (in this order) in:\n{}", first.stdout));
         rest = &rest[at + line.len()..];
     }
-    let deployment = app.client.get(deployment_id(&first.stdout)).await.unwrap();
+    let deployment = app
+        .client
+        .get(deployment_id(&app.client, &first.stdout).await)
+        .await
+        .unwrap();
     let git_info = deployment.git.expect("the deployment carries git facts");
     assert_eq!(git_info.sha.as_deref(), Some(head.as_str()));
     assert_eq!(git_info.branch.as_deref(), Some("main"));
@@ -87,10 +92,14 @@ async fn deploy_of_a_git_repo_packs_uploads_once_and_renders_phases() {
         again.stderr
     );
     assert_eq!(packed_sha(&again.stderr), packed_sha(&first.stderr));
-    let second = app.client.get(deployment_id(&again.stdout)).await.unwrap();
+    let second = app
+        .client
+        .get(deployment_id(&app.client, &again.stdout).await)
+        .await
+        .unwrap();
     assert_eq!(second.source, deployment.source);
     assert!(
-        again.stdout.contains("succeeded: web v2"),
+        again.stdout.contains("succeeded after") && again.stdout.contains(": web v2"),
         "{}",
         again.stdout
     );
@@ -113,7 +122,7 @@ async fn deploy_of_a_git_repo_packs_uploads_once_and_renders_phases() {
     assert_ne!(packed_sha(&changed.stderr), packed_sha(&first.stderr));
     let third = app
         .client
-        .get(deployment_id(&changed.stdout))
+        .get(deployment_id(&app.client, &changed.stdout).await)
         .await
         .unwrap();
     let git_info = third.git.expect("git facts");
@@ -289,7 +298,7 @@ async fn ctrl_c_detaches_and_never_cancels() {
         .expect("the first line in time")
         .unwrap()
         .expect("a first line");
-    let id = deployment_id(&first);
+    let id = deployment_id(&app.client, &first).await;
     wait_for_log(&app.client, id, "waiting").await;
 
     let pid = child.id().expect("running") as i32;

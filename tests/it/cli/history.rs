@@ -82,9 +82,7 @@ async fn history_versions_status_and_rollback() {
     );
     assert!(!rollback.stdout.contains("building"), "{}", rollback.stdout);
     assert!(
-        rollback
-            .stdout
-            .contains("succeeded: web v1 is active on local"),
+        rollback.stdout.contains(": web v1 is active on local"),
         "{}",
         rollback.stdout
     );
@@ -125,14 +123,14 @@ async fn history_versions_status_and_rollback() {
         forward.stderr
     );
     assert!(
-        forward.stdout.contains("rolling web on local back to v2"),
+        forward
+            .stdout
+            .contains("rollback of web on local: re-activating v2"),
         "{}",
         forward.stdout
     );
     assert!(
-        forward
-            .stdout
-            .contains("succeeded: web v2 is active on local"),
+        forward.stdout.contains(": web v2 is active on local"),
         "{}",
         forward.stdout
     );

@@ -60,13 +60,19 @@ fn path(dir: &tempfile::TempDir) -> &str {
 }
 
 /// The deployment named by deployctl's first line of progress,
-/// `deployment ID: ...`.
-fn deployment_id(stdout: &str) -> Uuid {
-    stdout
+/// `deployment SHORT-ID: ...`, as the server resolves that short id.
+async fn deployment_id(client: &Client, stdout: &str) -> Uuid {
+    let short = stdout
         .strip_prefix("deployment ")
         .and_then(|rest| rest.split(':').next())
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("no deployment id first in {stdout:?}"))
+        .filter(|short| short.len() == deployd::model::SHORT_ID_LEN)
+        .unwrap_or_else(|| panic!("no short deployment id first in {stdout:?}"));
+    let deployment = client
+        .deployment(short)
+        .await
+        .expect("the short id resolves");
+    assert_eq!(deployd::model::short_id(&deployment.id), short);
+    deployment.id
 }
 
 /// A build that waits for `gate` to exist, so a test decides when it ends.

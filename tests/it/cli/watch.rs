@@ -142,7 +142,7 @@ async fn watch_after_the_end_replays_everything() {
         "✓ pushing",
         "    switched",
         "✓ activating",
-        "succeeded: web v1 is active on noisy",
+        "web v1 is active on noisy",
     ];
     let mut rest = text.stdout.as_str();
     for line in expected {

@@ -1,0 +1,252 @@
+//! How deployctl's text looks where it lands: colour and human times
+//! ("3 minutes ago") on a terminal only, exact times and plain text for
+//! logs and pipes, and tables cut to the terminal's width.
+//!
+//! Colour follows the conventions `anstream` reads: `NO_COLOR` (any
+//! non-empty value) turns it off, `CLICOLOR_FORCE` on, `TERM=dumb` off, and
+//! a stream that is not a terminal gets none.
+
+use anstream::ColorChoice;
+use anstyle::{AnsiColor, Style};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+/// What stdout and stderr are, decided once per run.
+pub struct Term {
+    /// stdout is a terminal: spinners, human times, width-cut tables.
+    pub tty: bool,
+    /// Colour on stdout.
+    pub color: bool,
+    /// Colour on stderr.
+    pub color_err: bool,
+    /// Columns of the terminal, when stdout is one.
+    pub width: Option<usize>,
+}
+
+/// The run's [`Term`].
+pub fn term() -> &'static Term {
+    static TERM: OnceLock<Term> = OnceLock::new();
+    TERM.get_or_init(|| {
+        let tty = std::io::stdout().is_terminal();
+        let color = |choice| !matches!(choice, ColorChoice::Never);
+        Term {
+            tty,
+            color: color(anstream::AutoStream::choice(&std::io::stdout())),
+            color_err: color(anstream::AutoStream::choice(&std::io::stderr())),
+            width: match tty {
+                true => terminal_size::terminal_size().map(|(width, _)| width.0 as usize),
+                false => None,
+            },
+        }
+    })
+}
+
+/// The colours deployctl uses, each with one meaning.
+#[derive(Clone, Copy)]
+pub enum Paint {
+    /// Succeeded, active.
+    Good,
+    /// Failed, cancelled, interrupted; an error.
+    Bad,
+    /// Lines a step wrote to stderr; warnings.
+    Warn,
+    /// Ids, durations and other secondary text.
+    Dim,
+    /// Headings.
+    Bold,
+}
+
+impl Paint {
+    fn style(self) -> Style {
+        match self {
+            Paint::Good => AnsiColor::Green.on_default(),
+            Paint::Bad => AnsiColor::Red.on_default().bold(),
+            Paint::Warn => AnsiColor::Yellow.on_default(),
+            Paint::Dim => Style::new().dimmed(),
+            Paint::Bold => Style::new().bold(),
+        }
+    }
+
+    /// `text` in this colour when stdout takes colour, else as it is.
+    pub fn out(self, text: &str) -> String {
+        paint(term().color, self.style(), text)
+    }
+
+    /// `text` in this colour when stderr takes colour, else as it is.
+    pub fn err(self, text: &str) -> String {
+        paint(term().color_err, self.style(), text)
+    }
+}
+
+fn paint(on: bool, style: Style, text: &str) -> String {
+    match on && !text.is_empty() {
+        true => format!("{style}{text}{style:#}"),
+        false => text.to_string(),
+    }
+}
+
+/// The colour a deployment state is shown in.
+pub fn state_paint(state: deployd::machine::State) -> Option<Paint> {
+    use deployd::machine::State;
+    match state {
+        State::Succeeded => Some(Paint::Good),
+        State::Failed | State::Cancelled | State::Interrupted => Some(Paint::Bad),
+        _ => None,
+    }
+}
+
+/// A moment as people read it on a terminal ("3 minutes ago"), and exactly
+/// (RFC 3339, UTC, whole seconds) anywhere else, where a script or a log
+/// reads it later.
+pub fn when(at: DateTime<Utc>) -> String {
+    match term().tty {
+        true => ago(at),
+        false => exact(at),
+    }
+}
+
+/// `2026-11-30T19:55:01Z`.
+pub fn exact(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// How long ago, in words: `just now`, `40 seconds ago`, `1 minute ago`,
+/// `3 hours ago`, `2 days ago`.
+pub fn ago(at: DateTime<Utc>) -> String {
+    let seconds = (Utc::now() - at).num_seconds();
+    let (count, unit) = match seconds {
+        ..5 => return "just now".into(),
+        5..60 => (seconds, "second"),
+        60..3600 => (seconds / 60, "minute"),
+        3600..86400 => (seconds / 3600, "hour"),
+        _ => (seconds / 86400, "day"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural} ago")
+}
+
+/// `12.3s`, `4m05s`, `2h07m`.
+pub fn duration(delta: TimeDelta) -> String {
+    let millis = delta.num_milliseconds().max(0);
+    let seconds = millis / 1000;
+    match seconds {
+        0..60 => format!("{:.1}s", millis as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// `text`'s first line, at most `width` characters, `…` marking a cut.
+pub fn clip(text: &str, width: usize) -> String {
+    let first = text.lines().next().unwrap_or("");
+    let cut = first.lines().count() < text.lines().count();
+    if first.chars().count() <= width && !cut {
+        return first.to_string();
+    }
+    let keep = width.saturating_sub(1).min(first.chars().count());
+    let mut clipped: String = first.chars().take(keep).collect();
+    clipped.push('…');
+    clipped
+}
+
+/// One column of a [`table`].
+pub struct Column {
+    pub title: &'static str,
+    /// Cut to make the table fit the terminal (free text: messages,
+    /// errors); other columns are never cut.
+    pub flexible: bool,
+}
+
+impl Column {
+    pub const fn fixed(title: &'static str) -> Column {
+        Column {
+            title,
+            flexible: false,
+        }
+    }
+
+    pub const fn flexible(title: &'static str) -> Column {
+        Column {
+            title,
+            flexible: true,
+        }
+    }
+}
+
+/// The narrowest a flexible column is cut to.
+const FLEXIBLE_MIN: usize = 12;
+
+/// Print rows under a header, columns padded to their widest cell; on a
+/// terminal, flexible columns are cut so each line fits its width. A cell
+/// may carry a [`Paint`], applied after padding so colour never skews the
+/// layout.
+pub fn table(columns: &[Column], rows: Vec<Vec<(String, Option<Paint>)>>) {
+    let count = |text: &str| text.chars().count();
+    let mut widths: Vec<usize> = columns.iter().map(|c| count(c.title)).collect();
+    for row in &rows {
+        for (width, (cell, _)) in widths.iter_mut().zip(row) {
+            *width = (*width).max(count(cell));
+        }
+    }
+    if let Some(limit) = term().width {
+        let gaps = 2 * columns.len().saturating_sub(1);
+        let mut over = (widths.iter().sum::<usize>() + gaps).saturating_sub(limit);
+        // Take from the widest flexible column first, down to the minimum.
+        while over > 0 {
+            let widest = (0..columns.len())
+                .filter(|&i| columns[i].flexible && widths[i] > FLEXIBLE_MIN)
+                .max_by_key(|&i| widths[i]);
+            let Some(i) = widest else { break };
+            widths[i] -= 1;
+            over -= 1;
+        }
+    }
+    let header: Vec<(String, Option<Paint>)> = columns
+        .iter()
+        .map(|c| (c.title.to_string(), Some(Paint::Bold)))
+        .collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (index, ((cell, paint), width)) in row.iter().zip(&widths).enumerate() {
+            let cell = match count(cell) > *width {
+                true => clip(cell, *width),
+                false => cell.clone(),
+            };
+            let pad = " ".repeat(width - count(&cell));
+            let shown = match paint {
+                Some(paint) => paint.out(&cell),
+                None => cell,
+            };
+            line.push_str(&shown);
+            if index + 1 < row.len() {
+                line.push_str(&pad);
+                line.push_str("  ");
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_words() {
+        let now = Utc::now();
+        assert_eq!(ago(now), "just now");
+        assert_eq!(ago(now - TimeDelta::seconds(61)), "1 minute ago");
+        assert_eq!(ago(now - TimeDelta::minutes(3)), "3 minutes ago");
+        assert_eq!(ago(now - TimeDelta::hours(5)), "5 hours ago");
+        assert_eq!(ago(now - TimeDelta::days(1)), "1 day ago");
+    }
+
+    #[test]
+    fn clipping_keeps_the_first_line_and_marks_the_cut() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("exactly ten", 11), "exactly ten");
+        assert_eq!(clip("a longer line", 6), "a lon…");
+        assert_eq!(clip("first\nsecond", 20), "first…");
+    }
+}
