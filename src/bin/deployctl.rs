@@ -56,6 +56,17 @@ struct Cli {
     /// the system's: for a certificate your own CA signed.
     #[arg(long, env = "DEPLOYD_CA_CERT", value_name = "FILE", global = true)]
     ca_cert: Option<PathBuf>,
+    /// How long one plain request may take to be answered (`30s`, `2m`);
+    /// streams and uploads have no overall limit.
+    #[arg(
+        long,
+        env = "DEPLOYD_REQUEST_TIMEOUT",
+        value_parser = humantime::parse_duration,
+        default_value = "30s",
+        value_name = "DURATION",
+        global = true
+    )]
+    request_timeout: Duration,
     /// `json` prints the API's objects, one per line for streams.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
@@ -349,13 +360,17 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         return Ok(SUCCEEDED);
     }
     let ca_pem = cli.ca_cert.as_deref().map(read_ca).transpose()?;
-    let client =
-        Client::trusting(&cli.server, cli.token, ca_pem.as_deref()).map_err(
-            |error| match error {
-                ClientError::Protocol(message) => Failure::Usage(message),
-                error => Failure::Client(error),
-            },
-        )?;
+    let client = Client::with_timeouts(
+        &cli.server,
+        cli.token,
+        ca_pem.as_deref(),
+        deployd::client::CONNECT_TIMEOUT,
+        cli.request_timeout,
+    )
+    .map_err(|error| match error {
+        ClientError::Protocol(message) => Failure::Usage(message),
+        error => Failure::Client(error),
+    })?;
     match cli.command {
         Command::Deploy {
             target,

@@ -151,7 +151,7 @@ async fn exit_codes_tell_failure_refusal_and_absence_apart() {
     .await;
     assert_eq!(failed.code, Some(1), "{}{}", failed.stdout, failed.stderr);
     assert!(
-        failed.stdout.contains("    error: missing semicolon"),
+        failed.stdout.contains("  ! error: missing semicolon"),
         "{}",
         failed.stdout
     );
@@ -186,7 +186,9 @@ async fn exit_codes_tell_failure_refusal_and_absence_apart() {
         refused.stderr
     );
     assert!(
-        refused.stderr.contains(&holder.id.to_string()),
+        refused
+            .stderr
+            .contains(&deployd::model::short_id(&holder.id)),
         "{}",
         refused.stderr
     );

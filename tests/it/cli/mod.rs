@@ -3,6 +3,7 @@
 //! 2 request error, 3 unreachable, 130 detached).
 
 mod commands;
+mod everyday;
 mod history;
 mod versions;
 mod watch;
