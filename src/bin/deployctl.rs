@@ -12,20 +12,25 @@
 
 // Under deployctl/ rather than src/bin/, where Cargo would take each file
 // for a binary of its own.
+#[path = "deployctl/profiles.rs"]
+mod profiles;
 #[path = "deployctl/progress.rs"]
 mod progress;
+#[path = "deployctl/settings.rs"]
+mod settings;
 #[path = "deployctl/show.rs"]
 mod show;
 #[path = "deployctl/versions.rs"]
 mod versions;
 
 use clap::builder::TypedValueParser;
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use deployd::client::{Client, ClientError, follow, resume};
 use deployd::machine::State;
 use deployd::model::{ConflictPolicy, DeployRequest, RollbackRequest};
 use deployd::pack::{self, PackError};
-use std::path::PathBuf;
+use settings::{Globals, Settings, Target};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use uuid::Uuid;
 
@@ -36,24 +41,8 @@ use uuid::Uuid;
     about = "Deploy apps with deployd, and watch them go"
 )]
 struct Cli {
-    /// The deployd server.
-    #[arg(
-        long,
-        env = "DEPLOYD_URL",
-        default_value = "http://127.0.0.1:7171",
-        global = true
-    )]
-    server: String,
-    /// Bearer token, when the server has auth on.
-    #[arg(long, env = "DEPLOYD_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
-    /// A PEM file of CA certificates to trust for an https:// server, besides
-    /// the system's: for a certificate your own CA signed.
-    #[arg(long, env = "DEPLOYD_CA_CERT", value_name = "FILE", global = true)]
-    ca_cert: Option<PathBuf>,
-    /// `json` prints the API's objects, one per line for streams.
-    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
-    output: Output,
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,9 +57,8 @@ pub enum Output {
 enum Command {
     /// Pack DIR, upload it unless the server has it, deploy it and watch.
     Deploy {
-        #[command(flatten)]
-        target: Target,
-        /// The source directory; .gitignore and .deployignore apply.
+        /// The source directory; .gitignore, .deployignore and the ignore
+        /// list of its deployd.toml apply.
         #[arg(default_value = ".")]
         dir: PathBuf,
         #[command(flatten)]
@@ -78,8 +66,6 @@ enum Command {
     },
     /// Re-activate an earlier version (no build) and watch.
     Rollback {
-        #[command(flatten)]
-        target: Target,
         /// The version to go back to; default: the one active before.
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
@@ -96,18 +82,9 @@ enum Command {
     Watch { id: Uuid },
     /// What is active, running and queued on a target, or on every cluster
     /// the app was recently deployed to.
-    Status {
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        cluster: Option<String>,
-    },
+    Status,
     /// An app's deployments, newest first.
     History {
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        cluster: Option<String>,
         #[arg(long, value_parser = state_parser())]
         state: Option<State>,
         /// Deployments per page (1-500).
@@ -119,17 +96,10 @@ enum Command {
     },
     /// An app's versions, newest first: where each is or was live, and
     /// whether it is pinned; or pin or unpin one.
-    #[command(
-        args_conflicts_with_subcommands = true,
-        subcommand_negates_reqs = true,
-        after_help = versions::RETENTION
-    )]
+    #[command(args_conflicts_with_subcommands = true, after_help = versions::RETENTION)]
     Versions {
         #[command(subcommand)]
         pin: Option<Pin>,
-        /// The app whose versions to list.
-        #[arg(long, required = true)]
-        app: Option<String>,
         /// Versions per page (1-500).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
@@ -149,6 +119,21 @@ enum Command {
     /// reached, its last heartbeat and the targets it owns; needs an admin
     /// token of every app and cluster.
     Instances,
+    /// Check that the server answers and accepts the token, then save both
+    /// as a profile that later commands use.
+    #[command(
+        long_about = "Check that the server answers and accepts the token, then save both as \
+                      a profile (--profile, default \"default\") that later commands use. The \
+                      token comes from --token or DEPLOYD_TOKEN, else standard input (asked \
+                      for without echo on a terminal). With auth off on the server, only the \
+                      server is saved. See `deployctl help config`."
+    )]
+    Login,
+    /// Forget a saved profile (--profile, default "default").
+    Logout,
+    /// Print the settings in effect and where each came from.
+    #[command(long_about = settings::CONFIG_HELP)]
+    Config,
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -158,30 +143,14 @@ enum Pin {
     /// Keep VERSION of APP for good: compaction never deletes a pinned
     /// version, so you can always roll back to it.
     Pin {
-        /// The app the version belongs to.
-        #[arg(long)]
-        app: String,
         /// The version to keep: v1, v2, …
         version: String,
     },
     /// Let retention decide about VERSION of APP again.
     Unpin {
-        /// The app the version belongs to.
-        #[arg(long)]
-        app: String,
         /// The version to unpin: v1, v2, …
         version: String,
     },
-}
-
-#[derive(clap::Args)]
-struct Target {
-    /// The app to act on.
-    #[arg(long)]
-    app: String,
-    /// The cluster it runs on.
-    #[arg(long)]
-    cluster: String,
 }
 
 #[derive(clap::Args)]
@@ -247,96 +216,86 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    let server = cli.server.clone();
-    match run(cli).await {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "deployctl", &mut std::io::stdout());
+        return ExitCode::from(SUCCEEDED);
+    }
+    // deployd.toml is the deployed directory's, else the current one's.
+    let project_dir = match &cli.command {
+        Command::Deploy { dir, .. } => dir.as_path(),
+        _ => Path::new("."),
+    };
+    let settings = match Settings::resolve(&cli.globals, &matches, project_dir) {
+        Ok(settings) => settings,
+        Err(failure) => return ExitCode::from(report(&failure, "")),
+    };
+    let server = settings.server.value.clone();
+    match run(cli, settings).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => ExitCode::from(report(&failure, &server)),
     }
 }
 
-async fn run(cli: Cli) -> Result<u8, Failure> {
-    let output = cli.output;
-    if let Command::Completions { shell } = cli.command {
-        let mut command = Cli::command();
-        clap_complete::generate(shell, &mut command, "deployctl", &mut std::io::stdout());
-        return Ok(SUCCEEDED);
-    }
-    let ca_pem = cli.ca_cert.as_deref().map(read_ca).transpose()?;
-    let client =
-        Client::trusting(&cli.server, cli.token, ca_pem.as_deref()).map_err(
-            |error| match error {
-                ClientError::Protocol(message) => Failure::Usage(message),
-                error => Failure::Client(error),
-            },
-        )?;
+async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
+    let output = cli.globals.output;
     match cli.command {
-        Command::Deploy {
-            target,
-            dir,
-            options,
-        } => deploy(&client, output, target, dir, options).await,
-        Command::Rollback {
-            target,
-            to,
-            options,
-        } => rollback(&client, output, target, to, options).await,
+        Command::Login => return profiles::login(&settings).await,
+        Command::Logout => return profiles::logout(&settings),
+        Command::Config => {
+            settings::print(&settings, output);
+            return Ok(SUCCEEDED);
+        }
+        _ => {}
+    }
+    let client = settings.client()?;
+    match cli.command {
+        Command::Deploy { dir, options } => {
+            let target = settings.target()?;
+            deploy(&client, output, target, dir, &settings.ignore, options).await
+        }
+        Command::Rollback { to, options } => {
+            rollback(&client, output, settings.target()?, to, options).await
+        }
         Command::Cancel { id, reason } => {
             let deployment = client.cancel(id, reason).await?;
             show::deployment_line(output, &deployment);
             Ok(SUCCEEDED)
         }
         Command::Watch { id } => progress::watch(&client, follow(&client, id, None), output).await,
-        Command::Status { app, cluster } => show::status(&client, output, &app, cluster).await,
-        Command::History {
-            app,
-            cluster,
-            state,
-            limit,
-            all,
-        } => {
+        Command::Status => {
+            let cluster = settings.cluster_if_any();
+            show::status(&client, output, settings.app()?, cluster).await
+        }
+        Command::History { state, limit, all } => {
             let params = deployd::client::HistoryParams {
-                cluster,
+                cluster: settings.cluster_if_any(),
                 state,
                 limit,
                 cursor: None,
             };
-            show::history(&client, output, &app, params, all).await
+            show::history(&client, output, settings.app()?, params, all).await
         }
-        Command::Versions {
-            pin,
-            app,
-            limit,
-            all,
-        } => match pin {
-            Some(Pin::Pin { app, version }) => {
-                versions::pin(&client, output, &app, &version, true).await
+        Command::Versions { pin, limit, all } => {
+            let app = settings.app()?;
+            match pin {
+                Some(Pin::Pin { version }) => {
+                    versions::pin(&client, output, app, &version, true).await
+                }
+                Some(Pin::Unpin { version }) => {
+                    versions::pin(&client, output, app, &version, false).await
+                }
+                None => versions::list(&client, output, app, limit, all).await,
             }
-            Some(Pin::Unpin { app, version }) => {
-                versions::pin(&client, output, &app, &version, false).await
-            }
-            None => {
-                let app = app.expect("clap requires --app without a subcommand");
-                versions::list(&client, output, &app, limit, all).await
-            }
-        },
+        }
         Command::Compact { dry_run } => versions::compact(&client, output, dry_run).await,
         Command::Instances => show::instances(&client, output).await,
-        Command::Completions { .. } => unreachable!("answered before connecting"),
+        Command::Login | Command::Logout | Command::Config | Command::Completions { .. } => {
+            unreachable!("answered before connecting")
+        }
     }
-}
-
-/// The `--ca-cert` file's bytes, refused with its name when it cannot be
-/// read or holds no certificate.
-fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
-    let file = path.display();
-    let pem = std::fs::read(path)
-        .map_err(|error| Failure::Usage(format!("--ca-cert {file}: cannot read it: {error}")))?;
-    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        let message = format!("--ca-cert {file}: holds no PEM certificate");
-        return Err(Failure::Usage(message));
-    }
-    Ok(pem)
 }
 
 async fn deploy(
@@ -344,11 +303,12 @@ async fn deploy(
     output: Output,
     target: Target,
     dir: PathBuf,
+    ignore: &[String],
     options: Options,
 ) -> Result<u8, Failure> {
     let packed = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || pack::pack_dir(&dir))
+        let (dir, ignore) = (dir.clone(), ignore.to_vec());
+        tokio::task::spawn_blocking(move || pack::pack_dir_ignoring(&dir, &ignore))
             .await
             .map_err(|error| Failure::Usage(format!("packing stopped: {error}")))??
     };

@@ -4,6 +4,7 @@
 
 mod commands;
 mod history;
+mod settings;
 mod versions;
 mod watch;
 
@@ -28,6 +29,11 @@ fn deployctl(url: &str, args: &[&str]) -> Command {
         .args(args)
         .env("DEPLOYD_URL", url)
         .env_remove("DEPLOYD_TOKEN")
+        .env_remove("DEPLOYD_PROFILE")
+        .env_remove("DEPLOYD_APP")
+        .env_remove("DEPLOYD_CLUSTER")
+        // No saved profile of whoever runs the tests.
+        .env("XDG_CONFIG_HOME", "/nonexistent")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
