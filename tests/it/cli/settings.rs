@@ -370,4 +370,36 @@ async fn config_says_where_each_setting_came_from_and_never_prints_the_token() {
     desk.write_project("server = \"https://elsewhere.example\"\n");
     let config = desk.config(&env, &[]).await;
     assert_eq!(config["token"]["set"], false, "{config}");
+    // A profiles file others may read is used, with a warning.
+    let readable = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(desk.profiles(), readable).unwrap();
+    let warned = desk.run(&env, &["config"], "").await;
+    assert_eq!(warned.code, Some(0), "{}", warned.stderr);
+    assert!(warned.stderr.contains("warning:") && warned.stderr.contains("chmod 600"));
+}
+
+#[tokio::test]
+async fn help_config_is_the_configuration_topic() {
+    let run = Desk::new().run(&[], &["help", "config"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for topic in [
+        "DEPLOYD_URL",
+        "deployd.toml",
+        "profiles.toml",
+        "never a token",
+        "ignore = [",
+    ] {
+        assert!(run.stdout.contains(topic), "{topic:?} in\n{}", run.stdout);
+    }
+    let global = Desk::new().run(&[], &["status", "--help"], "").await;
+    assert!(
+        global.stdout.contains("Global options:"),
+        "{}",
+        global.stdout
+    );
+    assert!(
+        global.stdout.contains("-a, --app <APP>"),
+        "{}",
+        global.stdout
+    );
 }
