@@ -10,11 +10,14 @@
 //!
 //! Left out: anything a `.gitignore` (nested ones too, and those of parent
 //! directories, as git reads them) or a `.deployignore` names, and every
-//! `.git`. Global and per-clone git excludes are not read: they differ from
+//! `.git`, and whatever extra patterns the caller passes to [`pack_dir_ignoring`]
+//! (a project file's `ignore = [..]`), read as lines of a `.gitignore` in
+//! `dir`. Global and per-clone git excludes are not read: they differ from
 //! machine to machine, and the pack must not.
 
 use crate::model::GitInfo;
 use flate2::{Compression, GzBuilder};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io;
@@ -42,6 +45,12 @@ pub enum PackError {
     Io { path: PathBuf, source: io::Error },
     #[error("cannot list {dir}: {source}")]
     Walk { dir: PathBuf, source: ignore::Error },
+    /// An extra ignore pattern that is not gitignore syntax.
+    #[error("ignore pattern {pattern:?}: {source}")]
+    Pattern {
+        pattern: String,
+        source: ignore::Error,
+    },
 }
 
 /// The name of the file that lists what to leave out of a deploy, in
@@ -50,6 +59,13 @@ pub const DEPLOYIGNORE: &str = ".deployignore";
 
 /// Pack `dir` into a reproducible gzipped tar.
 pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
+    pack_dir_ignoring(dir, &[])
+}
+
+/// [`pack_dir`], also leaving out what `patterns` name: lines of a
+/// `.gitignore` at the top of `dir`, applied after the ignore files there,
+/// so a `!pattern` can only take back what an earlier pattern here left out.
+pub fn pack_dir_ignoring(dir: &Path, patterns: &[String]) -> Result<Packed, PackError> {
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PackError::Io { path, source }
@@ -57,7 +73,8 @@ pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
     if !fs::metadata(dir).map_err(io_error(dir))?.is_dir() {
         return Err(PackError::NotADirectory(dir.to_path_buf()));
     }
-    let paths = list(dir)?;
+    let extra = extra_ignores(dir, patterns)?;
+    let paths = list(dir, extra)?;
 
     let gzip = GzBuilder::new()
         .operating_system(255) // "unknown": the same bytes on every OS
@@ -111,8 +128,25 @@ pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
     })
 }
 
+/// `patterns` as one more `.gitignore` rooted at `dir`.
+fn extra_ignores(dir: &Path, patterns: &[String]) -> Result<Gitignore, PackError> {
+    let mut builder = GitignoreBuilder::new(dir);
+    for pattern in patterns {
+        builder
+            .add_line(None, pattern)
+            .map_err(|source| PackError::Pattern {
+                pattern: pattern.clone(),
+                source,
+            })?;
+    }
+    builder.build().map_err(|source| PackError::Walk {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// Every path under `dir` the ignore rules keep, relative and sorted.
-fn list(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
+fn list(dir: &Path, extra: Gitignore) -> Result<Vec<PathBuf>, PackError> {
     let walker = ignore::WalkBuilder::new(dir)
         .standard_filters(false)
         .git_ignore(true)
@@ -120,7 +154,12 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
         .require_git(false)
         .add_custom_ignore_filename(DEPLOYIGNORE)
         .follow_links(false)
-        .filter_entry(|entry| entry.file_name() != ".git")
+        // A directory left out here is not walked, so its contents go too.
+        .filter_entry(move |entry| {
+            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+            entry.file_name() != ".git"
+                && (entry.depth() == 0 || !extra.matched(entry.path(), is_dir).is_ignore())
+        })
         .build();
     let mut paths = Vec::new();
     for entry in walker {

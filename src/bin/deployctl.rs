@@ -14,8 +14,12 @@
 
 // Under deployctl/ rather than src/bin/, where Cargo would take each file
 // for a binary of its own.
+#[path = "deployctl/profiles.rs"]
+mod profiles;
 #[path = "deployctl/progress.rs"]
 mod progress;
+#[path = "deployctl/settings.rs"]
+mod settings;
 #[path = "deployctl/show.rs"]
 mod show;
 #[path = "deployctl/style.rs"]
@@ -24,12 +28,13 @@ mod style;
 mod versions;
 
 use clap::builder::TypedValueParser;
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use deployd::client::{Client, ClientError, follow_reporting, resume_reporting};
 use deployd::machine::State;
 use deployd::model::{ConflictPolicy, DeployRequest, RollbackRequest};
 use deployd::pack::{self, PackError};
-use std::path::PathBuf;
+use settings::{Globals, Settings, Target};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use uuid::Uuid;
@@ -41,35 +46,8 @@ use uuid::Uuid;
     about = "Deploy apps with deployd, and watch them go"
 )]
 struct Cli {
-    /// The deployd server.
-    #[arg(
-        long,
-        env = "DEPLOYD_URL",
-        default_value = "http://127.0.0.1:7171",
-        global = true
-    )]
-    server: String,
-    /// Bearer token, when the server has auth on.
-    #[arg(long, env = "DEPLOYD_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
-    /// A PEM file of CA certificates to trust for an https:// server, besides
-    /// the system's: for a certificate your own CA signed.
-    #[arg(long, env = "DEPLOYD_CA_CERT", value_name = "FILE", global = true)]
-    ca_cert: Option<PathBuf>,
-    /// How long one plain request may take to be answered (`30s`, `2m`);
-    /// streams and uploads have no overall limit.
-    #[arg(
-        long,
-        env = "DEPLOYD_REQUEST_TIMEOUT",
-        value_parser = humantime::parse_duration,
-        default_value = "30s",
-        value_name = "DURATION",
-        global = true
-    )]
-    request_timeout: Duration,
-    /// `json` prints the API's objects, one per line for streams.
-    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
-    output: Output,
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,9 +72,8 @@ Exit codes: 0 succeeded, 1 failed/cancelled/interrupted, 2 refused (bad input,
 busy target, unknown cluster), 3 server unreachable or failing, 124 --timeout
 ran out, 130 Ctrl-C (the deployment keeps running).")]
     Deploy {
-        #[command(flatten)]
-        target: Target,
-        /// The source directory; .gitignore and .deployignore apply.
+        /// The source directory; .gitignore, .deployignore and the ignore
+        /// list of its deployd.toml apply.
         #[arg(default_value = ".")]
         dir: PathBuf,
         #[command(flatten)]
@@ -107,8 +84,6 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
   deployctl rollback -a web -c prod                to the version active before
   deployctl rollback -a web -c prod --to v12       to v12 (see `deployctl versions`)")]
     Rollback {
-        #[command(flatten)]
-        target: Target,
         /// The version to go back to; default: the one active before.
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
@@ -124,8 +99,6 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
         /// The deployment: its short id (or a unique prefix of at least 6
         /// digits) or full id; without it, the one running on -a/-c.
         id: Option<String>,
-        #[command(flatten)]
-        target: MaybeTarget,
         /// Why, kept with the deployment.
         #[arg(long)]
         reason: Option<String>,
@@ -139,8 +112,6 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
         /// The deployment: its short id (or a unique prefix of at least 6
         /// digits) or full id; without it, the one running on -a/-c.
         id: Option<String>,
-        #[command(flatten)]
-        target: MaybeTarget,
         /// Stop watching after this long (`90s`, `10m`) and exit 124; the
         /// deployment keeps running.
         #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -154,8 +125,6 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
         /// The deployment: its short id (or a unique prefix of at least 6
         /// digits) or full id; without it, the newest on -a/-c.
         id: Option<String>,
-        #[command(flatten)]
-        target: MaybeTarget,
     },
     /// What is active, running and queued on a target, or on every cluster
     /// the app was recently deployed to, and the last failure if the newest
@@ -164,22 +133,13 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
   deployctl status -a web                          every cluster web runs on
   deployctl status -a web -c prod
   deployctl -o json status -a web                  {\"app\": …, \"targets\": [TargetView…]}")]
-    Status {
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        cluster: Option<String>,
-    },
+    Status,
     /// An app's deployments, newest first, with their short ids and errors.
     #[command(after_long_help = "Examples:
   deployctl history -a web
   deployctl history -a web -c prod --state failed
   deployctl history -a web --all -o json")]
     History {
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        cluster: Option<String>,
         /// Only deployments in this state.
         #[arg(long, value_parser = state_parser())]
         state: Option<State>,
@@ -192,17 +152,10 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     },
     /// An app's versions, newest first: where each is or was live, and
     /// whether it is pinned; or pin or unpin one.
-    #[command(
-        args_conflicts_with_subcommands = true,
-        subcommand_negates_reqs = true,
-        after_help = versions::RETENTION
-    )]
+    #[command(args_conflicts_with_subcommands = true, after_help = versions::RETENTION)]
     Versions {
         #[command(subcommand)]
         pin: Option<Pin>,
-        /// The app whose versions to list.
-        #[arg(long, required = true)]
-        app: Option<String>,
         /// Versions per page (1-500).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
@@ -222,6 +175,21 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     /// reached, its last heartbeat and the targets it owns; needs an admin
     /// token of every app and cluster.
     Instances,
+    /// Check that the server answers and accepts the token, then save both
+    /// as a profile that later commands use.
+    #[command(
+        long_about = "Check that the server answers and accepts the token, then save both as \
+                      a profile (--profile, default \"default\") that later commands use. The \
+                      token comes from --token or DEPLOYD_TOKEN, else standard input (asked \
+                      for without echo on a terminal). With auth off on the server, only the \
+                      server is saved. See `deployctl help config`."
+    )]
+    Login,
+    /// Forget a saved profile (--profile, default "default").
+    Logout,
+    /// Print the settings in effect and where each came from.
+    #[command(long_about = settings::CONFIG_HELP)]
+    Config,
     /// Print a shell completion script.
     #[command(after_long_help = "Examples:
   deployctl completions bash > /etc/bash_completion.d/deployctl
@@ -237,42 +205,14 @@ enum Pin {
     /// Keep VERSION of APP for good: compaction never deletes a pinned
     /// version, so you can always roll back to it.
     Pin {
-        /// The app the version belongs to.
-        #[arg(long)]
-        app: String,
         /// The version to keep: v1, v2, …
         version: String,
     },
     /// Let retention decide about VERSION of APP again.
     Unpin {
-        /// The app the version belongs to.
-        #[arg(long)]
-        app: String,
         /// The version to unpin: v1, v2, …
         version: String,
     },
-}
-
-#[derive(clap::Args)]
-struct Target {
-    /// The app to act on.
-    #[arg(long)]
-    app: String,
-    /// The cluster it runs on.
-    #[arg(long)]
-    cluster: String,
-}
-
-/// A target, for commands that take a deployment id or else act on the
-/// target's deployment.
-#[derive(clap::Args)]
-struct MaybeTarget {
-    /// The app, when no deployment id is given.
-    #[arg(long, short = 'a')]
-    app: Option<String>,
-    /// Its cluster, when no deployment id is given.
-    #[arg(long, short = 'c')]
-    cluster: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -343,100 +283,95 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    let server = cli.server.clone();
-    let output = cli.output;
-    match run(cli).await {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let output = cli.globals.output;
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "deployctl", &mut std::io::stdout());
+        return ExitCode::from(SUCCEEDED);
+    }
+    // deployd.toml is the deployed directory's, else the current one's.
+    let project_dir = match &cli.command {
+        Command::Deploy { dir, .. } => dir.as_path(),
+        _ => Path::new("."),
+    };
+    let settings = match Settings::resolve(&cli.globals, &matches, project_dir) {
+        Ok(settings) => settings,
+        Err(failure) => return ExitCode::from(report(&failure, "", output)),
+    };
+    let server = settings.server.value.clone();
+    match run(cli, settings).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => ExitCode::from(report(&failure, &server, output)),
     }
 }
 
-async fn run(cli: Cli) -> Result<u8, Failure> {
-    let output = cli.output;
-    if let Command::Completions { shell } = cli.command {
-        let mut command = Cli::command();
-        clap_complete::generate(shell, &mut command, "deployctl", &mut std::io::stdout());
-        return Ok(SUCCEEDED);
-    }
-    let ca_pem = cli.ca_cert.as_deref().map(read_ca).transpose()?;
-    let client = Client::with_timeouts(
-        &cli.server,
-        cli.token,
-        ca_pem.as_deref(),
-        deployd::client::CONNECT_TIMEOUT,
-        cli.request_timeout,
-    )
-    .map_err(|error| match error {
-        ClientError::Protocol(message) => Failure::Usage(message),
-        error => Failure::Client(error),
-    })?;
+async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
+    let output = cli.globals.output;
     match cli.command {
-        Command::Deploy {
-            target,
-            dir,
-            options,
-        } => deploy(&client, output, target, dir, options).await,
-        Command::Rollback {
-            target,
-            to,
-            options,
-        } => rollback(&client, output, target, to, options).await,
-        Command::Cancel { id, target, reason } => {
-            let id = pick(&client, id.as_deref(), &target, Pick::Running).await?;
+        Command::Login => return profiles::login(&settings).await,
+        Command::Logout => return profiles::logout(&settings),
+        Command::Config => {
+            settings::print(&settings, output);
+            return Ok(SUCCEEDED);
+        }
+        _ => {}
+    }
+    let client = settings.client()?;
+    match cli.command {
+        Command::Deploy { dir, options } => {
+            let target = settings.target()?;
+            deploy(&client, output, target, dir, &settings.ignore, options).await
+        }
+        Command::Rollback { to, options } => {
+            rollback(&client, output, settings.target()?, to, options).await
+        }
+        Command::Cancel { id, reason } => {
+            let id = pick(&client, &settings, id.as_deref(), Pick::Running).await?;
             let deployment = client.cancel(id, reason).await?;
             show::deployment_line(output, &deployment);
             Ok(SUCCEEDED)
         }
-        Command::Watch {
-            id,
-            target,
-            timeout,
-        } => {
-            let id = pick(&client, id.as_deref(), &target, Pick::RunningOrQueued).await?;
+        Command::Watch { id, timeout } => {
+            let id = pick(&client, &settings, id.as_deref(), Pick::RunningOrQueued).await?;
             let events = follow_reporting(&client, id, None, progress::reconnecting);
             progress::watch(&client, events, output, timeout).await
         }
-        Command::Logs { id, target } => {
-            let id = pick(&client, id.as_deref(), &target, Pick::Newest).await?;
+        Command::Logs { id } => {
+            let id = pick(&client, &settings, id.as_deref(), Pick::Newest).await?;
             progress::logs(&client, id, output).await
         }
-        Command::Status { app, cluster } => show::status(&client, output, &app, cluster).await,
-        Command::History {
-            app,
-            cluster,
-            state,
-            limit,
-            all,
-        } => {
+        Command::Status => {
+            let cluster = settings.cluster_if_any();
+            show::status(&client, output, settings.app()?, cluster).await
+        }
+        Command::History { state, limit, all } => {
             let params = deployd::client::HistoryParams {
-                cluster,
+                cluster: settings.cluster_if_any(),
                 state,
                 limit,
                 cursor: None,
             };
-            show::history(&client, output, &app, params, all).await
+            show::history(&client, output, settings.app()?, params, all).await
         }
-        Command::Versions {
-            pin,
-            app,
-            limit,
-            all,
-        } => match pin {
-            Some(Pin::Pin { app, version }) => {
-                versions::pin(&client, output, &app, &version, true).await
+        Command::Versions { pin, limit, all } => {
+            let app = settings.app()?;
+            match pin {
+                Some(Pin::Pin { version }) => {
+                    versions::pin(&client, output, app, &version, true).await
+                }
+                Some(Pin::Unpin { version }) => {
+                    versions::pin(&client, output, app, &version, false).await
+                }
+                None => versions::list(&client, output, app, limit, all).await,
             }
-            Some(Pin::Unpin { app, version }) => {
-                versions::pin(&client, output, &app, &version, false).await
-            }
-            None => {
-                let app = app.expect("clap requires --app without a subcommand");
-                versions::list(&client, output, &app, limit, all).await
-            }
-        },
+        }
         Command::Compact { dry_run } => versions::compact(&client, output, dry_run).await,
         Command::Instances => show::instances(&client, output).await,
-        Command::Completions { .. } => unreachable!("answered before connecting"),
+        Command::Login | Command::Logout | Command::Config | Command::Completions { .. } => {
+            unreachable!("answered before connecting")
+        }
     }
 }
 
@@ -456,8 +391,8 @@ enum Pick {
 /// malformed id, no target to choose on, nothing to choose.
 async fn pick(
     client: &Client,
+    settings: &Settings,
     id: Option<&str>,
-    target: &MaybeTarget,
     pick: Pick,
 ) -> Result<Uuid, Failure> {
     if let Some(id) = id {
@@ -469,12 +404,15 @@ async fn pick(
             Err(message) => Err(Failure::Usage(message)),
         };
     }
-    let (Some(app), Some(cluster)) = (&target.app, &target.cluster) else {
-        return Err(Failure::Usage(
-            "name a deployment: its id (as history shows it), or -a APP -c CLUSTER for the \
-             one running there"
-                .into(),
-        ));
+    let (app, cluster) = match (settings.app(), settings.cluster()) {
+        (Ok(app), Ok(cluster)) => (app, cluster),
+        _ => {
+            return Err(Failure::Usage(
+                "name a deployment: its id (as history shows it), or -a APP -c CLUSTER for \
+                 the one running there"
+                    .into(),
+            ));
+        }
     };
     let view = client.target(app, cluster).await?;
     let queued = view.queued.first().filter(|_| pick != Pick::Running);
@@ -482,7 +420,7 @@ async fn pick(
         return Ok(deployment.id);
     }
     let params = deployd::client::HistoryParams {
-        cluster: Some(cluster.clone()),
+        cluster: Some(cluster.to_string()),
         limit: Some(1),
         ..Default::default()
     };
@@ -506,24 +444,12 @@ async fn pick(
     }
 }
 
-/// The `--ca-cert` file's bytes, refused with its name when it cannot be
-/// read or holds no certificate.
-fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
-    let file = path.display();
-    let pem = std::fs::read(path)
-        .map_err(|error| Failure::Usage(format!("--ca-cert {file}: cannot read it: {error}")))?;
-    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        let message = format!("--ca-cert {file}: holds no PEM certificate");
-        return Err(Failure::Usage(message));
-    }
-    Ok(pem)
-}
-
 async fn deploy(
     client: &Client,
     output: Output,
     target: Target,
     dir: PathBuf,
+    ignore: &[String],
     options: Options,
 ) -> Result<u8, Failure> {
     // The target first: a cluster that does not exist, or a token that may
@@ -541,8 +467,8 @@ async fn deploy(
         );
     }
     let packed = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || pack::pack_dir(&dir))
+        let (dir, ignore) = (dir.clone(), ignore.to_vec());
+        tokio::task::spawn_blocking(move || pack::pack_dir_ignoring(&dir, &ignore))
             .await
             .map_err(|error| Failure::Usage(format!("packing stopped: {error}")))??
     };

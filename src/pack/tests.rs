@@ -144,6 +144,47 @@ fn ignored_files_and_git_are_left_out() {
 }
 
 #[test]
+fn extra_patterns_leave_out_more_as_gitignore_lines_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, ".gitignore", "*.log\n");
+    write(root, "app.py", "print()");
+    write(root, "debug.log", "noise");
+    write(root, "notes.md", "mine");
+    write(root, "docs/guide.md", "ours");
+    write(root, "docs/README.md", "ours");
+    write(root, "fixtures/big.bin", "big");
+    write(root, "src/fixtures/small.bin", "small");
+    let patterns = ["*.md", "!docs/README.md", "/fixtures/"].map(String::from);
+
+    let packed = pack_dir_ignoring(root, &patterns).unwrap();
+    assert_eq!(
+        paths(&packed),
+        [
+            ".gitignore",
+            "app.py",
+            "docs",
+            "docs/README.md",
+            "src",
+            "src/fixtures",
+            "src/fixtures/small.bin",
+        ]
+    );
+    assert_eq!(
+        pack_dir_ignoring(root, &[]).unwrap().sha256,
+        pack_dir(root).unwrap().sha256,
+        "no patterns, the same pack"
+    );
+}
+
+#[test]
+fn a_bad_extra_pattern_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = pack_dir_ignoring(dir.path(), &["src/[z-a]".to_string()]).unwrap_err();
+    assert!(error.to_string().contains("src/[z-a]"), "{error}");
+}
+
+#[test]
 fn modes_are_normalized_and_the_executable_bit_kept() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "run.sh", "#!/bin/sh");

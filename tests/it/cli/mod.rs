@@ -5,6 +5,7 @@
 mod commands;
 mod everyday;
 mod history;
+mod settings;
 mod versions;
 mod watch;
 
@@ -29,6 +30,11 @@ fn deployctl(url: &str, args: &[&str]) -> Command {
         .args(args)
         .env("DEPLOYD_URL", url)
         .env_remove("DEPLOYD_TOKEN")
+        .env_remove("DEPLOYD_PROFILE")
+        .env_remove("DEPLOYD_APP")
+        .env_remove("DEPLOYD_CLUSTER")
+        // No saved profile of whoever runs the tests.
+        .env("XDG_CONFIG_HOME", "/nonexistent")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
