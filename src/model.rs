@@ -29,8 +29,12 @@ pub struct GitInfo {
     pub repository: Option<String>,
 }
 
-/// A deployment as API.md's "The Deployment" shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A deployment as API.md's "The Deployment" shows it. Its JSON also has
+/// `short_id` ([`short_id`] of `id`), computed as it is serialized and
+/// ignored when parsed: it is never stored, so it can never disagree with
+/// `id`, and JSON written before it existed (stored first events) still
+/// reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Deployment {
     pub id: Uuid,
     pub app: String,
@@ -52,6 +56,77 @@ pub struct Deployment {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Serialize for Deployment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The wire form: every field, and `short_id` after `id`.
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a Uuid,
+            short_id: String,
+            app: &'a str,
+            cluster: &'a str,
+            kind: &'a Kind,
+            state: &'a State,
+            active: bool,
+            version: &'a Option<String>,
+            source: &'a Option<String>,
+            rollback_to: &'a Option<String>,
+            git: &'a Option<GitInfo>,
+            message: &'a str,
+            deployed_by: &'a str,
+            error: &'a Option<String>,
+            superseded_by: &'a Option<Uuid>,
+            queue_position: &'a Option<i64>,
+            created_at: &'a DateTime<Utc>,
+            started_at: &'a Option<DateTime<Utc>>,
+            finished_at: &'a Option<DateTime<Utc>>,
+        }
+        // No `..`: a new field fails to compile here until it is on the wire.
+        let Deployment {
+            id,
+            app,
+            cluster,
+            kind,
+            state,
+            active,
+            version,
+            source,
+            rollback_to,
+            git,
+            message,
+            deployed_by,
+            error,
+            superseded_by,
+            queue_position,
+            created_at,
+            started_at,
+            finished_at,
+        } = self;
+        Wire {
+            id,
+            short_id: short_id(id),
+            app,
+            cluster,
+            kind,
+            state,
+            active: *active,
+            version,
+            source,
+            rollback_to,
+            git,
+            message,
+            deployed_by,
+            error,
+            superseded_by,
+            queue_position,
+            created_at,
+            started_at,
+            finished_at,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// The kinds of event a deployment's stream carries.
@@ -338,6 +413,39 @@ mod tests {
         ] {
             assert!(bad.parse::<DeploymentRef>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn deployments_serialize_their_short_id_and_parse_without_it() {
+        let id: Uuid = "0193a1b2-c3d4-7e5f-a6b7-c8d9e0f1a2b3".parse().unwrap();
+        let deployment = Deployment {
+            id,
+            app: "web".into(),
+            cluster: "prod".into(),
+            kind: Kind::Deploy,
+            state: State::Queued,
+            active: false,
+            version: None,
+            source: None,
+            rollback_to: None,
+            git: None,
+            message: String::new(),
+            deployed_by: "ci".into(),
+            error: None,
+            superseded_by: None,
+            queue_position: Some(1),
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let mut json = serde_json::to_value(&deployment).unwrap();
+        assert_eq!(json["short_id"], "e5fa6b7c");
+        assert_eq!(json["id"], id.to_string());
+        let back: Deployment = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, deployment);
+        json.as_object_mut().unwrap().remove("short_id");
+        let stored: Deployment = serde_json::from_value(json).unwrap();
+        assert_eq!(stored, deployment, "JSON from before short ids still reads");
     }
 
     #[test]
