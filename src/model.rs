@@ -287,6 +287,18 @@ pub struct Drift {
     pub since: DateTime<Utc>,
 }
 
+/// One target that has deployments: [`Store::target_summaries`](crate::store::Store::target_summaries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub app: String,
+    pub cluster: String,
+    /// The version the target's active pointer names; `None` before any
+    /// deployment of it succeeded.
+    pub active_version: Option<String>,
+    /// A deployment of the target is building, pushing or activating.
+    pub running: bool,
+}
+
 /// A drifted target, as `/v1/supervisor` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftedTarget {
