@@ -299,6 +299,66 @@ pub struct TargetSummary {
     pub running: bool,
 }
 
+/// `GET /v1/clusters`: the configured clusters the caller may use, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClustersView {
+    pub clusters: Vec<ClusterInfo>,
+}
+
+/// A configured cluster as `GET /v1/clusters` shows it: never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    /// Its steps in the order they run (build, push, activate, then
+    /// cleanup); a phase with no step is left out.
+    pub steps: Vec<StepInfo>,
+    /// The names of the variables its steps get from `env`; never their
+    /// values.
+    pub env: Vec<String>,
+    /// The user its steps run as, when not the daemon's.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// One step of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInfo {
+    /// `build`, `push`, `activate` or `cleanup`.
+    pub phase: String,
+    /// The argv, with any secret env value in it masked.
+    pub run: Vec<String>,
+    /// How long the step may run, in seconds.
+    pub timeout_seconds: u64,
+}
+
+/// `GET /v1/apps`: the apps that have deployments the caller may read, by
+/// name, each with its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppsView {
+    pub apps: Vec<AppSummary>,
+    /// True when the server has more targets than one answer lists
+    /// (`http::MAX_TARGETS`); the list is then the first ones by app and
+    /// cluster.
+    pub truncated: bool,
+}
+
+/// An app and its targets (clusters it has deployments on), by cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub app: String,
+    pub targets: Vec<AppTarget>,
+}
+
+/// One target of an app in `GET /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppTarget {
+    pub cluster: String,
+    /// The active version; `None` before a deployment of it succeeded.
+    pub active_version: Option<String>,
+    /// A deployment of it is building, pushing or activating.
+    pub running: bool,
+}
+
 /// A drifted target, as `/v1/supervisor` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftedTarget {
