@@ -23,7 +23,7 @@ use compaction::{
     owed_cleanups_are_recorded_with_what_they_owe, pinned_and_queued_rollback_targets_are_kept,
     the_dry_run_names_what_compaction_deletes,
 };
-mod short_ids;
+pub mod short_ids;
 mod take_over;
 mod text;
 use drift::drift_is_set_replaced_cleared_and_undone_by_a_success;
