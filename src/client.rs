@@ -18,8 +18,8 @@ pub use stream::{
 
 use crate::machine::State;
 use crate::model::{
-    CancelRequest, DeployRequest, Deployment, ErrorBody, HistoryPage, RollbackRequest, SourceInfo,
-    TargetView, VersionInfo, VersionsPage,
+    AppsView, CancelRequest, ClustersView, DeployRequest, Deployment, ErrorBody, HistoryPage,
+    RollbackRequest, SourceInfo, TargetView, VersionInfo, VersionsPage,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -299,11 +299,30 @@ impl Client {
             .await
     }
 
-    /// The deployment `reference` names: its full id, or its short id or a
-    /// unique prefix of it (API.md, "Reading").
+    /// The deployment `reference` names: its full id, its short id, or a
+    /// prefix of 6 to 19 hex digits of its id's random part
+    /// ([`DeploymentRef`](crate::model::DeploymentRef)). Errors:
+    /// `ClientError::Api` with code `invalid_argument` (400) for a reference
+    /// of neither form, `not_found` (404) when no deployment the token may
+    /// read has it, `ambiguous` (409, `details.candidates`) when several do.
     pub async fn deployment(&self, reference: &str) -> Result<Deployment, ClientError> {
         self.call(self.request(Method::GET, &["v1", "deployments", reference])?)
             .await
+    }
+
+    /// The configured clusters the token may use, with their steps; no
+    /// secret is in the answer.
+    pub async fn clusters(&self) -> Result<ClustersView, ClientError> {
+        self.call(self.request(Method::GET, &["v1", "clusters"])?)
+            .await
+    }
+
+    /// The apps with deployments the token may read, with each target's
+    /// active version and whether it is running (at most
+    /// [`MAX_TARGETS`](crate::http::MAX_TARGETS) targets; `truncated` says
+    /// when there were more).
+    pub async fn apps(&self) -> Result<AppsView, ClientError> {
+        self.call(self.request(Method::GET, &["v1", "apps"])?).await
     }
 
     /// One page of an app's deployments, newest first.

@@ -29,8 +29,12 @@ pub struct GitInfo {
     pub repository: Option<String>,
 }
 
-/// A deployment as API.md's "The Deployment" shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A deployment as API.md's "The Deployment" shows it. Its JSON also has
+/// `short_id` ([`short_id`] of `id`), computed as it is serialized and
+/// ignored when parsed: it is never stored, so it can never disagree with
+/// `id`, and JSON written before it existed (stored first events) still
+/// reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Deployment {
     pub id: Uuid,
     pub app: String,
@@ -52,6 +56,77 @@ pub struct Deployment {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Serialize for Deployment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The wire form: every field, and `short_id` after `id`.
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a Uuid,
+            short_id: String,
+            app: &'a str,
+            cluster: &'a str,
+            kind: &'a Kind,
+            state: &'a State,
+            active: bool,
+            version: &'a Option<String>,
+            source: &'a Option<String>,
+            rollback_to: &'a Option<String>,
+            git: &'a Option<GitInfo>,
+            message: &'a str,
+            deployed_by: &'a str,
+            error: &'a Option<String>,
+            superseded_by: &'a Option<Uuid>,
+            queue_position: &'a Option<i64>,
+            created_at: &'a DateTime<Utc>,
+            started_at: &'a Option<DateTime<Utc>>,
+            finished_at: &'a Option<DateTime<Utc>>,
+        }
+        // No `..`: a new field fails to compile here until it is on the wire.
+        let Deployment {
+            id,
+            app,
+            cluster,
+            kind,
+            state,
+            active,
+            version,
+            source,
+            rollback_to,
+            git,
+            message,
+            deployed_by,
+            error,
+            superseded_by,
+            queue_position,
+            created_at,
+            started_at,
+            finished_at,
+        } = self;
+        Wire {
+            id,
+            short_id: short_id(id),
+            app,
+            cluster,
+            kind,
+            state,
+            active: *active,
+            version,
+            source,
+            rollback_to,
+            git,
+            message,
+            deployed_by,
+            error,
+            superseded_by,
+            queue_position,
+            created_at,
+            started_at,
+            finished_at,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// The kinds of event a deployment's stream carries.
@@ -212,6 +287,78 @@ pub struct Drift {
     pub since: DateTime<Utc>,
 }
 
+/// One target that has deployments: [`Store::target_summaries`](crate::store::Store::target_summaries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub app: String,
+    pub cluster: String,
+    /// The version the target's active pointer names; `None` before any
+    /// deployment of it succeeded.
+    pub active_version: Option<String>,
+    /// A deployment of the target is building, pushing or activating.
+    pub running: bool,
+}
+
+/// `GET /v1/clusters`: the configured clusters the caller may use, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClustersView {
+    pub clusters: Vec<ClusterInfo>,
+}
+
+/// A configured cluster as `GET /v1/clusters` shows it: never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    /// Its steps in the order they run (build, push, activate, then
+    /// cleanup); a phase with no step is left out.
+    pub steps: Vec<StepInfo>,
+    /// The names of the variables its steps get from `env`; never their
+    /// values.
+    pub env: Vec<String>,
+    /// The user its steps run as, when not the daemon's.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// One step of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepInfo {
+    /// `build`, `push`, `activate` or `cleanup`.
+    pub phase: String,
+    /// The argv, with any secret env value in it masked.
+    pub run: Vec<String>,
+    /// How long the step may run, in seconds.
+    pub timeout_seconds: u64,
+}
+
+/// `GET /v1/apps`: the apps that have deployments the caller may read, by
+/// name, each with its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppsView {
+    pub apps: Vec<AppSummary>,
+    /// True when the server has more targets than one answer lists
+    /// (`http::MAX_TARGETS`); the list is then the first ones by app and
+    /// cluster.
+    pub truncated: bool,
+}
+
+/// An app and its targets (clusters it has deployments on), by cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub app: String,
+    pub targets: Vec<AppTarget>,
+}
+
+/// One target of an app in `GET /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppTarget {
+    pub cluster: String,
+    /// The active version; `None` before a deployment of it succeeded.
+    pub active_version: Option<String>,
+    /// A deployment of it is building, pushing or activating.
+    pub running: bool,
+}
+
 /// A drifted target, as `/v1/supervisor` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftedTarget {
@@ -338,6 +485,39 @@ mod tests {
         ] {
             assert!(bad.parse::<DeploymentRef>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn deployments_serialize_their_short_id_and_parse_without_it() {
+        let id: Uuid = "0193a1b2-c3d4-7e5f-a6b7-c8d9e0f1a2b3".parse().unwrap();
+        let deployment = Deployment {
+            id,
+            app: "web".into(),
+            cluster: "prod".into(),
+            kind: Kind::Deploy,
+            state: State::Queued,
+            active: false,
+            version: None,
+            source: None,
+            rollback_to: None,
+            git: None,
+            message: String::new(),
+            deployed_by: "ci".into(),
+            error: None,
+            superseded_by: None,
+            queue_position: Some(1),
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let mut json = serde_json::to_value(&deployment).unwrap();
+        assert_eq!(json["short_id"], "e5fa6b7c");
+        assert_eq!(json["id"], id.to_string());
+        let back: Deployment = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, deployment);
+        json.as_object_mut().unwrap().remove("short_id");
+        let stored: Deployment = serde_json::from_value(json).unwrap();
+        assert_eq!(stored, deployment, "JSON from before short ids still reads");
     }
 
     #[test]

@@ -81,6 +81,12 @@ impl Caller {
         Ok(())
     }
 
+    /// Whether the caller's scope covers `cluster` (any role): which
+    /// configured clusters it is shown.
+    pub fn may_cluster(&self, cluster: &str) -> bool {
+        covers(&self.clusters, cluster)
+    }
+
     /// Ok when the caller has at least `role`, whatever the app: for requests
     /// that name no app (source uploads).
     pub fn may_any_app(&self, role: Role) -> Result<(), ApiError> {

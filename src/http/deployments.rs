@@ -6,7 +6,8 @@ use super::{ApiError, ApiPath, ApiQuery, AppState, Caller, json_request};
 use crate::config::Role;
 use crate::machine::{Kind, State as Phase};
 use crate::model::{
-    CancelRequest, DeployRequest, Deployment, GitInfo, HistoryPage, RollbackRequest,
+    CancelRequest, DeployRequest, Deployment, DeploymentRef, GitInfo, HistoryPage, RollbackRequest,
+    short_id,
 };
 use crate::names::{AppName, ClusterName, SourceDigest, Target, Version};
 use crate::store::{HistoryQuery, MAX_PAGE};
@@ -25,6 +26,13 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 const MAX_GIT_FIELD_BYTES: usize = 1024;
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 const DEFAULT_PAGE: u32 = 20;
+/// Most candidates a 409 `ambiguous` lists.
+const MAX_CANDIDATES: usize = 10;
+/// Most deployments a short-id prefix reads before the caller's scope
+/// filters them. Six hex digits are 24 random bits: only ids minted in the
+/// same millisecond (the UUIDv7 counter) share one by design, so 100 is
+/// far more than any real prefix matches.
+const PREFIX_READ: u32 = 100;
 
 pub async fn deploy(
     State(state): State<AppState>,
@@ -181,21 +189,22 @@ async fn submit_and_answer(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(reference): ApiPath<String>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let id = parse_id(&id)?;
-    Ok(Json(find(&state, &caller, Role::Read, id).await?))
+    Ok(Json(
+        resolve(&state, &caller, Role::Read, &reference).await?,
+    ))
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(reference): ApiPath<String>,
     (method, uri): (Method, Uri),
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let reference = parse_ref(&reference)?;
     let (request, bytes): (CancelRequest, _) = json_request(&headers, body).await?;
     check_text(
         "reason",
@@ -203,7 +212,8 @@ pub async fn cancel(
         MAX_MESSAGE_BYTES,
         Lines::One,
     )?;
-    let deployment = find(&state, &caller, Role::Deploy, id).await?;
+    let deployment = find_ref(&state, &caller, Role::Deploy, reference).await?;
+    let id = deployment.id;
     if deployment.state.is_terminal() {
         let refused = Rejection::InvalidTransition {
             from: deployment.state,
@@ -218,9 +228,16 @@ pub async fn cancel(
     match cancelled {
         Ok(cancelled) => Ok(Json(cancelled).into_response()),
         Err(TargetError::Elsewhere(owner)) => {
+            // The owner gets the id resolved here, not the short id: what
+            // it cancels is what this instance checked.
+            let path = format!("/v1/deployments/{id}/cancel");
+            let uri = match uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
             let original = Original {
                 method,
-                uri,
+                uri: uri.parse().expect("a path with a uuid is a URI"),
                 headers,
                 body: bytes,
             };
@@ -244,6 +261,9 @@ pub async fn history(
         app.as_str(),
         cluster.as_ref().map(ClusterName::as_str),
     )?;
+    if let Some(cluster) = &cluster {
+        check_configured(&state, cluster.as_str())?;
+    }
     let phase = match params.get("state") {
         Some(s) => Some(
             s.parse::<Phase>()
@@ -310,9 +330,82 @@ pub(super) fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
     Ok(id)
 }
 
-pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(id)
-        .map_err(|_| ApiError::invalid("id", format!("{id:?} is not a deployment id")))
+/// A deployment reference in a path: the full id, or 6 to 19 hex digits of
+/// its random part ([`DeploymentRef`]); else 400 naming field `id`.
+pub(super) fn parse_ref(text: &str) -> Result<DeploymentRef, ApiError> {
+    text.parse()
+        .map_err(|message| ApiError::invalid("id", message))
+}
+
+/// The deployment `reference` names, if the caller has `role` on it:
+/// [`parse_ref`], then [`find_ref`].
+pub(super) async fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    role: Role,
+    reference: &str,
+) -> Result<Deployment, ApiError> {
+    find_ref(state, caller, role, parse_ref(reference)?).await
+}
+
+/// The deployment `reference` names, if the caller has `role` on it. A full
+/// id goes to [`find`]. A prefix counts only the deployments the caller may
+/// read: none is 404, one is it (or 403 when the caller may read it but
+/// lacks `role`), several is 409 `ambiguous` listing them. A token never
+/// learns of a deployment outside its scope this way, not even that one
+/// exists: the scope filter comes before the count.
+pub(super) async fn find_ref(
+    state: &AppState,
+    caller: &Caller,
+    role: Role,
+    reference: DeploymentRef,
+) -> Result<Deployment, ApiError> {
+    let prefix = match reference {
+        DeploymentRef::Id(id) => return find(state, caller, role, id).await,
+        DeploymentRef::Prefix(prefix) => prefix,
+    };
+    let found = state.shared.store.by_short_id(&prefix, PREFIX_READ).await?;
+    let mut visible: Vec<Deployment> = found
+        .into_iter()
+        .filter(|d| caller.may(Role::Read, &d.app, Some(&d.cluster)).is_ok())
+        .collect();
+    match visible.len() {
+        0 => Err(ApiError::not_found(
+            "deployment",
+            format!("no deployment has a short id starting with {prefix}"),
+        )),
+        1 => {
+            let deployment = visible.remove(0);
+            caller.may(role, &deployment.app, Some(&deployment.cluster))?;
+            Ok(deployment)
+        }
+        many => Err(ambiguous(&prefix, many, &visible)),
+    }
+}
+
+/// 409 `ambiguous`: `count` deployments the caller may read share `prefix`;
+/// the first [`MAX_CANDIDATES`] are listed so the caller can pick one.
+fn ambiguous(prefix: &str, count: usize, candidates: &[Deployment]) -> ApiError {
+    let listed: Vec<serde_json::Value> = (candidates.iter().take(MAX_CANDIDATES))
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "short_id": short_id(&d.id),
+                "app": d.app,
+                "cluster": d.cluster,
+                "created_at": d.created_at,
+            })
+        })
+        .collect();
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "ambiguous",
+        format!(
+            "{count} deployments have a short id starting with {prefix}; give more digits \
+             of the one you mean, or its full id"
+        ),
+    )
+    .with_details(serde_json::json!({ "prefix": prefix, "candidates": listed }))
 }
 
 /// Deployment `id`, if the caller has `role` on its app and cluster. A
@@ -355,13 +448,20 @@ pub(super) fn check_target(
     let target = Target::parse(app, cluster)?;
     let (app, cluster) = (target.app.as_str(), target.cluster.as_str());
     caller.may(role, app, Some(cluster))?;
-    if !state.shared.config.clusters.contains_key(cluster) {
-        return Err(ApiError::not_found(
-            "cluster",
-            format!("cluster {cluster} is not configured on this server"),
-        ));
-    }
+    check_configured(state, cluster)?;
     Ok(target)
+}
+
+/// 404 `not_found` (`kind` cluster) unless `cluster` is configured: every
+/// route that names a cluster answers the same for one that is not.
+pub(super) fn check_configured(state: &AppState, cluster: &str) -> Result<(), ApiError> {
+    if state.shared.config.clusters.contains_key(cluster) {
+        return Ok(());
+    }
+    Err(ApiError::not_found(
+        "cluster",
+        format!("cluster {cluster} is not configured on this server"),
+    ))
 }
 
 /// Whether a free-text field may span lines.

@@ -11,6 +11,7 @@
 mod admin;
 pub mod auth;
 mod browser;
+mod catalog;
 mod deployments;
 mod error;
 pub mod forward;
@@ -23,6 +24,7 @@ mod targets;
 mod proptests;
 
 pub use auth::Caller;
+pub use catalog::MAX_TARGETS;
 pub use error::ApiError;
 
 use crate::daemon::Daemon;
@@ -69,6 +71,8 @@ pub fn router(state: AppState) -> Router {
             post(deployments::rollback),
         )
         .route("/v1/apps/{app}/clusters/{cluster}", get(targets::target))
+        .route("/v1/clusters", get(catalog::clusters))
+        .route("/v1/apps", get(catalog::apps))
         .route("/v1/apps/{app}/deployments", get(deployments::history))
         .route("/v1/apps/{app}/versions", get(targets::versions))
         .route(

@@ -3,7 +3,7 @@
 //! and never another kind of error. `PROPTEST_CASES` runs them longer.
 
 use super::auth::bearer;
-use super::deployments::{decode_cursor, parse_id, parse_limit};
+use super::deployments::{decode_cursor, parse_limit, parse_ref};
 use super::{ApiError, parse_json};
 use crate::model::{CancelRequest, DeployRequest, GitInfo, RollbackRequest};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -167,7 +167,7 @@ proptest! {
             Ok(limit) => prop_assert!((1..=500).contains(&limit)),
             Err(error) => assert_invalid(&error)?,
         }
-        if let Err(error) = parse_id(&text) {
+        if let Err(error) = parse_ref(&text) {
             assert_invalid(&error)?;
         }
     }

@@ -4,7 +4,7 @@
 //! stream replays from `Last-Event-ID` or `?after=`, follows live, and ends
 //! after the final state event or when the server shuts down.
 
-use super::deployments::{check_params, find, parse_id};
+use super::deployments::{check_params, find_ref, parse_ref};
 use super::{ApiError, ApiPath, ApiQuery, AppState, Caller};
 use crate::config::Role;
 use crate::store::StoreError;
@@ -21,11 +21,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(reference): ApiPath<String>,
     ApiQuery(params): ApiQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let id = parse_id(&id)?;
+    let reference = parse_ref(&reference)?;
     check_params(&params, &["after", "follow"])?;
     let follow = match params.get("follow").map(String::as_str) {
         None | Some("true") => true,
@@ -52,7 +52,7 @@ pub async fn events(
             })?,
         None => 0,
     };
-    find(&state, &caller, Role::Read, id).await?;
+    let id = find_ref(&state, &caller, Role::Read, reference).await?.id;
     Ok(match follow {
         true => sse(id, state.shared.hub.subscribe(id, after).boxed()),
         false => sse(id, state.shared.hub.stored(id, after).boxed()),

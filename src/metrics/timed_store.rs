@@ -7,7 +7,9 @@
 
 use super::Metrics;
 use crate::machine::State;
-use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
+use crate::model::{
+    Deployment, Drift, DriftedTarget, Event, EventData, TargetSummary, TargetView, VersionInfo,
+};
 use crate::store::{
     Applied, Change, CompactionPlan, CompactionReport, Created, DynStore, Fence, HistoryQuery,
     Holder, InstanceInfo, Lease, LeaseInfo, NewDeployment, OwedCleanup, OwnedTarget, Ownership,
@@ -91,6 +93,14 @@ impl Store for TimedStore {
 
     async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, StoreError> {
         self.timed(self.inner.target(app, cluster)).await
+    }
+
+    async fn by_short_id(&self, prefix: &str, limit: u32) -> Result<Vec<Deployment>, StoreError> {
+        self.timed(self.inner.by_short_id(prefix, limit)).await
+    }
+
+    async fn target_summaries(&self, limit: u32) -> Result<Vec<TargetSummary>, StoreError> {
+        self.timed(self.inner.target_summaries(limit)).await
     }
 
     async fn versions(

@@ -27,8 +27,8 @@ pub mod text;
 
 use crate::machine::{self, Authority, Facts, Kind, Refusal, State};
 use crate::model::{
-    Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, TargetView, VersionInfo,
-    clip_error,
+    Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, TargetSummary, TargetView,
+    VersionInfo, clip_error,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -83,6 +83,19 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, query: &HistoryQuery) -> Result<Page<Deployment, Uuid>, StoreError>;
 
     async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, StoreError>;
+
+    /// Deployments, of any app, whose id's random part
+    /// ([`random_part`](crate::model::random_part)) starts with `prefix`
+    /// (lowercase hex, 6 to 19 digits: a short id or part of one), oldest
+    /// first, at most `limit`. One range scan of the index on the random
+    /// part (`deployments_random_part`), whatever the table's size.
+    async fn by_short_id(&self, prefix: &str, limit: u32) -> Result<Vec<Deployment>, StoreError>;
+
+    /// Every target that has deployments, by app then cluster, at most
+    /// `limit`: its active version and whether a deployment of it is
+    /// running. A skip scan of the target history index: its cost grows
+    /// with the number of targets, not of deployments.
+    async fn target_summaries(&self, limit: u32) -> Result<Vec<TargetSummary>, StoreError>;
 
     /// Versions of an app, newest first, with number `< before`.
     async fn versions(
@@ -644,6 +657,15 @@ pub fn version_number(version: &str) -> Option<i64> {
         .parse::<crate::names::Version>()
         .ok()
         .map(|v| v.number())
+}
+
+/// The random parts a short-id `prefix` covers, as a half-open text range
+/// `[prefix, prefix + "g")`: `g` sorts after every lowercase hex digit, so
+/// the range is exactly the random parts starting with `prefix`, and a
+/// B-tree answers it with one range scan (a `LIKE` with a bound pattern
+/// would not use the index in a generic plan).
+pub fn short_id_range(prefix: &str) -> (String, String) {
+    (prefix.to_string(), format!("{prefix}g"))
 }
 
 /// Both backends' migrations, in order: (number, name, sql).

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::machine::State;
 use crate::model::{
-    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, StateChange, TargetView,
-    VersionInfo,
+    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, StateChange, TargetSummary,
+    TargetView, VersionInfo,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         number: 5,
         name: "instances",
         sql: include_str!("../../migrations/postgres/0005_instances.sql"),
+    },
+    Migration {
+        number: 6,
+        name: "short_ids",
+        sql: include_str!("../../migrations/postgres/0006_short_ids.sql"),
     },
 ];
 
@@ -450,6 +455,31 @@ impl Store for PgStore {
             }
         }
         Ok(view)
+    }
+
+    async fn by_short_id(&self, prefix: &str, limit: u32) -> Result<Vec<Deployment>, StoreError> {
+        let (from, to) = super::short_id_range(prefix);
+        let mut found = self
+            .deployments(sql::BY_SHORT_ID, &[&from, &to, &i64::from(limit)])
+            .await?;
+        found.sort_by_key(|d| d.id);
+        Ok(found)
+    }
+
+    async fn target_summaries(&self, limit: u32) -> Result<Vec<TargetSummary>, StoreError> {
+        let rows = self
+            .query(sql::TARGET_SUMMARIES, &[&i64::from(limit)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TargetSummary {
+                    app: row.try_get("app")?,
+                    cluster: row.try_get("cluster")?,
+                    active_version: row.try_get("active_version")?,
+                    running: row.try_get("running")?,
+                })
+            })
+            .collect()
     }
 
     async fn versions(

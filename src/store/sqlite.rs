@@ -30,7 +30,9 @@ use super::{
     Page, Retention, Store, StoreError,
 };
 use crate::machine::State;
-use crate::model::{Deployment, Drift, DriftedTarget, Event, EventData, TargetView, VersionInfo};
+use crate::model::{
+    Deployment, Drift, DriftedTarget, Event, EventData, TargetSummary, TargetView, VersionInfo,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -63,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         number: 4,
         name: "retention",
         sql: include_str!("../../migrations/sqlite/0004_retention.sql"),
+    },
+    Migration {
+        number: 6,
+        name: "short_ids",
+        sql: include_str!("../../migrations/sqlite/0006_short_ids.sql"),
     },
 ];
 
@@ -273,6 +280,16 @@ impl Store for SqliteStore {
     async fn target(&self, app: &str, cluster: &str) -> Result<TargetView, StoreError> {
         let (app, cluster) = (app.to_string(), cluster.to_string());
         self.read(move |tx| read::target(tx, app, cluster)).await
+    }
+
+    async fn by_short_id(&self, prefix: &str, limit: u32) -> Result<Vec<Deployment>, StoreError> {
+        let prefix = prefix.to_string();
+        self.read(move |tx| read::by_short_id(tx, &prefix, limit))
+            .await
+    }
+
+    async fn target_summaries(&self, limit: u32) -> Result<Vec<TargetSummary>, StoreError> {
+        self.read(move |tx| read::target_summaries(tx, limit)).await
     }
 
     async fn versions(

@@ -11,5 +11,6 @@ mod record;
 mod restore;
 mod retention;
 mod security;
+mod short_ids;
 mod store_contract;
 mod support;

@@ -23,9 +23,11 @@ use compaction::{
     owed_cleanups_are_recorded_with_what_they_owe, pinned_and_queued_rollback_targets_are_kept,
     the_dry_run_names_what_compaction_deletes,
 };
+pub mod short_ids;
 mod take_over;
 mod text;
 use drift::drift_is_set_replaced_cleared_and_undone_by_a_success;
+use short_ids::{short_id_prefixes_find_their_deployments, target_summaries_list_each_target_once};
 use take_over::take_over_wins_once_and_only_a_lapsed_or_own_lease;
 use text::nul_bytes_are_stored_replaced_the_same_on_every_backend;
 
@@ -68,6 +70,8 @@ macro_rules! contract {
                 owed_cleanups_are_recorded_with_what_they_owe,
                 nul_bytes_are_stored_replaced_the_same_on_every_backend,
                 drift_is_set_replaced_cleared_and_undone_by_a_success,
+                short_id_prefixes_find_their_deployments,
+                target_summaries_list_each_target_once,
             );
         }
     };

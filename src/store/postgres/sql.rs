@@ -83,6 +83,45 @@ pub const BY_IDEMPOTENCY_KEY: &str = concat!(
     "WHERE d.app = $1 AND d.cluster = $2 AND d.idempotency_key = $3"
 );
 
+/// A deployment id's random part (`model::random_part`), written exactly as
+/// the index `deployments_random_part` is.
+macro_rules! random_part {
+    () => {
+        "replace(substr(d.id::text, 16), '-', '')"
+    };
+}
+
+/// Deployments whose random part is in [$1, $2) (`store::short_id_range`),
+/// at most $3. No ORDER BY: sorting by id could tempt the planner into
+/// the primary key; the caller sorts the few rows.
+pub const BY_SHORT_ID: &str = concat!(
+    select_deployments!(),
+    "WHERE ",
+    random_part!(),
+    " ~>=~ $1 AND ",
+    random_part!(),
+    " ~<~ $2 LIMIT $3"
+);
+
+/// Targets by a skip scan of `deployments_target_history` (each step one
+/// index seek for the next (app, cluster)), at most $1, with the active
+/// version and whether a deployment runs (`deployments_one_running`).
+pub const TARGET_SUMMARIES: &str = "\
+    WITH RECURSIVE pairs(app, cluster) AS ( \
+        (SELECT app, cluster FROM deployments ORDER BY app, cluster LIMIT 1) \
+        UNION ALL \
+        SELECT n.app, n.cluster FROM pairs p, LATERAL ( \
+            SELECT d.app, d.cluster FROM deployments d \
+            WHERE (d.app, d.cluster) > (p.app, p.cluster) \
+            ORDER BY d.app, d.cluster LIMIT 1) n \
+    ) \
+    SELECT p.app, p.cluster, t.active_version, \
+           EXISTS (SELECT 1 FROM deployments d WHERE d.app = p.app AND d.cluster = p.cluster \
+                   AND d.state IN ('building', 'pushing', 'activating')) AS running \
+    FROM (SELECT * FROM pairs LIMIT $1) p \
+    LEFT JOIN targets t ON t.app = p.app AND t.cluster = p.cluster \
+    ORDER BY p.app, p.cluster";
+
 pub const STATE: &str = "SELECT state FROM deployments WHERE id = $1";
 
 pub const TARGET_OF: &str = "SELECT app, cluster FROM deployments WHERE id = $1";

@@ -3,8 +3,8 @@
 
 use super::TIME_FORMAT;
 use crate::model::{
-    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, LiveSpan, TargetView,
-    VersionInfo,
+    ActiveInfo, Deployment, Drift, DriftedTarget, Event, EventData, GitInfo, LiveSpan,
+    TargetSummary, TargetView, VersionInfo,
 };
 use crate::store::{HistoryQuery, LeaseInfo, MAX_PAGE, Page, StoreError};
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -264,6 +264,66 @@ pub(super) fn leases(conn: &Connection, filter: LeaseFilter) -> Result<Vec<Lease
         .query_map([value], lease_row)?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// A deployment id's random part (`model::random_part`) from its stored
+/// hyphenated text: what `deployments_random_part` indexes, written the same
+/// way so the planner matches it.
+const RANDOM_PART: &str = "replace(substr(d.id, 16), '-', '')";
+
+pub(super) fn by_short_id(
+    conn: &Connection,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<Deployment>, StoreError> {
+    let (from, to) = crate::store::short_id_range(prefix);
+    let sql = format!(
+        "{SELECT_DEPLOYMENT} WHERE {RANDOM_PART} >= ?1 AND {RANDOM_PART} < ?2
+         ORDER BY {RANDOM_PART} LIMIT ?3"
+    );
+    let mut found: Vec<Deployment> = conn
+        .prepare_cached(&sql)?
+        .query_map(params![from, to, limit], deployment_row)?
+        .collect::<Result<_, _>>()?;
+    found.sort_by_key(|d| d.id);
+    Ok(found)
+}
+
+/// Targets by a skip scan of `deployments_target_history`: each step seeks
+/// the next (app, cluster) after the last, so the cost is per target.
+pub(super) fn target_summaries(
+    conn: &Connection,
+    limit: u32,
+) -> Result<Vec<TargetSummary>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE pairs(app, cluster) AS (
+             SELECT * FROM (SELECT app, cluster FROM deployments ORDER BY app, cluster LIMIT 1)
+             UNION ALL
+             SELECT (SELECT n.app FROM deployments n WHERE (n.app, n.cluster) > (p.app, p.cluster)
+                     ORDER BY n.app, n.cluster LIMIT 1),
+                    (SELECT n.cluster FROM deployments n
+                     WHERE (n.app, n.cluster) > (p.app, p.cluster)
+                     ORDER BY n.app, n.cluster LIMIT 1)
+             FROM pairs p WHERE p.app IS NOT NULL
+             LIMIT ?1 + 1
+         )
+         SELECT p.app, p.cluster, t.active_version,
+                EXISTS (SELECT 1 FROM deployments d WHERE d.app = p.app AND d.cluster = p.cluster
+                        AND d.state IN ('building', 'pushing', 'activating'))
+         FROM pairs p LEFT JOIN targets t ON t.app = p.app AND t.cluster = p.cluster
+         WHERE p.app IS NOT NULL
+         ORDER BY p.app, p.cluster
+         LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(TargetSummary {
+            app: r.get(0)?,
+            cluster: r.get(1)?,
+            active_version: r.get(2)?,
+            running: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(super) fn queued_targets(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
