@@ -175,11 +175,11 @@ pub async fn history(
     columns.extend([
         Column::fixed("VERSION"),
         Column::fixed("ACTIVE"),
-        Column::fixed("WHO"),
-        Column::fixed("WHEN"),
-        Column::fixed("GIT-SHA"),
-        Column::fixed("BRANCH"),
-        Column::flexible("MESSAGE"),
+        Column::fixed("WHO").spare(3),
+        Column::fixed("WHEN").spare(4),
+        Column::fixed("GIT-SHA").spare(2),
+        Column::fixed("BRANCH").spare(1),
+        Column::flexible("MESSAGE").spare(5),
     ]);
     let errors = deployments.iter().any(|d| d.error.is_some());
     if errors {

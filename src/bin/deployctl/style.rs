@@ -156,6 +156,9 @@ pub struct Column {
     /// Cut to make the table fit the terminal (free text: messages,
     /// errors); other columns are never cut.
     pub flexible: bool,
+    /// Left out on a terminal too narrow for the table even with its
+    /// flexible columns cut; lower numbers go first. `None`: always shown.
+    pub spare: Option<u8>,
 }
 
 impl Column {
@@ -163,6 +166,7 @@ impl Column {
         Column {
             title,
             flexible: false,
+            spare: None,
         }
     }
 
@@ -170,56 +174,80 @@ impl Column {
         Column {
             title,
             flexible: true,
+            spare: None,
         }
+    }
+
+    /// This column may be left out on a narrow terminal, `rank` lowest
+    /// first.
+    pub const fn spare(mut self, rank: u8) -> Column {
+        self.spare = Some(rank);
+        self
     }
 }
 
 /// The narrowest a flexible column is cut to.
 const FLEXIBLE_MIN: usize = 12;
 
-/// Print rows under a header, columns padded to their widest cell; on a
-/// terminal, flexible columns are cut so each line fits its width. A cell
-/// may carry a [`Paint`], applied after padding so colour never skews the
-/// layout.
-pub fn table(columns: &[Column], rows: Vec<Vec<(String, Option<Paint>)>>) {
+/// A table cell: its text and the colour it is shown in.
+pub type Cell = (String, Option<Paint>);
+
+/// Print rows under a header, columns padded to their widest cell. On a
+/// terminal, so that each line fits its width: columns empty in every row
+/// are left out, flexible columns are cut (to no less than 12 characters),
+/// then spare columns are left out, lowest rank first. Off a terminal every
+/// column is printed whole, in the same place, for scripts. A cell's
+/// [`Paint`] is applied after padding, so colour never skews the layout.
+pub fn table(columns: &[Column], rows: Vec<Vec<Cell>>) {
     let count = |text: &str| text.chars().count();
+    let mut shown: Vec<usize> = (0..columns.len()).collect();
     let mut widths: Vec<usize> = columns.iter().map(|c| count(c.title)).collect();
     for row in &rows {
         for (width, (cell, _)) in widths.iter_mut().zip(row) {
             *width = (*width).max(count(cell));
         }
     }
-    if let Some(limit) = term().width {
-        let gaps = 2 * columns.len().saturating_sub(1);
-        let mut over = (widths.iter().sum::<usize>() + gaps).saturating_sub(limit);
+    if let Some(limit) = term().width.filter(|width| *width > 0) {
+        let empty = |i: usize| rows.iter().all(|row| row[i].0.is_empty());
+        shown.retain(|&i| rows.is_empty() || !empty(i));
+        let total = |shown: &[usize], widths: &[usize]| {
+            shown.iter().map(|&i| widths[i]).sum::<usize>() + 2 * shown.len().saturating_sub(1)
+        };
         // Take from the widest flexible column first, down to the minimum.
-        while over > 0 {
-            let widest = (0..columns.len())
+        while total(&shown, &widths) > limit {
+            let widest = (shown.iter().copied())
                 .filter(|&i| columns[i].flexible && widths[i] > FLEXIBLE_MIN)
                 .max_by_key(|&i| widths[i]);
             let Some(i) = widest else { break };
             widths[i] -= 1;
-            over -= 1;
+        }
+        while total(&shown, &widths) > limit {
+            let spare = (shown.iter().copied())
+                .filter(|&i| columns[i].spare.is_some())
+                .min_by_key(|&i| columns[i].spare);
+            let Some(spare) = spare else { break };
+            shown.retain(|&i| i != spare);
         }
     }
-    let header: Vec<(String, Option<Paint>)> = columns
+    let header: Vec<Cell> = columns
         .iter()
         .map(|c| (c.title.to_string(), Some(Paint::Bold)))
         .collect();
     for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
-        for (index, ((cell, paint), width)) in row.iter().zip(&widths).enumerate() {
+        let cells = shown.iter().map(|&i| (&row[i], &widths[i]));
+        for (index, ((cell, paint), width)) in cells.enumerate() {
             let cell = match count(cell) > *width {
                 true => clip(cell, *width),
                 false => cell.clone(),
             };
             let pad = " ".repeat(width - count(&cell));
-            let shown = match paint {
+            let shown_cell = match paint {
                 Some(paint) => paint.out(&cell),
                 None => cell,
             };
-            line.push_str(&shown);
-            if index + 1 < row.len() {
+            line.push_str(&shown_cell);
+            if index + 1 < shown.len() {
                 line.push_str(&pad);
                 line.push_str("  ");
             }

@@ -50,12 +50,12 @@ pub async fn list(
         Column::fixed("VERSION"),
         Column::fixed("ACTIVE-ON"),
         Column::fixed("PINNED"),
-        Column::fixed("CREATED"),
+        Column::fixed("CREATED").spare(5),
         Column::flexible("LIVE"),
-        Column::fixed("GIT-SHA"),
-        Column::fixed("BRANCH"),
-        Column::fixed("DEPLOYMENT"),
-        Column::flexible("ARTIFACT"),
+        Column::fixed("GIT-SHA").spare(3),
+        Column::fixed("BRANCH").spare(2),
+        Column::fixed("DEPLOYMENT").spare(4),
+        Column::flexible("ARTIFACT").spare(1),
     ];
     let rows = versions.iter().map(|v| {
         let git = v.git.as_ref();

@@ -312,12 +312,13 @@ async fn ctrl_c_detaches_and_never_cancels() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let short = deployd::model::short_id(&id);
     assert!(
-        stderr.contains(&format!("deployctl watch {id}")),
+        stderr.contains(&format!("deployctl watch {short}")),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("deployctl cancel {id}")),
+        stderr.contains(&format!("deployctl cancel {short}")),
         "{stderr}"
     );
 

@@ -25,7 +25,7 @@ async fn history_versions_status_and_rollback() {
     assert_eq!(history.code, Some(0), "{}", history.stderr);
     let rows: Vec<&str> = history.stdout.lines().collect();
     assert!(
-        rows[0].starts_with("STATE      CLUSTER  VERSION  ACTIVE  WHO"),
+        rows[0].starts_with("ID        STATE      CLUSTER  VERSION  ACTIVE  WHO"),
         "{}",
         rows[0]
     );
@@ -163,10 +163,12 @@ async fn history_all_follows_the_pages_of_120_deployments() {
     let text = run(&app.url, &args).await;
     assert_eq!(text.code, Some(0), "{}", text.stderr);
     let rows: Vec<&str> = text.stdout.lines().collect();
-    assert!(rows[0].starts_with("STATE "), "{}", rows[0]);
+    assert!(rows[0].starts_with("ID        STATE "), "{}", rows[0]);
     assert_eq!(rows.len(), 1 + COUNT, "{}", text.stdout);
     assert!(
-        rows[1..].iter().all(|row| row.starts_with("succeeded ")),
+        rows[1..]
+            .iter()
+            .all(|row| row.split_whitespace().nth(1) == Some("succeeded")),
         "{}",
         text.stdout
     );

@@ -178,7 +178,7 @@ async fn deploy_takes_app_and_cluster_from_the_project_file_and_leaves_out_its_i
         .await;
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("succeeded: web v1 is active on local"),
+        run.stdout.contains("web v1 is active on local"),
         "{}",
         run.stdout
     );

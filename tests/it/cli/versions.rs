@@ -74,6 +74,7 @@ async fn versions_show_pins_and_where_each_was_live(backend: Backend) {
         header,
         [
             "VERSION",
+            "ACTIVE-ON",
             "PINNED",
             "CREATED",
             "LIVE",
@@ -86,7 +87,7 @@ async fn versions_show_pins_and_where_each_was_live(backend: Backend) {
     assert!(rows[1].starts_with("v2 ") && rows[1].contains(" local (active) "));
     let v1_live = format!(
         " local (until {}), staging (active) ",
-        v1_until.format("%Y-%m-%d %H:%M")
+        v1_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     assert!(
         rows[2].starts_with("v1 ") && rows[2].contains(&v1_live),

@@ -24,11 +24,18 @@ async fn json_output_is_every_event_once_in_order() {
     ];
     let done = run(&app.url, &args).await;
     assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let events: Vec<serde_json::Value> = done
+    let mut events: Vec<serde_json::Value> = done
         .stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
         .collect();
+    // The last line is the Deployment as it ended, with its version.
+    let ended = events.pop().expect("a last line");
+    assert_eq!(
+        (&ended["seq"], &ended["kind"]),
+        (&serde_json::Value::Null, &"deployment".into())
+    );
+    assert_eq!(ended["data"]["version"], "v1", "{ended}");
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
     assert_eq!(events[0]["kind"], "deployment");
@@ -135,10 +142,13 @@ async fn watch_after_the_end_replays_everything() {
     let text = run(&app.url, &["watch", &id.to_string()]).await;
     assert_eq!(text.code, Some(0), "{}{}", text.stdout, text.stderr);
     let expected = [
-        &format!("deployment {id}: deploying web to noisy"),
+        &format!(
+            "deployment {}: deploying web to noisy",
+            deployd::model::short_id(&id)
+        ),
         "    compiling",
         "✓ building",
-        "    warning: slow registry",
+        "  ! warning: slow registry",
         "✓ pushing",
         "    switched",
         "✓ activating",
@@ -159,7 +169,8 @@ async fn watch_after_the_end_replays_everything() {
         .lines()
         .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
         .collect();
-    assert_eq!(printed, stored);
+    assert_eq!(printed[..printed.len() - 1], stored);
+    assert_eq!(printed.last().unwrap()["data"]["state"], "succeeded");
     app.stop().await;
 }
 
@@ -231,6 +242,8 @@ async fn watch_across_a_cut_connection_loses_and_repeats_nothing() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
 
+    let ended = printed.pop().expect("the Deployment as it ended");
+    assert_eq!(ended["kind"], "deployment", "{ended}");
     let seqs: Vec<i64> = printed.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=printed.len() as i64).collect::<Vec<_>>());
     let logged: Vec<&str> = printed
