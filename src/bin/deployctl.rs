@@ -190,6 +190,11 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     /// Print the settings in effect and where each came from.
     #[command(long_about = settings::CONFIG_HELP)]
     Config,
+    /// The clusters this server deploys to, with their steps (no secrets).
+    Clusters,
+    /// The apps with deployments, each target's active version, and what
+    /// is running.
+    Apps,
     /// Print a shell completion script.
     #[command(after_long_help = "Examples:
   deployctl completions bash > /etc/bash_completion.d/deployctl
@@ -369,6 +374,8 @@ async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
         }
         Command::Compact { dry_run } => versions::compact(&client, output, dry_run).await,
         Command::Instances => show::instances(&client, output).await,
+        Command::Clusters => show::clusters(&client, output).await,
+        Command::Apps => show::apps(&client, output).await,
         Command::Login | Command::Logout | Command::Config | Command::Completions { .. } => {
             unreachable!("answered before connecting")
         }

@@ -382,3 +382,75 @@ pub async fn instances(client: &Client, output: Output) -> Result<u8, Failure> {
     table(&columns, rows);
     Ok(SUCCEEDED)
 }
+
+/// `deployctl clusters`: each cluster and the argv of each of its steps.
+pub async fn clusters(client: &Client, output: Output) -> Result<u8, Failure> {
+    let view = client.clusters().await?;
+    if output == Output::Json {
+        json_line(&view);
+        return Ok(SUCCEEDED);
+    }
+    let rows = view.clusters.iter().flat_map(|cluster| {
+        let name = Paint::Bold.out(&cluster.name);
+        let first = std::iter::once(match cluster.steps.is_empty() {
+            true => format!("{name}  (no steps: every phase passes straight through)"),
+            false => name,
+        });
+        let steps = cluster.steps.iter().map(|step| {
+            format!(
+                "  {:<9}{}  (timeout {}s)",
+                step.phase,
+                step.run.join(" "),
+                step.timeout_seconds
+            )
+        });
+        first.chain(steps).collect::<Vec<_>>()
+    });
+    for line in rows {
+        println!("{line}");
+    }
+    Ok(SUCCEEDED)
+}
+
+/// `deployctl apps`: one row per target, its active version and whether
+/// something runs there.
+pub async fn apps(client: &Client, output: Output) -> Result<u8, Failure> {
+    let view = client.apps().await?;
+    if output == Output::Json {
+        json_line(&view);
+        return Ok(SUCCEEDED);
+    }
+    let rows: Vec<Vec<style::Cell>> = (view.apps.iter())
+        .flat_map(|app| {
+            app.targets.iter().map(|target| {
+                vec![
+                    (app.app.clone(), None),
+                    (target.cluster.clone(), None),
+                    match &target.active_version {
+                        Some(version) => (version.clone(), Some(Paint::Good)),
+                        None => ("-".into(), None),
+                    },
+                    match target.running {
+                        true => ("running".into(), Some(Paint::Warn)),
+                        false => (String::new(), None),
+                    },
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("no app has deployments yet");
+        return Ok(SUCCEEDED);
+    }
+    let columns = [
+        Column::fixed("APP"),
+        Column::fixed("CLUSTER"),
+        Column::fixed("ACTIVE"),
+        Column::fixed("RUNNING"),
+    ];
+    table(&columns, rows);
+    if view.truncated {
+        eprintln!("(more targets than one answer lists)");
+    }
+    Ok(SUCCEEDED)
+}

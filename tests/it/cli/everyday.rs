@@ -230,7 +230,11 @@ async fn a_failure_shows_in_one_summary_line_in_history_and_in_status() {
         ]
     );
     // stdout and stderr are two pipes: their lines may interleave either way.
-    assert!(failed.stdout.contains("\n    step 8\n"), "{}", failed.stdout);
+    assert!(
+        failed.stdout.contains("\n    step 8\n"),
+        "{}",
+        failed.stdout
+    );
 
     let record = app
         .client
@@ -529,6 +533,51 @@ async fn superseding_replaying_and_dirty_trees_are_told() {
             .contains("the idempotency key was used before"),
         "{}",
         replayed.stderr
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_and_apps_are_listed_without_secrets() {
+    let app = spawn_app(Backend::Sqlite, |c| {
+        let mut cluster = chatty();
+        cluster.env.insert(
+            "REGISTRY_PASSWORD".into(),
+            deployd::config::EnvValue::secret("hunter2-secret"),
+        );
+        c.clusters.insert("chatty".into(), cluster);
+    })
+    .await;
+    let done = app.deploy("web", "chatty", "one").await;
+    app.finished(done.id).await;
+
+    let clusters = run(&app.url, &["clusters"]).await;
+    assert_eq!(clusters.code, Some(0), "{}", clusters.stderr);
+    assert!(
+        clusters
+            .stdout
+            .contains("chatty\n  build    /bin/sh -c echo compiling;"),
+        "{}",
+        clusters.stdout
+    );
+    assert!(clusters.stdout.contains("\nlocal"), "{}", clusters.stdout);
+    let json = run(&app.url, &["-o", "json", "clusters"]).await;
+    assert!(!json.stdout.contains("hunter2"), "{}", json.stdout);
+    assert!(json.stdout.contains("REGISTRY_PASSWORD"), "{}", json.stdout);
+
+    let apps = run(&app.url, &["apps"]).await;
+    assert_eq!(apps.code, Some(0), "{}", apps.stderr);
+    let rows: Vec<Vec<&str>> = apps
+        .stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["APP", "CLUSTER", "ACTIVE", "RUNNING"],
+            vec!["web", "chatty", "v1"]
+        ]
     );
     app.stop().await;
 }

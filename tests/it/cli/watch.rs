@@ -108,10 +108,23 @@ async fn watch_resumes_across_a_daemon_restart_without_repeats() {
         .await
         .expect("the watch ends");
     let status = watcher.wait().await.unwrap();
+    let mut stderr = String::new();
+    watcher
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
     std::fs::write(&gate, "").unwrap(); // lets the orphaned build exit
     let text = seen.join("\n");
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("interrupted in building"), "{text}");
+    // Never silent while the daemon is away.
+    assert!(
+        stderr.contains("connection lost (") && stderr.contains("(attempt 1 of 10)"),
+        "{stderr}"
+    );
     assert_eq!(
         seen.iter().filter(|line| *line == "    waiting").count(),
         1,
