@@ -106,11 +106,12 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     /// Follow a deployment's progress (replayed from its start) to its end.
     #[command(after_long_help = "Examples:
   deployctl watch 3f9c2a1b                      by the short id history shows
-  deployctl watch -a web -c prod                what is running (or queued) there
+  deployctl watch -a web -c prod                what runs there (else is queued, else ran last)
   deployctl watch 3f9c2a1b --timeout 10m        exit 124 if not done in 10 minutes")]
     Watch {
         /// The deployment: its short id (or a unique prefix of at least 6
-        /// digits) or full id; without it, the one running on -a/-c.
+        /// digits) or full id; without it, the one running on -a/-c, else
+        /// the first queued, else the newest.
         id: Option<String>,
         /// Stop watching after this long (`90s`, `10m`) and exit 124; the
         /// deployment keeps running.
@@ -123,7 +124,8 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
   deployctl logs -a web -c prod                 of what is running there, or ran last")]
     Logs {
         /// The deployment: its short id (or a unique prefix of at least 6
-        /// digits) or full id; without it, the newest on -a/-c.
+        /// digits) or full id; without it, the one running on -a/-c, else
+        /// the first queued, else the newest.
         id: Option<String>,
     },
     /// What is active, running and queued on a target, or on every cluster
@@ -339,7 +341,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
             Ok(SUCCEEDED)
         }
         Command::Watch { id, timeout } => {
-            let id = pick(&client, &settings, id.as_deref(), Pick::RunningOrQueued).await?;
+            let id = pick(&client, &settings, id.as_deref(), Pick::Newest).await?;
             let events = follow_reporting(&client, id, None, progress::reconnecting);
             progress::watch(&client, events, output, timeout).await
         }
@@ -387,9 +389,8 @@ async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
 enum Pick {
     /// The running one (cancel).
     Running,
-    /// The running one, else the first queued (watch).
-    RunningOrQueued,
-    /// The running one, else the newest (logs).
+    /// The running one, else the first queued, else the newest (watch,
+    /// logs): what someone reattaching after `--detach` means.
     Newest,
 }
 
