@@ -113,6 +113,9 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
     );
     let full = run(&app.url, &["logs", &done.id.to_string()]).await;
     assert_eq!(full.stdout, logs.stdout);
+    let events = format!("{}/v1/deployments/{short}/events?follow=maybe", app.url);
+    let refused = reqwest::get(events).await.unwrap();
+    assert_eq!(refused.status(), 400);
 
     // A running deployment: logs print what there is and return; watch
     // and cancel find it by its target.
