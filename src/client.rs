@@ -148,9 +148,9 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let usage = "use http://HOST[:PORT] or https://HOST[:PORT]";
         let with_scheme;
-        let base_url = match base_url.contains("://") {
-            true => base_url,
-            false => {
+        let base_url = match is_host_port(base_url) {
+            false => base_url,
+            true => {
                 with_scheme = format!("http://{base_url}");
                 &with_scheme
             }
@@ -538,6 +538,32 @@ async fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError>
             "the server's HTTP {status} answer is not deployd's API ({e}): {NOT_DEPLOYD}"
         ))
     })
+}
+
+/// `HOST`, `HOST:PORT` or `[V6]:PORT`, with no scheme: what people type
+/// for a server and mean `http://` by. `unix:/path` is not one (its colon is
+/// followed by no port).
+fn is_host_port(text: &str) -> bool {
+    if text.contains("://") {
+        return false;
+    }
+    let authority = text.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6.ends_with(']'),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+    };
+    let port_ok =
+        port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 /// What to check when the server does not speak API.md.

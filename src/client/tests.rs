@@ -344,3 +344,32 @@ async fn follow_stops_at_a_permanent_error() {
         Err(ClientError::Api { status: 404, .. })
     ));
 }
+
+#[test]
+fn a_bare_host_and_port_means_http() {
+    for bare in [
+        "127.0.0.1:7171",
+        "localhost:7171",
+        "deploy.example.com",
+        "[::1]:7171",
+        "host:80/base",
+    ] {
+        assert!(super::is_host_port(bare), "{bare}");
+        let client = Client::new(bare, None).unwrap();
+        assert!(
+            client.base_url().starts_with("http://"),
+            "{bare}: {}",
+            client.base_url()
+        );
+    }
+    for other in [
+        "unix:/run/deployd.sock",
+        "ftp://host",
+        "http://host",
+        "host:port",
+        "",
+        ":7171",
+    ] {
+        assert!(!super::is_host_port(other), "{other}");
+    }
+}
