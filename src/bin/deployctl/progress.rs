@@ -54,6 +54,7 @@ pub async fn watch(
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|error| Failure::Usage(format!("cannot watch for Ctrl-C: {error}")))?;
     let mut view = View::new(output);
+    let _quiet = view.tty.then(QuietControlKeys::new);
     let mut events = std::pin::pin!(events);
     let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
     let expired = async {
@@ -93,6 +94,50 @@ pub async fn watch(
                 view.lost();
                 let reason = "the stream ended before the deployment did".to_string();
                 return Err(ClientError::Protocol(reason).into());
+            }
+        }
+    }
+}
+
+/// While a spinner may be drawn, the terminal does not echo control keys:
+/// indicatif pads the spinner's line to the terminal's width, so an echoed
+/// `^C` wraps onto a row of its own, and clearing the spinner would then
+/// clear that row and leave the spinner's last frame behind. Restores the
+/// terminal's settings when dropped (a `kill -9` leaves `^C` unechoed, which
+/// `stty echoctl` or `reset` puts back).
+struct QuietControlKeys {
+    saved: Option<libc::termios>,
+}
+
+impl QuietControlKeys {
+    fn new() -> QuietControlKeys {
+        let fd = libc::STDIN_FILENO;
+        // SAFETY: termios is plain data; tcgetattr/tcsetattr only read and
+        // write the one we pass, and fail harmlessly on a non-terminal.
+        unsafe {
+            if libc::isatty(fd) != 1 {
+                return QuietControlKeys { saved: None };
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut saved) != 0 {
+                return QuietControlKeys { saved: None };
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHOCTL;
+            if libc::tcsetattr(fd, libc::TCSANOW, &quiet) != 0 {
+                return QuietControlKeys { saved: None };
+            }
+            QuietControlKeys { saved: Some(saved) }
+        }
+    }
+}
+
+impl Drop for QuietControlKeys {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            // SAFETY: as in `new`; `saved` came from tcgetattr.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
             }
         }
     }
@@ -321,12 +366,6 @@ impl View {
     fn clear(&mut self) {
         if let Some(spinner) = self.spinner.take() {
             spinner.finish_and_clear();
-            // A Ctrl-C the terminal echoed (`^C`) sits on the spinner's
-            // line, out of indicatif's sight: wipe that line too.
-            if self.tty {
-                print!("\r\x1b[2K");
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-            }
         }
     }
 

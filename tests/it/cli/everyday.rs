@@ -21,7 +21,7 @@ async fn on_terminal(
     command
         .arg("-c")
         .arg(format!(
-            "stty cols {cols} rows 50; exec '{}' {}",
+            "stty cols {cols} rows 50 echo echoctl; exec '{}' {}",
             env!("CARGO_BIN_EXE_deployctl"),
             quoted.join(" ")
         ))
@@ -478,11 +478,11 @@ async fn ctrl_c_on_a_terminal_leaves_no_spinner_behind() {
     .await;
     let dir = source_dir(&[("index.html", "hello")]);
     let deploy = ["deploy", "--app", "web", "--cluster", "gated", path(&dir)];
-    let (screen, _) = on_terminal(&app.url, &deploy, &[], 100, Some("    waiting")).await;
+    let (screen, raw) = on_terminal(&app.url, &deploy, &[], 100, Some("    waiting")).await;
     let spinner = ['⠁', '⠂', '⠄', '⡀', '⢀', '⠠', '⠐', '⠈'];
     assert!(
         !screen.contains(spinner),
-        "a spinner frame stayed:\n{screen}"
+        "a spinner frame stayed:\n{screen}\n{raw:?}"
     );
     assert!(
         !screen.contains("building 0s") && !screen.contains("^C"),
