@@ -43,7 +43,7 @@ mod sql;
 pub use listen::{Listener, Notice};
 
 use super::text::{storable, storable_events};
-pub use sql::{Param, history_sql};
+pub use sql::{BY_SHORT_ID, Param, history_sql};
 use sql::{deployment, parse_column, version_info};
 
 /// The schema, in order. Each is applied once and recorded in `schema_migrations`.

@@ -3,7 +3,7 @@
 //! together, and which plan the history query gets on a big table.
 
 use crate::support::pg::{self, connect, describe, empty_database, fresh_database};
-use deployd::store::postgres::{MIGRATIONS, PgStore, history_sql};
+use deployd::store::postgres::{BY_SHORT_ID, MIGRATIONS, PgStore, history_sql};
 use deployd::store::{HistoryQuery, Store, StoreError};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -219,6 +219,45 @@ async fn history_uses_the_keyset_indexes_on_a_big_table() {
         assert_eq!(page.items.len(), 20);
         assert!(page.items.windows(2).all(|w| w[0].id > w[1].id));
     }
+}
+
+#[tokio::test]
+async fn short_id_prefixes_use_the_random_part_index_on_a_big_table() {
+    let (store, database) = pg::pg_store().await;
+    let client = connect(database.url()).await;
+    client
+        .batch_execute(
+            "INSERT INTO deployments (id, app, cluster, kind, state, deployed_by, created_at)
+             SELECT gen_random_uuid(), 'app' || (i % 50), 'c' || (i % 5), 'deploy', 'failed', 'x', now()
+             FROM generate_series(1, 50000) AS i;
+             ANALYZE deployments;",
+        )
+        .await
+        .expect("filling the table");
+    let some: Uuid = client
+        .query_one("SELECT id FROM deployments LIMIT 1", &[])
+        .await
+        .expect("a deployment")
+        .get(0);
+    let prefix = deployd::model::short_id(&some)[..6].to_string();
+    // A generic plan too: the server may switch to one after five runs.
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("generic plans");
+    let end = format!("{prefix}g");
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN {BY_SHORT_ID}"), &[&prefix, &end, &10i64])
+        .await
+        .expect("EXPLAIN")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("deployments_random_part"), "{plan}");
+    assert!(!plan.contains("Seq Scan on deployments"), "{plan}");
+    let found = store.by_short_id(&prefix, 10).await.expect("by short id");
+    assert!(found.iter().any(|d| d.id == some), "{found:?}");
 }
 
 /// A database migrated by the release before retention counted releases:
