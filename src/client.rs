@@ -147,14 +147,7 @@ impl Client {
         request_timeout: Duration,
     ) -> Result<Client, ClientError> {
         let usage = "use http://HOST[:PORT] or https://HOST[:PORT]";
-        let with_scheme;
-        let base_url = match is_host_port(base_url) {
-            false => base_url,
-            true => {
-                with_scheme = format!("http://{base_url}");
-                &with_scheme
-            }
-        };
+        let base_url = &normalize_server(base_url);
         let base = Url::parse(base_url).map_err(|e| {
             ClientError::Protocol(format!("invalid server URL {base_url:?}: {e}; {usage}"))
         })?;
@@ -511,11 +504,22 @@ impl Client {
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.starts_with("text/html"));
         let text = response.text().await.unwrap_or_default();
-        let text = match html {
-            // Whatever it is, a page is not meant for a terminal.
-            true => "<html>".to_string(),
-            false => text,
-        };
+        if html || looks_like_html(&text) {
+            // Not deployd answering, and a page is not meant for a
+            // terminal. A 5xx page is a proxy whose deployd is away (worth
+            // retrying); any other says nothing about the request.
+            let message = format!(
+                "the server answered HTTP {status} with a web page, not deployd's API: \
+                 {NOT_DEPLOYD}"
+            );
+            return Err(match status.is_server_error() {
+                true => ClientError::Server {
+                    status: status.as_u16(),
+                    message,
+                },
+                false => ClientError::Protocol(message),
+            });
+        }
         Err(error_from_body(status, &text))
     }
 }
@@ -538,6 +542,22 @@ async fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError>
             "the server's HTTP {status} answer is not deployd's API ({e}): {NOT_DEPLOYD}"
         ))
     })
+}
+
+/// A server URL as deployctl keeps and compares it: `HOST[:PORT]` without
+/// a scheme gets `http://`, and a trailing `/` goes. Anything else is left
+/// for [`Client::with_timeouts`] to accept or refuse.
+pub fn normalize_server(url: &str) -> String {
+    let url = url.trim();
+    let url = match is_host_port(url) {
+        true => format!("http://{url}"),
+        false => url.to_string(),
+    };
+    match url.trim_end_matches('/') {
+        "" => url,
+        trimmed if trimmed.ends_with(':') => url,
+        trimmed => trimmed.to_string(),
+    }
 }
 
 /// `HOST`, `HOST:PORT` or `[V6]:PORT`, with no scheme: what people type
@@ -597,6 +617,11 @@ fn transport(error: reqwest::Error) -> ClientError {
     }
     if let Some(tls) = tls::cause(&error) {
         return ClientError::Tls(tls::advice(tls));
+    }
+    if error.is_timeout() {
+        return ClientError::Unreachable(
+            "no answer within the request timeout (deployctl: --request-timeout)".into(),
+        );
     }
     ClientError::Unreachable(error_chain(&error))
 }

@@ -115,7 +115,7 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
         id: Option<String>,
         /// Stop watching after this long (`90s`, `10m`) and exit 124; the
         /// deployment keeps running.
-        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        #[arg(long, value_parser = positive_duration, value_name = "DURATION")]
         timeout: Option<Duration>,
     },
     /// Print a deployment's output so far (replayed, not followed).
@@ -155,6 +155,11 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     /// An app's versions, newest first: where each is or was live, and
     /// whether it is pinned; or pin or unpin one.
     #[command(args_conflicts_with_subcommands = true, after_help = versions::RETENTION)]
+    #[command(after_long_help = "Examples:
+  deployctl versions -a web                        where each version is or was live
+  deployctl versions pin -a web v12                keep v12 for good
+  deployctl versions unpin -a web v12
+  deployctl -o json versions -a web --all")]
     Versions {
         #[command(subcommand)]
         pin: Option<Pin>,
@@ -168,6 +173,9 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     /// Delete what retention no longer keeps, now, and say what went; needs
     /// an admin token of every app and cluster.
     #[command(after_help = versions::RETENTION)]
+    #[command(after_long_help = "Examples:
+  deployctl compact --dry-run                      what would go, and why; changes nothing
+  deployctl compact                                delete it now")]
     Compact {
         /// Say what would be deleted, and why, and delete nothing.
         #[arg(long)]
@@ -176,6 +184,9 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
     /// The deployd instances sharing this server's store, where each is
     /// reached, its last heartbeat and the targets it owns; needs an admin
     /// token of every app and cluster.
+    #[command(after_long_help = "Examples:
+  deployctl instances                              who owns which target
+  deployctl -o json instances")]
     Instances,
     /// Check that the server answers and accepts the token, then save both
     /// as a profile that later commands use.
@@ -184,18 +195,30 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
                       a profile (--profile, default \"default\") that later commands use. The \
                       token comes from --token or DEPLOYD_TOKEN, else standard input (asked \
                       for without echo on a terminal). With auth off on the server, only the \
-                      server is saved. See `deployctl help config`."
+                      server is saved. See `deployctl help config`.",
+        after_long_help = "Examples:
+  deployctl login -s https://deploy.example.com    asks for the token
+  echo \"$TOKEN\" | deployctl login -s https://deploy.example.com -p ci"
     )]
     Login,
     /// Forget a saved profile (--profile, default "default").
+    #[command(after_long_help = "Examples:
+  deployctl logout                                 forget the default profile
+  deployctl logout -p ci")]
     Logout,
     /// Print the settings in effect and where each came from.
     #[command(long_about = settings::CONFIG_HELP)]
     Config,
     /// The clusters this server deploys to, with their steps (no secrets).
+    #[command(after_long_help = "Examples:
+  deployctl clusters                               each cluster and its steps
+  deployctl -o json clusters | jq -r '.clusters[].name'")]
     Clusters,
     /// The apps with deployments, each target's active version, and what
     /// is running.
+    #[command(after_long_help = "Examples:
+  deployctl apps                                   every target, its active version, what runs
+  deployctl -o json apps | jq '.apps[] | select(.targets[].running)'")]
     Apps,
     /// Print a shell completion script.
     #[command(after_long_help = "Examples:
@@ -238,7 +261,7 @@ struct Options {
     idempotency_key: Option<String>,
     /// Stop watching after this long (`90s`, `10m`) and exit 124; the
     /// deployment keeps running.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = positive_duration, value_name = "DURATION")]
     timeout: Option<Duration>,
 }
 
@@ -280,6 +303,10 @@ pub enum Failure {
     Pack(#[from] PackError),
     #[error("{0}")]
     Usage(String),
+    /// Nothing matches what the command asked for (nothing running to
+    /// cancel): exit 2, JSON code `not_found`.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -290,8 +317,10 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|error| usage_exit(error));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| usage_exit(error));
     let output = cli.globals.output;
     if let Command::Completions { shell } = cli.command {
         let mut command = Cli::command();
@@ -311,6 +340,51 @@ async fn main() -> ExitCode {
     match run(cli, settings).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => ExitCode::from(report(&failure, &server, output)),
+    }
+}
+
+/// Leave on a command line clap refused: its message on stderr, as always,
+/// and under `-o json` the API's error object on stdout too, so a script
+/// reading stdout learns of it like of any other error. `--help` and
+/// `--version` are not errors and print as they do.
+fn usage_exit(error: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let refused = !matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if refused && wants_json(std::env::args().skip(1)) {
+        let message = error.kind().as_str().unwrap_or("invalid command line");
+        let detail = error.to_string();
+        let first = detail.lines().next().unwrap_or(message);
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        show::json_line(&serde_json::json!({
+            "error": {"code": "usage", "message": first, "details": null}
+        }));
+    }
+    error.exit()
+}
+
+/// Whether a command line asks for JSON output, read without clap (which
+/// refused it): `-o json`, `-ojson`, `--output json`, `--output=json`.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().enumerate().any(|(i, arg)| match arg.as_str() {
+        "-o" | "--output" => args.get(i + 1).is_some_and(|next| next == "json"),
+        "-ojson" | "--output=json" => true,
+        _ => false,
+    })
+}
+
+/// A `--timeout` or `--request-timeout`: a duration (`90s`, `10m`) above
+/// zero; zero would fail every wait before it began.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than 0 (e.g. 30s, 10m)".into()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(format!("{error} (e.g. 30s, 10m)")),
     }
 }
 
@@ -445,7 +519,7 @@ async fn pick(
                 ),
                 None => "; it has no deployments yet".into(),
             };
-            Err(Failure::Usage(format!(
+            Err(Failure::NotFound(format!(
                 "nothing is running on {app}/{cluster}{last}"
             )))
         }
@@ -629,6 +703,12 @@ fn report(failure: &Failure, server: &str, output: Output) -> u8 {
         Failure::Usage(message) => (
             REQUEST_ERROR,
             "usage".into(),
+            message.clone(),
+            serde_json::Value::Null,
+        ),
+        Failure::NotFound(message) => (
+            REQUEST_ERROR,
+            "not_found".into(),
             message.clone(),
             serde_json::Value::Null,
         ),

@@ -221,7 +221,8 @@ impl Follower {
                 0 => Duration::ZERO,
                 failures => retry_delay(failures),
             };
-            if let Some(report) = self.report.as_mut() {
+            // The first connection of `follow` is no reconnection.
+            if let Some(report) = self.report.as_mut().filter(|_| !self.reason.is_empty()) {
                 report(&Reconnect {
                     attempt: self.failures + 1,
                     of: RETRY_ATTEMPTS,

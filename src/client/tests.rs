@@ -197,11 +197,21 @@ async fn a_5xx_without_our_body_is_a_server_error() {
     let error = server.client.get(Uuid::nil()).await.unwrap_err();
     assert!(
         matches!(&error, ClientError::Server { status: 502, message }
-            if message.starts_with("Bad Gateway; the server answered with a web page")
+            if message.starts_with("the server answered HTTP 502 Bad Gateway with a web page")
                 && !message.contains("<h1>")),
         "{error:?}"
     );
     assert!(error.is_transient());
+}
+
+#[tokio::test]
+async fn a_4xx_web_page_is_not_deployd_answering() {
+    let server = canned(vec![reply("404 Not Found", "text/html", "<h1>nope</h1>")]).await;
+    let error = server.client.get(Uuid::nil()).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Protocol(message) if !message.contains("<h1>")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 /// Lines of a failed phase's stderr repeated under the failure summary.
 const STDERR_TAIL: usize = 5;
+/// stdout lines after the last stderr line that make it worth repeating.
+const SCROLLED_AWAY: usize = 5;
 
 /// Say on stderr that the stream is being picked up again: a watcher must
 /// never sit silent while the daemon is away.
@@ -74,6 +76,7 @@ pub async fn watch(
             _ = &mut expired => {
                 let waited = humantime::format_duration(timeout.unwrap_or_default());
                 view.detach(&format!("gave up waiting after {waited} (--timeout)"));
+                view.json_as_it_stands(client).await;
                 return Ok(TIMED_OUT);
             }
         };
@@ -157,6 +160,8 @@ struct View {
     stderr_tail: std::collections::VecDeque<String>,
     /// Output lines of the phase in progress.
     phase_lines: usize,
+    /// stdout lines since the last stderr line.
+    since_stderr: usize,
 }
 
 impl View {
@@ -170,6 +175,7 @@ impl View {
             waited: false,
             stderr_tail: Default::default(),
             phase_lines: 0,
+            since_stderr: 0,
         }
     }
 
@@ -206,9 +212,11 @@ impl View {
                 self.stderr_tail.pop_front();
             }
             self.stderr_tail.push_back(log.line.clone());
-            self.line(&Paint::Warn.out(&format!("  ! {}", log.line)));
+            self.since_stderr = 0;
+            self.line(&Paint::Warn.out(&format!("  ! {}", style::safe(&log.line))));
         } else {
-            self.line(&format!("    {}", log.line));
+            self.since_stderr += 1;
+            self.line(&format!("    {}", style::safe(&log.line)));
         }
     }
 
@@ -242,7 +250,8 @@ impl View {
         self.waited = true;
         let message = format!(
             "queued: position {}, waiting for {}",
-            queued.position, queued.waiting_for
+            queued.position,
+            show::short(&queued.waiting_for)
         );
         match &self.spinner {
             Some(spinner) => spinner.set_message(message),
@@ -270,6 +279,7 @@ impl View {
         if !change.to.is_terminal() {
             self.stderr_tail.clear();
             self.phase_lines = 0;
+            self.since_stderr = 0;
         }
         self.phase_since = Some(change.at);
         if change.to.is_terminal() {
@@ -308,11 +318,11 @@ impl View {
             // Long output scrolls the cause away: bring the end of it back.
             if change.to != State::Succeeded
                 && !self.stderr_tail.is_empty()
-                && self.phase_lines > self.stderr_tail.len()
+                && self.since_stderr >= SCROLLED_AWAY
             {
                 println!("  last lines on stderr:");
                 for line in &self.stderr_tail {
-                    println!("{}", Paint::Warn.out(&format!("  ! {line}")));
+                    println!("{}", Paint::Warn.out(&format!("  ! {}", style::safe(line))));
                 }
             }
         }
@@ -322,13 +332,27 @@ impl View {
         }
     }
 
+    /// In JSON, the Deployment as it stands now, as the last line, so the
+    /// last line of every stream is a Deployment (`--timeout`).
+    async fn json_as_it_stands(&self, client: &Client) {
+        let Some(id) = self.id().filter(|_| self.json) else {
+            return;
+        };
+        if let Ok(deployment) = client.get(id).await {
+            show::json_line(&StreamEvent {
+                seq: None,
+                data: EventData::Deployment(Box::new(deployment)),
+            });
+        }
+    }
+
     /// Stop watching (Ctrl-C, `--timeout`): `why`, and how to come back.
     fn detach(&mut self, why: &str) {
         self.clear();
         match self.id() {
             Some(id) => {
                 let id = show::short(&id);
-                eprintln!("{why}; deployment {id} keeps running on the server.");
+                eprintln!("{why}; deployment {id} goes on without you on the server.");
                 eprintln!("  follow it again: deployctl watch {id}");
                 eprintln!("  cancel it:       deployctl cancel {id}");
             }
@@ -343,7 +367,7 @@ impl View {
         self.clear();
         if let Some(id) = self.id() {
             let id = show::short(&id);
-            eprintln!("lost the progress stream; deployment {id} keeps running on the server.");
+            eprintln!("lost the progress stream; deployment {id} goes on on the server.");
             eprintln!("  follow it again: deployctl watch {id}");
         }
     }
@@ -389,8 +413,7 @@ fn summary(deployment: Option<&Deployment>, change: &StateChange) -> String {
         .error
         .as_deref()
         .or(deployment.and_then(|d| d.error.as_deref()))
-        // `cancelled: cancelled` says nothing twice.
-        .filter(|error| *error != change.to.as_str());
+        .and_then(|error| show::unstuttered(error, change.to));
     match (change.to, deployment) {
         (State::Succeeded, Some(d)) => format!(
             "✓ succeeded{took}: {} {} is active on {}",
@@ -402,7 +425,7 @@ fn summary(deployment: Option<&Deployment>, change: &StateChange) -> String {
         (to, _) => {
             let why = match (superseded, error) {
                 (Some(by), _) => format!(": superseded by deployment {}", show::short(&by)),
-                (None, Some(error)) => format!(": {}", first_line(error)),
+                (None, Some(error)) => format!(": {}", first_line(&style::safe(error))),
                 (None, None) => String::new(),
             };
             format!("✗ {to} in {}{took}{why}", change.from)
@@ -451,17 +474,22 @@ pub async fn logs(client: &Client, id: Uuid, output: Output) -> Result<u8, Failu
                         _ => Paint::Bad.out(&line),
                     }
                 );
-                if let Some(error) = &change.error {
-                    println!("   {}", first_line(error));
+                if let Some(error) =
+                    (change.error.as_deref()).and_then(|error| show::unstuttered(error, change.to))
+                {
+                    println!("   {}", first_line(&style::safe(error)));
                 }
             }
             EventData::State(change) => {
                 println!("{}", Paint::Dim.out(&format!("── {}", change.to)))
             }
             EventData::Log(log) if log.stream == "stderr" => {
-                println!("{}", Paint::Warn.out(&format!("  ! {}", log.line)))
+                println!(
+                    "{}",
+                    Paint::Warn.out(&format!("  ! {}", style::safe(&log.line)))
+                )
             }
-            EventData::Log(log) => println!("    {}", log.line),
+            EventData::Log(log) => println!("    {}", style::safe(&log.line)),
             EventData::Queued(_) => {}
             EventData::Truncated(truncated) => println!(
                 "    … {} more lines of output dropped",

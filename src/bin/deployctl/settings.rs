@@ -83,7 +83,7 @@ pub struct Globals {
     #[arg(
         long,
         env = "DEPLOYD_REQUEST_TIMEOUT",
-        value_parser = humantime::parse_duration,
+        value_parser = crate::positive_duration,
         default_value = "30s",
         value_name = "DURATION",
         global = true,
@@ -183,6 +183,12 @@ impl Settings {
             .or_else(|| from_project(&project.server))
             .or_else(|| from_profile(&saved.server))
             .unwrap_or_else(|| setting(DEFAULT_SERVER, Source::Default));
+        // `127.0.0.1:7171`, `http://127.0.0.1:7171/` and the rest are one
+        // server: saved, compared and shown one way.
+        let server = Setting {
+            value: deployd::client::normalize_server(&server.value),
+            ..server
+        };
         let (profile_token, token_note) = profile_token(&saved, &profile.value, &server.value);
         Ok(Settings {
             token: given(&globals.token, "token", "--token", "DEPLOYD_TOKEN")
@@ -210,7 +216,8 @@ impl Settings {
         match &self.app {
             Some(app) => Ok(&app.value),
             None => Err(Failure::Usage(format!(
-                "no app given: pass -a/--app, set DEPLOYD_APP, or put app = \"…\" in {PROJECT_FILE}"
+                "no app given: pass -a/--app, set DEPLOYD_APP, put app = \"…\" in {PROJECT_FILE}, \
+                 or in a profile"
             ))),
         }
     }
@@ -282,7 +289,7 @@ fn setting(value: &str, from: Source) -> Setting {
 fn profile_token(saved: &Profile, name: &str, server: &str) -> (Option<String>, Option<String>) {
     let token = saved.token.clone();
     let home = saved.server.as_deref().unwrap_or(DEFAULT_SERVER);
-    let same = |url: &str| url.trim_end_matches('/').to_string();
+    let same = deployd::client::normalize_server;
     if token.is_none() || same(home) == same(server) {
         return (token, None);
     }

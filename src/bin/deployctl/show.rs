@@ -88,10 +88,16 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
     );
     match &target.active {
         Some(active) => println!(
-            "  active   {} since {} ({}, {})",
+            "  active   {} since {} ({})",
             Paint::Good.out(&active.version),
-            style::when(active.since),
-            style::exact(active.since),
+            match style::term().tty {
+                true => format!(
+                    "{}, {}",
+                    style::ago(active.since),
+                    style::exact(active.since)
+                ),
+                false => style::exact(active.since),
+            },
             short(&active.deployment_id)
         ),
         None => println!("  active   none"),
@@ -174,12 +180,12 @@ pub async fn history(
     }
     columns.extend([
         Column::fixed("VERSION"),
-        Column::fixed("ACTIVE"),
+        Column::fixed("ACTIVE").spare(5),
         Column::fixed("WHO").spare(3),
-        Column::fixed("WHEN").spare(4),
+        Column::fixed("WHEN").spare(6),
         Column::fixed("GIT-SHA").spare(2),
         Column::fixed("BRANCH").spare(1),
-        Column::flexible("MESSAGE").spare(5),
+        Column::flexible("MESSAGE").spare(4),
     ]);
     let errors = deployments.iter().any(|d| d.error.is_some());
     if errors {
@@ -205,11 +211,12 @@ pub async fn history(
             plain(style::when(d.created_at)),
             plain(short_sha(git)),
             plain(git.and_then(|g| g.branch.clone()).unwrap_or_default()),
-            plain(message(d)),
+            plain(style::safe(&message(d)).into_owned()),
         ]);
         if errors {
-            let error = d.error.as_deref().unwrap_or("");
-            row.push((style::clip(error, MESSAGE_WIDTH), Some(Paint::Bad)));
+            let error = d.error.as_deref().and_then(|e| unstuttered(e, d.state));
+            let error = style::safe(error.unwrap_or(""));
+            row.push((style::clip(&error, MESSAGE_WIDTH), Some(Paint::Bad)));
         }
         row
     });
@@ -221,6 +228,20 @@ pub async fn history(
         eprintln!("(older deployments: --all, or a larger --limit)");
     }
     Ok(SUCCEEDED)
+}
+
+/// `error` without a leading repeat of the state it ended in: the server
+/// records a cancel as `cancelled: REASON` (or just `cancelled`), and
+/// `✗ cancelled …: cancelled: REASON` says it twice. `None` when nothing
+/// is left.
+pub fn unstuttered(error: &str, state: deployd::machine::State) -> Option<&str> {
+    let state = state.as_str();
+    let rest = match error.strip_prefix(state) {
+        Some("") => return None,
+        Some(rest) => rest.strip_prefix(": ").unwrap_or(error),
+        None => error,
+    };
+    Some(rest).filter(|rest| !rest.trim().is_empty())
 }
 
 /// A deployment's short id, as deployctl shows and takes it.
@@ -279,7 +300,8 @@ pub fn error_details(code: &str, details: &serde_json::Value) -> Vec<String> {
             ),
             "--on-conflict queue waits for it; --on-conflict supersede cancels it".into(),
         ],
-        "invalid_transition" => vec![format!("from {} to {}", text("from"), text("to"))],
+        // The message names both states already.
+        "invalid_transition" => Vec::new(),
         "ambiguous" => {
             let candidates = details.get("candidates").and_then(|c| c.as_array());
             let mut lines: Vec<String> = candidates
@@ -404,7 +426,19 @@ pub async fn clusters(client: &Client, output: Output) -> Result<u8, Failure> {
                 step.timeout_seconds
             )
         });
-        first.chain(steps).collect::<Vec<_>>()
+        let env = (!cluster.env.is_empty()).then(|| {
+            format!(
+                "  {:<9}{}  (values not shown)",
+                "env",
+                cluster.env.join(", ")
+            )
+        });
+        let user = (cluster.user.as_ref()).map(|user| format!("  {:<9}{user}", "user"));
+        first
+            .chain(steps)
+            .chain(env)
+            .chain(user)
+            .collect::<Vec<_>>()
     });
     for line in rows {
         println!("{line}");

@@ -35,11 +35,27 @@ pub fn term() -> &'static Term {
             color: color(anstream::AutoStream::choice(&std::io::stdout())),
             color_err: color(anstream::AutoStream::choice(&std::io::stderr())),
             width: match tty {
-                true => terminal_size::terminal_size().map(|(width, _)| width.0 as usize),
+                true => columns(),
                 false => None,
             },
         }
     })
+}
+
+/// The terminal's width in columns: what the terminal says (even one that
+/// reports no rows), else `COLUMNS`.
+fn columns() -> Option<usize> {
+    let from_terminal = terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(width, _)| width.0 as usize)
+        .or_else(|| {
+            // terminal_size answers nothing when rows are 0 (`script`).
+            // SAFETY: winsize is plain data that TIOCGWINSZ fills.
+            let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+            let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+            (ok == 0).then_some(size.ws_col as usize)
+        });
+    let from_env = || std::env::var("COLUMNS").ok()?.parse().ok();
+    from_terminal.filter(|width| *width > 0).or_else(from_env)
 }
 
 /// The colours deployctl uses, each with one meaning.
@@ -137,6 +153,23 @@ pub fn duration(delta: TimeDelta) -> String {
     }
 }
 
+/// `text` with its control characters made visible (`\u{1b}`), so that what
+/// a step or a client wrote can neither recolour the terminal, move its
+/// cursor, retitle it nor fake a line of ours. Tabs stay.
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let shown: String = text
+        .chars()
+        .map(|c| match c.is_control() && c != '\t' {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(shown)
+}
+
 /// `text`'s first line, at most `width` characters, `…` marking a cut.
 pub fn clip(text: &str, width: usize) -> String {
     let first = text.lines().next().unwrap_or("");
@@ -188,14 +221,17 @@ impl Column {
 
 /// The narrowest a flexible column is cut to.
 const FLEXIBLE_MIN: usize = 12;
+/// The width a flexible column keeps before spare columns are left out.
+const FLEXIBLE_READABLE: usize = 28;
 
 /// A table cell: its text and the colour it is shown in.
 pub type Cell = (String, Option<Paint>);
 
 /// Print rows under a header, columns padded to their widest cell. On a
 /// terminal, so that each line fits its width: columns empty in every row
-/// are left out, flexible columns are cut (to no less than 12 characters),
-/// then spare columns are left out, lowest rank first. Off a terminal every
+/// are left out, flexible columns are cut to 28 characters, then spare
+/// columns are left out (lowest rank first), then flexible columns are cut
+/// to no less than 12. Off a terminal every
 /// column is printed whole, in the same place, for scripts. A cell's
 /// [`Paint`] is applied after padding, so colour never skews the layout.
 pub fn table(columns: &[Column], rows: Vec<Vec<Cell>>) {
@@ -213,14 +249,18 @@ pub fn table(columns: &[Column], rows: Vec<Vec<Cell>>) {
         let total = |shown: &[usize], widths: &[usize]| {
             shown.iter().map(|&i| widths[i]).sum::<usize>() + 2 * shown.len().saturating_sub(1)
         };
-        // Take from the widest flexible column first, down to the minimum.
-        while total(&shown, &widths) > limit {
-            let widest = (shown.iter().copied())
-                .filter(|&i| columns[i].flexible && widths[i] > FLEXIBLE_MIN)
-                .max_by_key(|&i| widths[i]);
-            let Some(i) = widest else { break };
-            widths[i] -= 1;
-        }
+        // Cut free text to a readable width, then leave out spare columns,
+        // then cut free text further.
+        let cut_to = |shown: &[usize], widths: &mut Vec<usize>, least: usize| {
+            while total(shown, widths) > limit {
+                let widest = (shown.iter().copied())
+                    .filter(|&i| columns[i].flexible && widths[i] > least)
+                    .max_by_key(|&i| widths[i]);
+                let Some(i) = widest else { break };
+                widths[i] -= 1;
+            }
+        };
+        cut_to(&shown, &mut widths, FLEXIBLE_READABLE);
         while total(&shown, &widths) > limit {
             let spare = (shown.iter().copied())
                 .filter(|&i| columns[i].spare.is_some())
@@ -228,6 +268,7 @@ pub fn table(columns: &[Column], rows: Vec<Vec<Cell>>) {
             let Some(spare) = spare else { break };
             shown.retain(|&i| i != spare);
         }
+        cut_to(&shown, &mut widths, FLEXIBLE_MIN);
     }
     let header: Vec<Cell> = columns
         .iter()
@@ -276,5 +317,12 @@ mod tests {
         assert_eq!(clip("exactly ten", 11), "exactly ten");
         assert_eq!(clip("a longer line", 6), "a lon…");
         assert_eq!(clip("first\nsecond", 20), "first…");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(safe("plain\ttext"), "plain\ttext");
+        assert_eq!(safe("a\x1b[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(safe("bell\x07 and \u{9b}"), "bell\\u{7} and \\u{9b}");
     }
 }

@@ -62,7 +62,9 @@ async fn on_terminal(
 /// A cluster whose build writes a few lines to stdout and stderr.
 fn chatty() -> deployd::config::ClusterConfig {
     sh_cluster(
-        Some("echo compiling; echo 'warning: unused import' >&2"),
+        Some(
+            "echo compiling; echo 'warning: unused import' >&2; printf 'a \\033[31mred\\033]0;title\\007 line\\n'",
+        ),
         None,
         Some("echo activated"),
     )
@@ -97,6 +99,7 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
 
     let watched = run(&app.url, &["watch", &short]).await;
     assert_eq!(watched.code, Some(0), "{}", watched.stderr);
+    assert_eq!(watched.stderr, "", "nothing lost, nothing to say");
     assert!(
         watched.stdout.contains("web v1 is active on chatty"),
         "{}",
@@ -142,6 +145,27 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
         "{}",
         waited.stderr
     );
+    let json = ["-o", "json", "watch", "--timeout", "1s"];
+    let waited = run(&app.url, &[&json[..], &target[..]].concat()).await;
+    assert_eq!(waited.code, Some(124), "{}", waited.stderr);
+    let last: serde_json::Value =
+        serde_json::from_str(waited.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["kind"], &last["data"]["state"]),
+        (&"deployment".into(), &"building".into()),
+        "the Deployment as it stands ends the output"
+    );
+    let zero = run(
+        &app.url,
+        &[&["watch", "--timeout", "0s"], &target[..]].concat(),
+    )
+    .await;
+    assert_eq!(zero.code, Some(2), "{}", zero.stderr);
+    assert!(
+        zero.stderr.contains("must be more than 0"),
+        "{}",
+        zero.stderr
+    );
     let cancel = run(
         &app.url,
         &[&["cancel", "--reason", "wrong branch"], &target[..]].concat(),
@@ -157,6 +181,12 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
     );
     assert_eq!(app.finished(running.id).await.state, State::Cancelled);
     let nothing = run(&app.url, &[&["cancel"], &target[..]].concat()).await;
+    let as_json = run(&app.url, &[&["-o", "json", "cancel"], &target[..]].concat()).await;
+    assert!(
+        as_json.stdout.contains(r#""code":"not_found""#),
+        "{}",
+        as_json.stdout
+    );
     assert_eq!(nothing.code, Some(2), "{}", nothing.stderr);
     assert!(
         nothing
@@ -171,7 +201,8 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
     assert!(
         watched.stdout.contains("✗ cancelled in building after")
             && watched.stdout.contains(": wrong branch")
-            && !watched.stdout.contains("cancelled: cancelled"),
+            && !watched.stdout.contains("cancelled: wrong branch")
+            && !watched.stdout.contains("last lines on stderr"),
         "{}",
         watched.stdout
     );
@@ -207,8 +238,11 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_shows_in_one_summary_line_in_history_and_in_status() {
     let app = spawn_app(Backend::Sqlite, |c| {
-        let build = "echo compiling; for i in 1 2 3 4 5 6 7 8; do echo step $i; done; \
-                     echo 'error: missing semicolon' >&2; echo '  --> src/main.rs:3' >&2; exit 3";
+        // The cause first, then enough output to scroll it away (the pause
+        // keeps the two pipes' lines in that order).
+        let build = "echo compiling; echo 'error: missing semicolon' >&2; \
+                     echo '  --> src/main.rs:3' >&2; sleep 0.3; \
+                     for i in 1 2 3 4 5 6 7 8; do echo step $i; done; exit 3";
         c.clusters
             .insert("broken".into(), sh_cluster(Some(build), None, None));
     })
@@ -308,6 +342,18 @@ async fn json_output_ends_with_the_deployment_and_errors_are_json_objects() {
         ),
         (&app.url, vec!["watch", "nope"], 2, "usage"),
         (&closed, vec!["status", "--app", "web"], 3, "unreachable"),
+        (
+            &app.url,
+            vec!["history", "--app", "web", "--limit", "0"],
+            2,
+            "usage",
+        ),
+        (
+            &app.url,
+            vec!["--request-timeout", "soon", "clusters"],
+            2,
+            "usage",
+        ),
     ] {
         let failed = run(url, &[&["--output", "json"], &args[..]].concat()).await;
         assert_eq!(failed.code, Some(exit), "{args:?}: {}", failed.stderr);
@@ -366,7 +412,7 @@ async fn errors_say_what_to_do_and_waits_have_an_end() {
                 connection: close\r\n\r\n<html><body><h1>404 Not Found</h1><hr>nginx</body></html>";
     let nginx = fake_server(Some(page)).await;
     let lost = run(&nginx, &status).await;
-    assert_eq!(lost.code, Some(2), "{}", lost.stderr);
+    assert_eq!(lost.code, Some(3), "not deployd answering: {}", lost.stderr);
     assert!(
         lost.stderr.contains("not deployd's API") && !lost.stderr.contains('<'),
         "{}",
@@ -382,7 +428,13 @@ async fn errors_say_what_to_do_and_waits_have_an_end() {
     )
     .await;
     assert_eq!(waited.code, Some(3), "{}", waited.stderr);
-    assert!(waited.stderr.contains("timed out"), "{}", waited.stderr);
+    assert!(
+        waited
+            .stderr
+            .contains("no answer within the request timeout (deployctl: --request-timeout)"),
+        "{}",
+        waited.stderr
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 
     // Details in words, never raw JSON.
@@ -425,8 +477,21 @@ async fn an_unknown_cluster_gets_one_answer_from_every_command_before_any_upload
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_gets_colour_human_times_and_tables_that_fit_a_pipe_gets_neither() {
-    let app = spawn_app(Backend::Sqlite, |_| {}).await;
+    let app = spawn_app(Backend::Sqlite, |c| {
+        let build = "echo 'error: missing semicolon' >&2; exit 3";
+        c.clusters
+            .insert("broken".into(), sh_cluster(Some(build), None, None));
+    })
+    .await;
     let dir = source_dir(&[("index.html", "hello")]);
+    let broken = ["deploy", "--app", "web", "--cluster", "broken", path(&dir)];
+    assert_eq!(run(&app.url, &broken).await.code, Some(1));
+    let failed = app
+        .client
+        .history("web", &Default::default())
+        .await
+        .unwrap();
+    let error = failed.deployments[0].error.clone().expect("an error");
     let note = "a long note about this change ".repeat(6);
     let deploy = [
         "deploy",
@@ -444,10 +509,13 @@ async fn a_terminal_gets_colour_human_times_and_tables_that_fit_a_pipe_gets_neit
     let (screen, raw) = on_terminal(&app.url, &history, &[], 80, None).await;
     assert!(raw.contains("\x1b["), "colour on a terminal: {raw:?}");
     assert!(screen.contains("just now"), "{screen}");
-    assert!(screen.contains('…'), "the note is cut to fit: {screen}");
+    assert!(screen.contains('…'), "free text is cut to fit: {screen}");
     for line in screen.lines() {
         assert!(line.chars().count() <= 80, "{line:?} is wider than 80");
     }
+    // Spare columns go before the error is cut to unreadable.
+    let readable: String = error.chars().take(24).collect();
+    assert!(screen.contains(&readable), "{readable:?} in\n{screen}");
 
     let (screen, raw) = on_terminal(&app.url, &history, &[("NO_COLOR", "1")], 80, None).await;
     assert!(

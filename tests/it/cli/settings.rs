@@ -235,8 +235,8 @@ async fn a_missing_app_or_cluster_is_refused_before_any_request() {
     ] {
         let run = desk.run(&server, args, "").await;
         assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
-        let expected = "error: no app given: pass -a/--app, set DEPLOYD_APP, or put app = \"…\" \
-                        in deployd.toml";
+        let expected = "error: no app given: pass -a/--app, set DEPLOYD_APP, put app = \"…\" \
+                        in deployd.toml, or in a profile";
         assert_eq!(run.stderr.trim(), expected, "{args:?}");
     }
     let run = desk.run(&server, &["-a", "web", "rollback"], "").await;
@@ -269,6 +269,19 @@ async fn login_saves_an_accepted_token_0600_and_later_commands_use_it() {
 
     // The profile names the server and the token: no flag, no variable.
     let history = desk.run(&[], &["-a", "web", "history"], "").await;
+    assert_eq!(history.code, Some(0), "{}", history.stderr);
+
+    // One server however it is spelled: saved as host:port, it still gets
+    // the token as http://host:port/ (and the other way round).
+    let bare = app.url.trim_start_matches("http://");
+    let relogin = desk
+        .run(&[("DEPLOYD_URL", bare)], &["login"], &format!("{READER}\n"))
+        .await;
+    assert_eq!(relogin.code, Some(0), "{}", relogin.stderr);
+    let slashed = format!("{}/", app.url);
+    let history = desk
+        .run(&[("DEPLOYD_URL", &slashed)], &["-a", "web", "history"], "")
+        .await;
     assert_eq!(history.code, Some(0), "{}", history.stderr);
 }
 
