@@ -14,10 +14,14 @@
 
 // Under deployctl/ rather than src/bin/, where Cargo would take each file
 // for a binary of its own.
+#[path = "deployctl/pick.rs"]
+mod pick;
 #[path = "deployctl/profiles.rs"]
 mod profiles;
 #[path = "deployctl/progress.rs"]
 mod progress;
+#[path = "deployctl/report.rs"]
+mod report;
 #[path = "deployctl/settings.rs"]
 mod settings;
 #[path = "deployctl/show.rs"]
@@ -37,7 +41,6 @@ use settings::{Globals, Settings, Target};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(
@@ -319,8 +322,8 @@ async fn main() -> ExitCode {
     }
     let matches = Cli::command()
         .try_get_matches()
-        .unwrap_or_else(|error| usage_exit(error));
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| usage_exit(error));
+        .unwrap_or_else(|error| report::usage_exit(error));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| report::usage_exit(error));
     let output = cli.globals.output;
     if let Command::Completions { shell } = cli.command {
         let mut command = Cli::command();
@@ -334,48 +337,13 @@ async fn main() -> ExitCode {
     };
     let settings = match Settings::resolve(&cli.globals, &matches, project_dir) {
         Ok(settings) => settings,
-        Err(failure) => return ExitCode::from(report(&failure, "", output)),
+        Err(failure) => return ExitCode::from(report::report(&failure, "", output)),
     };
     let server = settings.server.value.clone();
     match run(cli, settings).await {
         Ok(code) => ExitCode::from(code),
-        Err(failure) => ExitCode::from(report(&failure, &server, output)),
+        Err(failure) => ExitCode::from(report::report(&failure, &server, output)),
     }
-}
-
-/// Leave on a command line clap refused: its message on stderr, as always,
-/// and under `-o json` the API's error object on stdout too, so a script
-/// reading stdout learns of it like of any other error. `--help` and
-/// `--version` are not errors and print as they do.
-fn usage_exit(error: clap::Error) -> ! {
-    use clap::error::ErrorKind;
-    let refused = !matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    if refused && wants_json(std::env::args().skip(1)) {
-        let message = error.kind().as_str().unwrap_or("invalid command line");
-        let detail = error.to_string();
-        let first = detail.lines().next().unwrap_or(message);
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        show::json_line(&serde_json::json!({
-            "error": {"code": "usage", "message": first, "details": null}
-        }));
-    }
-    error.exit()
-}
-
-/// Whether a command line asks for JSON output, read without clap (which
-/// refused it): `-o json`, `-ojson`, `--output json`, `--output=json`.
-fn wants_json(args: impl Iterator<Item = String>) -> bool {
-    let args: Vec<String> = args.collect();
-    args.iter().enumerate().any(|(i, arg)| match arg.as_str() {
-        "-o" | "--output" => args.get(i + 1).is_some_and(|next| next == "json"),
-        "-ojson" | "--output=json" => true,
-        _ => false,
-    })
 }
 
 /// A `--timeout` or `--request-timeout`: a duration (`90s`, `10m`) above
@@ -409,18 +377,18 @@ async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
             rollback(&client, output, settings.target()?, to, options).await
         }
         Command::Cancel { id, reason } => {
-            let id = pick(&client, &settings, id.as_deref(), Pick::Running).await?;
+            let id = pick::pick(&client, &settings, id.as_deref(), pick::Pick::Running).await?;
             let deployment = client.cancel(id, reason).await?;
             show::deployment_line(output, &deployment);
             Ok(SUCCEEDED)
         }
         Command::Watch { id, timeout } => {
-            let id = pick(&client, &settings, id.as_deref(), Pick::Newest).await?;
+            let id = pick::pick(&client, &settings, id.as_deref(), pick::Pick::Newest).await?;
             let events = follow_reporting(&client, id, None, progress::reconnecting);
             progress::watch(&client, events, output, timeout).await
         }
         Command::Logs { id } => {
-            let id = pick(&client, &settings, id.as_deref(), Pick::Newest).await?;
+            let id = pick::pick(&client, &settings, id.as_deref(), pick::Pick::Newest).await?;
             progress::logs(&client, id, output).await
         }
         Command::Status => {
@@ -454,74 +422,6 @@ async fn run(cli: Cli, settings: Settings) -> Result<u8, Failure> {
         Command::Apps => show::apps(&client, output).await,
         Command::Login | Command::Logout | Command::Config | Command::Completions { .. } => {
             unreachable!("answered before connecting")
-        }
-    }
-}
-
-/// Which deployment of a target a command acts on when given no id.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pick {
-    /// The running one (cancel).
-    Running,
-    /// The running one, else the first queued, else the newest (watch,
-    /// logs): what someone reattaching after `--detach` means.
-    Newest,
-}
-
-/// The deployment a command names: `id` (a short id, prefix or full id),
-/// else the one `pick` chooses on the target. Errors before any change: a
-/// malformed id, no target to choose on, nothing to choose.
-async fn pick(
-    client: &Client,
-    settings: &Settings,
-    id: Option<&str>,
-    pick: Pick,
-) -> Result<Uuid, Failure> {
-    if let Some(id) = id {
-        return match id.parse::<deployd::model::DeploymentRef>() {
-            Ok(deployd::model::DeploymentRef::Id(id)) => Ok(id),
-            Ok(deployd::model::DeploymentRef::Prefix(prefix)) => {
-                Ok(client.deployment(&prefix).await?.id)
-            }
-            Err(message) => Err(Failure::Usage(message)),
-        };
-    }
-    let (app, cluster) = match (settings.app(), settings.cluster()) {
-        (Ok(app), Ok(cluster)) => (app, cluster),
-        _ => {
-            return Err(Failure::Usage(
-                "name a deployment: its id (as history shows it), or -a APP -c CLUSTER for \
-                 the one running there"
-                    .into(),
-            ));
-        }
-    };
-    let view = client.target(app, cluster).await?;
-    let queued = view.queued.first().filter(|_| pick != Pick::Running);
-    if let Some(deployment) = view.running.as_ref().or(queued) {
-        return Ok(deployment.id);
-    }
-    let params = deployd::client::HistoryParams {
-        cluster: Some(cluster.to_string()),
-        limit: Some(1),
-        ..Default::default()
-    };
-    let newest = client.history(app, &params).await?.deployments.pop();
-    match (pick, newest) {
-        (Pick::Newest, Some(newest)) => Ok(newest.id),
-        (_, newest) => {
-            let last = match newest {
-                Some(d) => format!(
-                    "; the last one was {} ({}): `deployctl logs {}` shows its output",
-                    show::short(&d.id),
-                    d.state,
-                    show::short(&d.id)
-                ),
-                None => "; it has no deployments yet".into(),
-            };
-            Err(Failure::NotFound(format!(
-                "nothing is running on {app}/{cluster}{last}"
-            )))
         }
     }
 }
@@ -648,95 +548,4 @@ async fn rollback(
         .rollback_stream(&target.app, &target.cluster, &request)
         .await?;
     watch_created(client, stream, output, options.timeout).await
-}
-
-/// Say why the command failed, on stderr (and under `--output json` as
-/// API.md's error object on stdout), and pick its exit code.
-fn report(failure: &Failure, server: &str, output: Output) -> u8 {
-    let (exit, code, message, details) = match failure {
-        Failure::Client(ClientError::Api {
-            status,
-            code,
-            message,
-            details,
-        }) => (
-            if *status >= 500 {
-                SERVER_ERROR
-            } else {
-                REQUEST_ERROR
-            },
-            code.clone(),
-            message.clone(),
-            details.clone(),
-        ),
-        Failure::Client(ClientError::Unreachable(reason)) => (
-            SERVER_ERROR,
-            "unreachable".into(),
-            format!("cannot reach deployd at {server}: {reason}"),
-            serde_json::Value::Null,
-        ),
-        // Retrying does not help: the certificate or the URL must change.
-        Failure::Client(ClientError::Tls(reason)) => (
-            REQUEST_ERROR,
-            "tls".into(),
-            format!("no TLS session with deployd at {server}: {reason}"),
-            serde_json::Value::Null,
-        ),
-        Failure::Client(ClientError::Server { status, message }) => (
-            SERVER_ERROR,
-            "server_error".into(),
-            format!("deployd at {server} failed (HTTP {status}): {message}"),
-            serde_json::Value::Null,
-        ),
-        Failure::Client(ClientError::Protocol(message)) => (
-            SERVER_ERROR,
-            "protocol".into(),
-            message.clone(),
-            serde_json::Value::Null,
-        ),
-        Failure::Pack(error) => (
-            REQUEST_ERROR,
-            "invalid_source".into(),
-            format!("cannot pack the source: {error}"),
-            serde_json::Value::Null,
-        ),
-        Failure::Usage(message) => (
-            REQUEST_ERROR,
-            "usage".into(),
-            message.clone(),
-            serde_json::Value::Null,
-        ),
-        Failure::NotFound(message) => (
-            REQUEST_ERROR,
-            "not_found".into(),
-            message.clone(),
-            serde_json::Value::Null,
-        ),
-    };
-    if output == Output::Json {
-        show::json_line(&serde_json::json!({
-            "error": {"code": code, "message": message, "details": details}
-        }));
-    }
-    let shown = match failure {
-        Failure::Client(ClientError::Api { .. }) => format!("{message} ({code})"),
-        _ => message,
-    };
-    eprintln!("{} {shown}", style::Paint::Bad.err("error:"));
-    let mut advice = show::error_details(&code, &details);
-    match code.as_str() {
-        "unauthenticated" => advice.push(
-            "give a token with --token or DEPLOYD_TOKEN, or save one with `deployctl login`".into(),
-        ),
-        "forbidden" => advice.push(
-            "ask for a token whose role and scope cover this app and cluster, and give it \
-             with --token, DEPLOYD_TOKEN or `deployctl login`"
-                .into(),
-        ),
-        _ => {}
-    }
-    for line in advice {
-        eprintln!("  {line}");
-    }
-    exit
 }
