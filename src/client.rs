@@ -190,6 +190,18 @@ impl Client {
         self.base.as_str()
     }
 
+    /// Whether the server is deployd: every answer deployd gives carries
+    /// `deployd-answered-by` (the instance that answered), so a `/healthz`
+    /// without it came from something else (a web server, a proxy's own
+    /// page). Errors: the server cannot be reached.
+    pub async fn is_deployd(&self) -> Result<bool, ClientError> {
+        let request = self
+            .request(Method::GET, &["healthz"])?
+            .timeout(self.request_timeout);
+        let response = request.send().await.map_err(transport)?;
+        Ok(response.headers().contains_key("deployd-answered-by"))
+    }
+
     pub async fn healthz(&self) -> Result<(), ClientError> {
         self.send(self.request(Method::GET, &["healthz"])?).await?;
         Ok(())
@@ -551,7 +563,19 @@ pub fn normalize_server(url: &str) -> String {
     let url = url.trim();
     let url = match is_host_port(url) {
         true => format!("http://{url}"),
-        false => url.to_string(),
+        false => match url.split_once("://") {
+            // Schemes and hosts are case-insensitive: `HTTP://Host` is
+            // `http://host`.
+            Some((scheme, rest)) => {
+                let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                format!(
+                    "{}://{}{path}",
+                    scheme.to_ascii_lowercase(),
+                    host.to_ascii_lowercase()
+                )
+            }
+            None => url.to_string(),
+        },
     };
     match url.trim_end_matches('/') {
         "" => url,
@@ -649,6 +673,13 @@ fn error_from_body(status: StatusCode, text: &str) -> ClientError {
         };
     }
     let reason = status.canonical_reason().unwrap_or("no reason given");
+    if !text.trim().is_empty() && !status.is_server_error() {
+        // deployd's every 4xx with a body has API.md's error shape.
+        return ClientError::Protocol(format!(
+            "the server answered HTTP {status} in a shape that is not deployd's API: \
+             {NOT_DEPLOYD}"
+        ));
+    }
     let message = match text.trim() {
         "" => reason.to_string(),
         page if looks_like_html(page) => {

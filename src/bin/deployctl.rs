@@ -290,6 +290,17 @@ fn state_parser() -> impl clap::builder::TypedValueParser<Value = State> {
         .map(|name| name.parse::<State>().expect("offered names parse"))
 }
 
+/// How to run deployctl again against the same server: `deployctl`, with
+/// `-s`/`-p` when those came from flags (the environment stays in the
+/// user's shell), for the hints that say how to reattach or cancel.
+static AGAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The command that reaches this run's server again; `deployctl` before
+/// the settings are known.
+pub fn again() -> &'static str {
+    AGAIN.get().map(String::as_str).unwrap_or("deployctl")
+}
+
 pub const SUCCEEDED: u8 = 0;
 pub const ENDED_BADLY: u8 = 1;
 pub const REQUEST_ERROR: u8 = 2;
@@ -340,6 +351,7 @@ async fn main() -> ExitCode {
         Err(failure) => return ExitCode::from(report::report(&failure, "", output)),
     };
     let server = settings.server.value.clone();
+    let _ = AGAIN.set(settings.again());
     match run(cli, settings).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => ExitCode::from(report::report(&failure, &server, output)),

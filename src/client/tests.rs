@@ -383,3 +383,18 @@ fn a_bare_host_and_port_means_http() {
         assert!(!super::is_host_port(other), "{other}");
     }
 }
+
+#[tokio::test]
+async fn a_json_404_in_another_shape_is_not_deployd_answering() {
+    let server = canned(vec![reply(
+        "404 Not Found",
+        "application/json",
+        r#"{"detail":"Not Found"}"#,
+    )])
+    .await;
+    let error = server.client.get(Uuid::nil()).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Protocol(message) if !message.contains("detail")),
+        "{error:?}"
+    );
+}

@@ -60,9 +60,10 @@ pub async fn pick(
         (_, newest) => {
             let last = match newest {
                 Some(d) => format!(
-                    "; the last one was {} ({}): `deployctl logs {}` shows its output",
+                    "; the last one was {} ({}): `{} logs {}` shows its output",
                     show::short(&d.id),
                     d.state,
+                    crate::again(),
                     show::short(&d.id)
                 ),
                 None => "; it has no deployments yet".into(),

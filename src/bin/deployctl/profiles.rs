@@ -138,6 +138,13 @@ enum Access {
 }
 
 async fn check(client: &Client) -> Result<Access, Failure> {
+    if !client.is_deployd().await? {
+        return Err(ClientError::Protocol(format!(
+            "{} is not deployd (its answers do not name a deployd instance); nothing saved",
+            client.base_url().trim_end_matches('/')
+        ))
+        .into());
+    }
     match client.source_exists(NOBODYS_SOURCE).await {
         Ok(_) => Ok(Access::Open),
         Err(ClientError::Api { status: 401, .. }) => Ok(Access::Refused),

@@ -71,6 +71,7 @@ pub async fn watch(
             item = events.next() => item,
             _ = interrupt.recv() => {
                 view.detach("detached");
+                view.json_as_it_stands(client).await;
                 return Ok(DETACHED);
             }
             _ = &mut expired => {
@@ -353,8 +354,9 @@ impl View {
             Some(id) => {
                 let id = show::short(&id);
                 eprintln!("{why}; deployment {id} goes on without you on the server.");
-                eprintln!("  follow it again: deployctl watch {id}");
-                eprintln!("  cancel it:       deployctl cancel {id}");
+                let again = crate::again();
+                eprintln!("  follow it again: {again} watch {id}");
+                eprintln!("  cancel it:       {again} cancel {id}");
             }
             None => eprintln!(
                 "{why} before the server named the deployment; `deployctl status` shows it"
@@ -368,7 +370,7 @@ impl View {
         if let Some(id) = self.id() {
             let id = show::short(&id);
             eprintln!("lost the progress stream; deployment {id} goes on on the server.");
-            eprintln!("  follow it again: deployctl watch {id}");
+            eprintln!("  follow it again: {} watch {id}", crate::again());
         }
     }
 
@@ -425,21 +427,11 @@ fn summary(deployment: Option<&Deployment>, change: &StateChange) -> String {
         (to, _) => {
             let why = match (superseded, error) {
                 (Some(by), _) => format!(": superseded by deployment {}", show::short(&by)),
-                (None, Some(error)) => format!(": {}", first_line(&style::safe(error))),
+                (None, Some(error)) => format!(": {}", style::one_line(error)),
                 (None, None) => String::new(),
             };
             format!("✗ {to} in {}{took}{why}", change.from)
         }
-    }
-}
-
-/// The first line of `text`, marked when more follows.
-fn first_line(text: &str) -> String {
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or("").to_string();
-    match lines.next() {
-        Some(_) => format!("{first} …"),
-        None => first,
     }
 }
 
@@ -477,7 +469,7 @@ pub async fn logs(client: &Client, id: Uuid, output: Output) -> Result<u8, Failu
                 if let Some(error) =
                     (change.error.as_deref()).and_then(|error| show::unstuttered(error, change.to))
                 {
-                    println!("   {}", first_line(&style::safe(error)));
+                    println!("   {}", style::one_line(error));
                 }
             }
             EventData::State(change) => {

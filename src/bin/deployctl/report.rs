@@ -21,9 +21,19 @@ pub fn usage_exit(error: clap::Error) -> ! {
     );
     if refused && wants_json(std::env::args().skip(1)) {
         let message = error.kind().as_str().unwrap_or("invalid command line");
+        // What clap says before its usage line, on one line: a missing
+        // argument's name is on the line after "were not provided:".
         let detail = error.to_string();
-        let first = detail.lines().next().unwrap_or(message);
-        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let said: Vec<&str> = (detail.lines())
+            .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("tip:"))
+            .collect();
+        let joined = said.join(" ");
+        let first = match joined.is_empty() {
+            true => message,
+            false => joined.strip_prefix("error: ").unwrap_or(&joined),
+        };
         show::json_line(&serde_json::json!({
             "error": {"code": "usage", "message": first, "details": null}
         }));

@@ -211,6 +211,19 @@ impl Settings {
         })
     }
 
+    /// `deployctl`, with the `-s`/`-p` flags this run was given: how to
+    /// reach the same server again ([`crate::again`]).
+    pub fn again(&self) -> String {
+        let mut again = "deployctl".to_string();
+        if let Source::Flag(_) = self.server.from {
+            again.push_str(&format!(" -s {}", self.server.value));
+        }
+        if let Source::Flag(_) = self.profile.from {
+            again.push_str(&format!(" -p {}", self.profile.value));
+        }
+        again
+    }
+
     /// The app, or the usage error that says how to give one.
     pub fn app(&self) -> Result<&str, Failure> {
         match &self.app {

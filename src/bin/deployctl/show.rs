@@ -109,7 +109,7 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
             Paint::Bad.out("DRIFT"),
             style::when(drift.since),
             short(&drift.deployment_id),
-            style::clip(&drift.error, MESSAGE_WIDTH)
+            style::cell(&drift.error, MESSAGE_WIDTH)
         );
     }
     match &target.rollback_to {
@@ -140,16 +140,19 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
         );
     }
     if let Some(failed) = failure {
-        println!(
+        let why = (failed.error.as_deref())
+            .and_then(|error| unstuttered(error, failed.state))
+            .unwrap_or("no reason recorded");
+        // Plain, so it can be cut to the terminal's width without cutting
+        // an escape sequence in two.
+        let line = format!(
             "  last     {} {} {}: {}",
             short(&failed.id),
-            Paint::Bad.out(failed.state.as_str()),
+            failed.state,
             style::when(failed.finished_at.unwrap_or(failed.created_at)),
-            style::clip(
-                failed.error.as_deref().unwrap_or("no error recorded"),
-                MESSAGE_WIDTH
-            )
+            style::one_line(why)
         );
+        println!("{}", style::fit(&line));
     }
 }
 
@@ -211,19 +214,22 @@ pub async fn history(
             plain(style::when(d.created_at)),
             plain(short_sha(git)),
             plain(git.and_then(|g| g.branch.clone()).unwrap_or_default()),
-            plain(style::safe(&message(d)).into_owned()),
+            plain(message(d)),
         ]);
         if errors {
             let error = d.error.as_deref().and_then(|e| unstuttered(e, d.state));
-            let error = style::safe(error.unwrap_or(""));
-            row.push((style::clip(&error, MESSAGE_WIDTH), Some(Paint::Bad)));
+            row.push((
+                style::cell(error.unwrap_or(""), MESSAGE_WIDTH),
+                Some(Paint::Bad),
+            ));
         }
         row
     });
-    table(&columns, rows.collect());
     if deployments.is_empty() {
         eprintln!("no deployments of {app} match");
+        return Ok(SUCCEEDED);
     }
+    table(&columns, rows.collect());
     if more.is_some() {
         eprintln!("(older deployments: --all, or a larger --limit)");
     }
@@ -235,11 +241,17 @@ pub async fn history(
 /// `✗ cancelled …: cancelled: REASON` says it twice. `None` when nothing
 /// is left.
 pub fn unstuttered(error: &str, state: deployd::machine::State) -> Option<&str> {
-    let state = state.as_str();
-    let rest = match error.strip_prefix(state) {
+    let rest = match error.strip_prefix(state.as_str()) {
         Some("") => return None,
-        Some(rest) => rest.strip_prefix(": ").unwrap_or(error),
-        None => error,
+        // `cancelled: REASON`, `interrupted during building: WHY`.
+        Some(rest) if rest.starts_with(':') || rest.starts_with(' ') => {
+            let first = rest.lines().next().unwrap_or("");
+            match first.find(": ") {
+                Some(at) => &rest[at + 2..],
+                None => error,
+            }
+        }
+        _ => error,
     };
     Some(rest).filter(|rest| !rest.trim().is_empty())
 }
@@ -322,9 +334,12 @@ pub fn error_details(code: &str, details: &serde_json::Value) -> Vec<String> {
             lines
         }
         _ => match details.as_object() {
+            // `kind` and `field` name what the message names already.
             Some(fields) => fields
                 .iter()
-                .filter(|(_, value)| !value.is_null())
+                .filter(|(key, value)| {
+                    !value.is_null() && !matches!(key.as_str(), "kind" | "field")
+                })
                 .map(|(key, value)| match value {
                     serde_json::Value::String(text) => format!("{key}: {text}"),
                     other => format!("{key}: {other}"),
@@ -355,7 +370,7 @@ fn message(deployment: &Deployment) -> String {
         ("", None) => git.unwrap_or("").to_string(),
         (note, _) => note.to_string(),
     };
-    style::clip(&text, MESSAGE_WIDTH)
+    style::cell(&text, MESSAGE_WIDTH)
 }
 
 /// The instances sharing the server's store: one row each, this one marked.

@@ -153,6 +153,15 @@ pub fn duration(delta: TimeDelta) -> String {
     }
 }
 
+/// `line` cut to the terminal's width on a terminal (a status line that
+/// would wrap); whole elsewhere.
+pub fn fit(line: &str) -> String {
+    match term().width.filter(|width| *width > 0) {
+        Some(width) => clip(line, width),
+        None => line.to_string(),
+    }
+}
+
 /// `text` with its control characters made visible (`\u{1b}`), so that what
 /// a step or a client wrote can neither recolour the terminal, move its
 /// cursor, retitle it nor fake a line of ours. Tabs stay.
@@ -168,6 +177,28 @@ pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect();
     std::borrow::Cow::Owned(shown)
+}
+
+/// `text`'s first line, made [`safe`], marked `…` when more lines follow:
+/// the one line a summary or a table cell shows of a multi-line error.
+pub fn one_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = safe(lines.next().unwrap_or("")).into_owned();
+    match lines.next() {
+        Some(_) => format!("{first} …"),
+        None => first,
+    }
+}
+
+/// `text` as a table cell or a status line shows it: its first line, made
+/// [`safe`]; on a terminal cut to `width` characters, elsewhere whole (a
+/// script or a log gets the full first line).
+pub fn cell(text: &str, width: usize) -> String {
+    let line = one_line(text);
+    match term().tty {
+        true => clip(&line, width),
+        false => line,
+    }
 }
 
 /// `text`'s first line, at most `width` characters, `…` marking a cut.
@@ -243,6 +274,7 @@ pub fn table(columns: &[Column], rows: Vec<Vec<Cell>>) {
             *width = (*width).max(count(cell));
         }
     }
+    let natural = widths.clone();
     if let Some(limit) = term().width.filter(|width| *width > 0) {
         let empty = |i: usize| rows.iter().all(|row| row[i].0.is_empty());
         shown.retain(|&i| rows.is_empty() || !empty(i));
@@ -269,6 +301,17 @@ pub fn table(columns: &[Column], rows: Vec<Vec<Cell>>) {
             shown.retain(|&i| i != spare);
         }
         cut_to(&shown, &mut widths, FLEXIBLE_MIN);
+        // Give room left over back to cut columns, up to their whole width.
+        let mut grown = true;
+        while grown && total(&shown, &widths) < limit {
+            grown = false;
+            for &i in &shown {
+                if columns[i].flexible && widths[i] < natural[i] && total(&shown, &widths) < limit {
+                    widths[i] += 1;
+                    grown = true;
+                }
+            }
+        }
     }
     let header: Vec<Cell> = columns
         .iter()

@@ -128,11 +128,9 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
     let so_far = run(&app.url, &[&["logs"], &target[..]].concat()).await;
     assert_eq!(so_far.code, Some(0), "{}", so_far.stderr);
     assert!(so_far.stdout.contains("    waiting"), "{}", so_far.stdout);
-    let waited = run(
-        &app.url,
-        &[&["watch", "--timeout", "1s"], &target[..]].concat(),
-    )
-    .await;
+    // The server given as a flag is in the hint: the hint must reach it.
+    let flagged = ["-s", app.url.as_str(), "watch", "--timeout", "1s"];
+    let waited = run("http://127.0.0.1:9", &[&flagged[..], &target[..]].concat()).await;
     assert_eq!(waited.code, Some(124), "{}{}", waited.stdout, waited.stderr);
     let running_short = short_id(&running.id);
     assert!(
@@ -141,7 +139,7 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
             .contains("gave up waiting after 1s (--timeout)")
             && waited
                 .stderr
-                .contains(&format!("deployctl cancel {running_short}")),
+                .contains(&format!("deployctl -s {} cancel {running_short}", app.url)),
         "{}",
         waited.stderr
     );
@@ -180,6 +178,16 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
         cancel.stdout
     );
     assert_eq!(app.finished(running.id).await.state, State::Cancelled);
+    let status = run(&app.url, &[&["status"], &target[..]].concat()).await;
+    assert!(
+        status
+            .stdout
+            .contains(&format!("  last     {running_short} cancelled "))
+            && status.stdout.contains(": wrong branch")
+            && !status.stdout.contains("cancelled: wrong branch"),
+        "{}",
+        status.stdout
+    );
     let nothing = run(&app.url, &[&["cancel"], &target[..]].concat()).await;
     let as_json = run(&app.url, &[&["-o", "json", "cancel"], &target[..]].concat()).await;
     assert!(
@@ -257,6 +265,11 @@ async fn a_failure_shows_in_one_summary_line_in_history_and_in_status() {
         .position(|line| line.starts_with("✗ failed in building after "))
         .unwrap_or_else(|| panic!("no summary in\n{}", failed.stdout));
     assert!(lines[summary].contains("exit code 3"), "{}", lines[summary]);
+    assert!(
+        !lines[summary].contains("\\u{a}"),
+        "one line: {}",
+        lines[summary]
+    );
     // The cause, scrolled away by the output, comes back under it.
     assert_eq!(
         lines[summary + 1..],
@@ -419,6 +432,18 @@ async fn errors_say_what_to_do_and_waits_have_an_end() {
         lost.stderr
     );
 
+    // Another API's JSON 404 is not deployd's either; login checks it is
+    // deployd before it saves anything.
+    let other = "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\
+                 content-length: 22\r\nconnection: close\r\n\r\n{\"detail\":\"Not Found\"}";
+    let other = fake_server(Some(other)).await;
+    let lost = run(&other, &status).await;
+    assert_eq!(lost.code, Some(3), "not deployd answering: {}", lost.stderr);
+    assert!(!lost.stderr.contains("detail"), "{}", lost.stderr);
+    let login = run(&other, &["login", "--token", "x"]).await;
+    assert_eq!(login.code, Some(3), "{}", login.stderr);
+    assert!(login.stderr.contains("is not deployd"), "{}", login.stderr);
+
     // A server that takes the request and never answers.
     let silent = fake_server(None).await;
     let started = std::time::Instant::now();
@@ -526,6 +551,11 @@ async fn a_terminal_gets_colour_human_times_and_tables_that_fit_a_pipe_gets_neit
 
     let piped = run(&app.url, &history).await;
     assert!(!piped.stdout.contains('\x1b'), "{}", piped.stdout);
+    assert!(
+        piped.stdout.contains(note.trim()),
+        "whole in a pipe: {}",
+        piped.stdout
+    );
     assert!(!piped.stdout.contains("ago") && !piped.stdout.contains("just now"));
     let exact = chrono::Utc::now().format("%Y-%m-%dT").to_string();
     assert!(
