@@ -159,8 +159,6 @@ struct View {
     waited: bool,
     /// The last stderr lines of the phase in progress, for the summary.
     stderr_tail: std::collections::VecDeque<String>,
-    /// Output lines of the phase in progress.
-    phase_lines: usize,
     /// stdout lines since the last stderr line.
     since_stderr: usize,
 }
@@ -175,7 +173,6 @@ impl View {
             phase_since: None,
             waited: false,
             stderr_tail: Default::default(),
-            phase_lines: 0,
             since_stderr: 0,
         }
     }
@@ -207,7 +204,6 @@ impl View {
 
     /// A step's output line: stdout indented, stderr marked `!`.
     fn log(&mut self, log: &deployd::model::LogLine) {
-        self.phase_lines += 1;
         if log.stream == "stderr" {
             if self.stderr_tail.len() == STDERR_TAIL {
                 self.stderr_tail.pop_front();
@@ -279,7 +275,6 @@ impl View {
         }
         if !change.to.is_terminal() {
             self.stderr_tail.clear();
-            self.phase_lines = 0;
             self.since_stderr = 0;
         }
         self.phase_since = Some(change.at);

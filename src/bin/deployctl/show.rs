@@ -503,3 +503,35 @@ pub async fn apps(client: &Client, output: Output) -> Result<u8, Failure> {
     }
     Ok(SUCCEEDED)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::unstuttered;
+    use deployd::machine::State;
+
+    #[test]
+    fn an_error_does_not_repeat_the_state_it_ended_in() {
+        let cases = [
+            ("cancelled", State::Cancelled, None),
+            (
+                "cancelled: wrong branch",
+                State::Cancelled,
+                Some("wrong branch"),
+            ),
+            (
+                "interrupted during building: deployd shut down",
+                State::Interrupted,
+                Some("deployd shut down"),
+            ),
+            (
+                "build step failed (exit code 3):\nerr",
+                State::Failed,
+                Some("build step failed (exit code 3):\nerr"),
+            ),
+            ("cancelledness", State::Cancelled, Some("cancelledness")),
+        ];
+        for (error, state, expected) in cases {
+            assert_eq!(unstuttered(error, state), expected, "{error:?}");
+        }
+    }
+}
