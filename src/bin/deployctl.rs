@@ -237,11 +237,15 @@ ran out, 130 Ctrl-C (the deployment keeps running).")]
 enum Pin {
     /// Keep VERSION of APP for good: compaction never deletes a pinned
     /// version, so you can always roll back to it.
+    #[command(after_long_help = "Examples:
+  deployctl versions pin -a web v12                compaction never deletes web v12")]
     Pin {
         /// The version to keep: v1, v2, …
         version: String,
     },
     /// Let retention decide about VERSION of APP again.
+    #[command(after_long_help = "Examples:
+  deployctl versions unpin -a web v12              retention decides about v12 again")]
     Unpin {
         /// The version to unpin: v1, v2, …
         version: String,
@@ -560,4 +564,43 @@ async fn rollback(
         .rollback_stream(&target.app, &target.cluster, &request)
         .await?;
     watch_created(client, stream, output, options.timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `--help` tells what every option is for, groups the global ones,
+    /// and shows examples for every command.
+    #[test]
+    fn every_option_is_described_and_every_command_has_examples() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        for arg in cli.get_arguments() {
+            let name = arg.get_id();
+            assert!(arg.is_global_set(), "--{name} is global");
+            assert_eq!(arg.get_help_heading(), Some("Global options"), "--{name}");
+        }
+        let mut commands: Vec<&clap::Command> = cli.get_subcommands().collect();
+        while let Some(command) = commands.pop() {
+            let name = command.get_name();
+            if name == "help" {
+                continue;
+            }
+            commands.extend(command.get_subcommands());
+            for arg in command.get_arguments() {
+                let described = arg
+                    .get_help()
+                    .is_some_and(|help| !help.to_string().is_empty());
+                assert!(described, "{name}: {} has no description", arg.get_id());
+            }
+            let long = command.get_after_long_help().map(ToString::to_string);
+            let examples = long.is_some_and(|text| text.contains("deployctl"))
+                || command
+                    .get_long_about()
+                    .is_some_and(|text| text.to_string().contains("deployctl "));
+            assert!(examples, "deployctl {name} has no examples");
+        }
+    }
 }
