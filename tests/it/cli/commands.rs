@@ -133,13 +133,10 @@ async fn deploy_of_a_git_repo_packs_uploads_once_and_renders_phases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_tell_failure_refusal_and_absence_apart() {
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let app = spawn_app(Backend::Sqlite, |c| {
+    let (app, gate) = gated_app(|c| {
         let build = "echo compiling; echo 'error: missing semicolon' >&2; exit 3";
         c.clusters
             .insert("broken".into(), sh_cluster(Some(build), None, None));
-        c.clusters.insert("gated".into(), gated(&gate_file));
     })
     .await;
     let dir = source_dir(&[("index.html", "hello")]);
@@ -197,7 +194,7 @@ async fn exit_codes_tell_failure_refusal_and_absence_apart() {
     assert_eq!(unknown.code, Some(2), "{}", unknown.stderr);
     assert!(unknown.stderr.contains("(not_found)"), "{}", unknown.stderr);
 
-    std::fs::write(&gate_file, "").unwrap();
+    gate.open();
     app.finished(holder.id).await;
     app.stop().await;
 
@@ -215,12 +212,7 @@ async fn exit_codes_tell_failure_refusal_and_absence_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detach_watch_and_cancel() {
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let app = spawn_app(Backend::Sqlite, |c| {
-        c.clusters.insert("gated".into(), gated(&gate_file));
-    })
-    .await;
+    let (app, _gate) = gated_app(|_| {}).await;
     let dir = source_dir(&[("index.html", "hello")]);
     let args = [
         "deploy",
@@ -278,12 +270,7 @@ async fn detach_watch_and_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_detaches_and_never_cancels() {
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let app = spawn_app(Backend::Sqlite, |c| {
-        c.clusters.insert("gated".into(), gated(&gate_file));
-    })
-    .await;
+    let (app, gate) = gated_app(|_| {}).await;
     let dir = source_dir(&[("index.html", "hello")]);
     let mut child = deployctl(
         &app.url,
@@ -323,7 +310,7 @@ async fn ctrl_c_detaches_and_never_cancels() {
     );
 
     assert_eq!(app.client.get(id).await.unwrap().state, State::Building);
-    std::fs::write(&gate_file, "").unwrap();
+    gate.open();
     assert_eq!(app.finished(id).await.state, State::Succeeded);
     app.stop().await;
 }

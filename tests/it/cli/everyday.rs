@@ -72,11 +72,8 @@ fn chatty() -> deployd::config::ClusterConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let app = spawn_app(Backend::Sqlite, |c| {
+    let (app, gate) = gated_app(|c| {
         c.clusters.insert("chatty".into(), chatty());
-        c.clusters.insert("gated".into(), gated(&gate_file));
     })
     .await;
     let done = app.deploy("web", "chatty", "one").await;
@@ -239,7 +236,7 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
         .await
         .unwrap();
     assert_eq!(before.deployments, after.deployments);
-    std::fs::write(&gate_file, "").unwrap();
+    gate.open();
     app.stop().await;
 }
 
@@ -568,12 +565,7 @@ async fn a_terminal_gets_colour_human_times_and_tables_that_fit_a_pipe_gets_neit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_on_a_terminal_leaves_no_spinner_behind() {
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let app = spawn_app(Backend::Sqlite, |c| {
-        c.clusters.insert("gated".into(), gated(&gate_file));
-    })
-    .await;
+    let (app, gate) = gated_app(|_| {}).await;
     let dir = source_dir(&[("index.html", "hello")]);
     let deploy = ["deploy", "--app", "web", "--cluster", "gated", path(&dir)];
     let (screen, raw) = on_terminal(&app.url, &deploy, &[], 100, Some("    waiting")).await;
@@ -587,18 +579,13 @@ async fn ctrl_c_on_a_terminal_leaves_no_spinner_behind() {
         "{screen}"
     );
     assert!(screen.contains("detached; deployment"), "{screen}");
-    std::fs::write(&gate_file, "").unwrap();
+    gate.open();
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn superseding_replaying_and_dirty_trees_are_told() {
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let app = spawn_app(Backend::Sqlite, |c| {
-        c.clusters.insert("gated".into(), gated(&gate_file));
-    })
-    .await;
+    let (app, gate) = gated_app(|_| {}).await;
     let holder = app.deploy("web", "gated", "one").await;
     wait_for_log(&app.client, holder.id, "waiting").await;
     let dir = source_dir(&[("index.html", "hello")]);
@@ -624,7 +611,7 @@ async fn superseding_replaying_and_dirty_trees_are_told() {
         "{}",
         superseding.stderr
     );
-    std::fs::write(&gate_file, "").unwrap();
+    gate.open();
     let replay: Vec<&str> = args.iter().copied().filter(|a| *a != "--detach").collect();
     let replayed = run(&app.url, &replay).await;
     assert_eq!(replayed.code, Some(0), "{}", replayed.stderr);

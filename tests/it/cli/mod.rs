@@ -82,6 +82,31 @@ async fn deployment_id(client: &Client, stdout: &str) -> Uuid {
     deployment.id
 }
 
+/// A gate a `gated` build waits for; `open` lets it finish.
+struct Gate {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+}
+
+impl Gate {
+    fn open(&self) {
+        std::fs::write(&self.file, "").unwrap();
+    }
+}
+
+/// A daemon with a `gated` cluster (its build waits for the [`Gate`]),
+/// and what `more` adds to its config.
+async fn gated_app(more: impl FnOnce(&mut deployd::config::Config)) -> (TestApp, Gate) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("open");
+    let app = spawn_app(Backend::Sqlite, |c| {
+        c.clusters.insert("gated".into(), gated(&file));
+        more(c);
+    })
+    .await;
+    (app, Gate { _dir: dir, file })
+}
+
 /// A build that waits for `gate` to exist, so a test decides when it ends.
 fn gated(gate: &Path) -> deployd::config::ClusterConfig {
     let build = format!(
