@@ -5,6 +5,7 @@
 
 use super::*;
 use deployd::model::short_id;
+use tokio::io::AsyncReadExt;
 
 /// deployctl on a pseudo-terminal `cols` wide, with `env` set; answers
 /// the screen as a terminal would show it and the raw bytes. `ctrl_c_after`:
@@ -242,20 +243,50 @@ async fn short_ids_from_history_are_taken_by_watch_logs_and_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_shows_in_one_summary_line_in_history_and_in_status() {
+    // The cause first; once the server has it, enough output to scroll it
+    // away (the gate keeps the two pipes' lines in that order).
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("open");
+    let build = format!(
+        "echo compiling; echo 'error: missing semicolon' >&2; \
+         echo '  --> src/main.rs:3' >&2; while [ ! -e '{}' ]; do sleep 0.05; done; \
+         for i in 1 2 3 4 5 6 7 8; do echo step $i; done; exit 3",
+        gate_file.display()
+    );
     let app = spawn_app(Backend::Sqlite, |c| {
-        // The cause first, then enough output to scroll it away (the pause
-        // keeps the two pipes' lines in that order).
-        let build = "echo compiling; echo 'error: missing semicolon' >&2; \
-                     echo '  --> src/main.rs:3' >&2; sleep 0.3; \
-                     for i in 1 2 3 4 5 6 7 8; do echo step $i; done; exit 3";
         c.clusters
-            .insert("broken".into(), sh_cluster(Some(build), None, None));
+            .insert("broken".into(), sh_cluster(Some(&build), None, None));
     })
     .await;
     let dir = source_dir(&[("index.html", "hello")]);
     let args = ["deploy", "--app", "web", "--cluster", "broken", path(&dir)];
-    let failed = run(&app.url, &args).await;
-    assert_eq!(failed.code, Some(1), "{}{}", failed.stdout, failed.stderr);
+    let mut child = deployctl(&app.url, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::time::timeout(WAIT, stdout.read_line(&mut first))
+        .await
+        .expect("the first line in time")
+        .unwrap();
+    let id = deployment_id(&app.client, &first).await;
+    wait_for_log(&app.client, id, "  --> src/main.rs:3").await;
+    std::fs::write(&gate_file, "").unwrap();
+    let mut rest = String::new();
+    tokio::time::timeout(WAIT, stdout.read_to_string(&mut rest))
+        .await
+        .expect("deployctl ends in time")
+        .unwrap();
+    let status = child.wait().await.unwrap();
+    let failed_stdout = first + &rest;
+    assert_eq!(status.code(), Some(1), "{failed_stdout}");
+    let failed = Run {
+        code: status.code(),
+        stdout: failed_stdout,
+        stderr: String::new(),
+    };
     let lines: Vec<&str> = failed.stdout.lines().collect();
     let summary = lines
         .iter()
@@ -311,30 +342,8 @@ async fn a_failure_shows_in_one_summary_line_in_history_and_in_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_output_ends_with_the_deployment_and_errors_are_json_objects() {
+async fn json_errors_are_objects_and_status_of_an_unknown_app_is_one() {
     let app = spawn_app(Backend::Sqlite, |_| {}).await;
-    let dir = source_dir(&[("index.html", "hello")]);
-    let deploy = [
-        "-o",
-        "json",
-        "deploy",
-        "--app",
-        "web",
-        "--cluster",
-        "local",
-        path(&dir),
-    ];
-    let deployed = run(&app.url, &deploy).await;
-    assert_eq!(deployed.code, Some(0), "{}", deployed.stderr);
-    let last: serde_json::Value =
-        serde_json::from_str(deployed.stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(last["kind"], "deployment", "{last}");
-    assert_eq!(last["data"]["version"], "v1", "{last}");
-    assert_eq!(last["data"]["state"], "succeeded", "{last}");
-    for line in deployed.stdout.lines() {
-        serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");
-    }
-
     let ghost = run(&app.url, &["-o", "json", "status", "--app", "ghost"]).await;
     assert_eq!(ghost.code, Some(0), "{}", ghost.stderr);
     let ghost: serde_json::Value = serde_json::from_str(&ghost.stdout).unwrap();

@@ -40,16 +40,22 @@ fn deployctl(url: &str, args: &[&str]) -> Command {
     command
 }
 
+impl From<std::process::Output> for Run {
+    fn from(output: std::process::Output) -> Run {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 pub(crate) async fn run(url: &str, args: &[&str]) -> Run {
-    let output = tokio::time::timeout(WAIT, deployctl(url, args).output())
+    tokio::time::timeout(WAIT, deployctl(url, args).output())
         .await
         .expect("deployctl ends in time")
-        .expect("deployctl runs");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .expect("deployctl runs")
+        .into()
 }
 
 fn source_dir(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -64,15 +64,11 @@ impl Desk {
             .await
             .expect("stdin written");
         drop(input);
-        let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        tokio::time::timeout(WAIT, child.wait_with_output())
             .await
             .expect("deployctl ends in time")
-            .expect("deployctl runs");
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+            .expect("deployctl runs")
+            .into()
     }
 
     /// `deployctl config -o json`, parsed.

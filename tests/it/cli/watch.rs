@@ -36,6 +36,7 @@ async fn json_output_is_every_event_once_in_order() {
         (&serde_json::Value::Null, &"deployment".into())
     );
     assert_eq!(ended["data"]["version"], "v1", "{ended}");
+    assert_eq!(ended["data"]["state"], "succeeded", "{ended}");
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
     assert_eq!(events[0]["kind"], "deployment");
@@ -108,14 +109,7 @@ async fn watch_resumes_across_a_daemon_restart_without_repeats() {
         .await
         .expect("the watch ends");
     let status = watcher.wait().await.unwrap();
-    let mut stderr = String::new();
-    watcher
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stderr_of(&mut watcher).await;
     std::fs::write(&gate, "").unwrap(); // lets the orphaned build exit
     let text = seen.join("\n");
     assert_eq!(status.code(), Some(1), "{text}");
@@ -245,14 +239,7 @@ async fn watch_across_a_cut_connection_loses_and_repeats_nothing() {
         .await
         .expect("watch ends with the deployment")
         .unwrap();
-    let mut stderr = String::new();
-    watcher
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stderr_of(&mut watcher).await;
     assert_eq!(status.code(), Some(0), "{stderr}");
 
     let ended = printed.pop().expect("the Deployment as it ended");
@@ -283,6 +270,14 @@ async fn stored_events_as_json(app: &TestApp, id: Uuid) -> Vec<serde_json::Value
             serde_json::to_value(event).expect("events serialize")
         })
         .collect()
+}
+
+/// All the watcher wrote on stderr, once it has ended.
+async fn stderr_of(watcher: &mut tokio::process::Child) -> String {
+    let mut stderr = String::new();
+    let pipe = watcher.stderr.as_mut().expect("stderr is piped");
+    pipe.read_to_string(&mut stderr).await.unwrap();
+    stderr
 }
 
 /// Read the watcher's JSON lines into `printed` until the build's output
