@@ -510,11 +510,7 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
-        let html = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("text/html"));
+        let html = content_type_is(&response, "text/html");
         let text = response.text().await.unwrap_or_default();
         if html || looks_like_html(&text) {
             // Not deployd answering, and a page is not meant for a
@@ -538,11 +534,7 @@ impl Client {
 
 async fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
     let status = response.status();
-    let html = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/html"));
+    let html = content_type_is(&response, "text/html");
     let bytes = response.bytes().await.map_err(transport)?;
     if html || looks_like_html(&String::from_utf8_lossy(&bytes[..bytes.len().min(512)])) {
         return Err(ClientError::Protocol(format!(
@@ -625,11 +617,16 @@ fn looks_like_html(text: &str) -> bool {
 }
 
 fn is_event_stream(response: &Response) -> bool {
+    content_type_is(response, EVENT_STREAM)
+}
+
+/// Whether the answer's `Content-Type` is `media` (parameters aside).
+fn content_type_is(response: &Response, media: &str) -> bool {
     response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with(EVENT_STREAM))
+        .is_some_and(|value| value.starts_with(media))
 }
 
 /// Every reqwest error past building the request is about the connection:

@@ -35,6 +35,7 @@ use clap::builder::TypedValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use deployd::client::{Client, ClientError, follow_reporting, resume_reporting};
 use deployd::machine::State;
+use deployd::model::short_id;
 use deployd::model::{ConflictPolicy, DeployRequest, RollbackRequest};
 use deployd::pack::{self, PackError};
 use settings::{Globals, Settings, Target};
@@ -531,7 +532,7 @@ fn superseding(view: &deployd::model::TargetView, policy: Option<OnConflict>) {
     for old in view.running.iter().chain(&view.queued) {
         eprintln!(
             "superseding deployment {} ({} by {}): it will be cancelled",
-            show::short(&old.id),
+            short_id(&old.id),
             old.state,
             old.deployed_by
         );

@@ -1,9 +1,10 @@
 //! Which deployment a command acts on: the one a short id, prefix or full
 //! id names, or the one a target (`-a/-c`) has running, queued or newest.
 
+use crate::Failure;
 use crate::settings::Settings;
-use crate::{Failure, show};
 use deployd::client::Client;
+use deployd::model::short_id;
 use uuid::Uuid;
 
 /// Which deployment of a target a command acts on when given no id.
@@ -61,10 +62,10 @@ pub async fn pick(
             let last = match newest {
                 Some(d) => format!(
                     "; the last one was {} ({}): `{} logs {}` shows its output",
-                    show::short(&d.id),
+                    short_id(&d.id),
                     d.state,
                     crate::again(),
-                    show::short(&d.id)
+                    short_id(&d.id)
                 ),
                 None => "; it has no deployments yet".into(),
             };

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use deployd::client::Reconnect;
 use deployd::client::{Client, ClientError, StreamEvent};
 use deployd::machine::State;
+use deployd::model::short_id;
 use deployd::model::{Deployment, EventData, QueuedInfo, StateChange};
 use futures::{Stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -229,7 +230,7 @@ impl View {
             }
             None => format!("deploying {} to {}", deployment.app, deployment.cluster),
         };
-        let id = show::short(&deployment.id);
+        let id = short_id(&deployment.id);
         self.line(&format!("deployment {}: {what}", Paint::Bold.out(&id)));
         if self.tty {
             self.line("  (Ctrl-C detaches; the deployment keeps running)");
@@ -248,7 +249,7 @@ impl View {
         let message = format!(
             "queued: position {}, waiting for {}",
             queued.position,
-            show::short(&queued.waiting_for)
+            short_id(&queued.waiting_for)
         );
         match &self.spinner {
             Some(spinner) => spinner.set_message(message),
@@ -297,20 +298,11 @@ impl View {
         let ended = current.as_ref().or(self.deployment.as_ref());
         if self.json {
             if let Some(deployment) = ended {
-                show::json_line(&StreamEvent {
-                    seq: None,
-                    data: EventData::Deployment(Box::new(deployment.clone())),
-                });
+                closing_line(deployment.clone());
             }
         } else {
             let line = summary(ended, change);
-            println!(
-                "{}",
-                match change.to {
-                    State::Succeeded => Paint::Good.out(&line),
-                    _ => Paint::Bad.out(&line),
-                }
-            );
+            println!("{}", ended_paint(change.to).out(&line));
             // Long output scrolls the cause away: bring the end of it back.
             if change.to != State::Succeeded
                 && !self.stderr_tail.is_empty()
@@ -335,10 +327,7 @@ impl View {
             return;
         };
         if let Ok(deployment) = client.get(id).await {
-            show::json_line(&StreamEvent {
-                seq: None,
-                data: EventData::Deployment(Box::new(deployment)),
-            });
+            closing_line(deployment);
         }
     }
 
@@ -347,7 +336,7 @@ impl View {
         self.clear();
         match self.id() {
             Some(id) => {
-                let id = show::short(&id);
+                let id = short_id(&id);
                 eprintln!("{why}; deployment {id} goes on without you on the server.");
                 let again = crate::again();
                 eprintln!("  follow it again: {again} watch {id}");
@@ -363,7 +352,7 @@ impl View {
     fn lost(&mut self) {
         self.clear();
         if let Some(id) = self.id() {
-            let id = show::short(&id);
+            let id = short_id(&id);
             eprintln!("lost the progress stream; deployment {id} goes on on the server.");
             eprintln!("  follow it again: {} watch {id}", crate::again());
         }
@@ -399,6 +388,19 @@ impl View {
     }
 }
 
+/// The colour of a line about how a deployment ended.
+fn ended_paint(state: State) -> Paint {
+    style::state_paint(state).unwrap_or(Paint::Bad)
+}
+
+/// The last line of a JSON stream: `deployment` as an event without a seq.
+fn closing_line(deployment: Deployment) {
+    show::json_line(&StreamEvent {
+        seq: None,
+        data: EventData::Deployment(Box::new(deployment)),
+    });
+}
+
 /// One line: how it ended, in which phase, after how long, and why:
 /// `✗ failed in building after 3.4s: build: exit code 3`.
 fn summary(deployment: Option<&Deployment>, change: &StateChange) -> String {
@@ -421,7 +423,7 @@ fn summary(deployment: Option<&Deployment>, change: &StateChange) -> String {
         (State::Succeeded, None) => format!("✓ succeeded{took}"),
         (to, _) => {
             let why = match (superseded, error) {
-                (Some(by), _) => format!(": superseded by deployment {}", show::short(&by)),
+                (Some(by), _) => format!(": superseded by deployment {}", short_id(&by)),
                 (None, Some(error)) => format!(": {}", style::one_line(error)),
                 (None, None) => String::new(),
             };
@@ -446,7 +448,7 @@ pub async fn logs(client: &Client, id: Uuid, output: Output) -> Result<u8, Failu
                 "{}",
                 Paint::Dim.out(&format!(
                     "deployment {} of {} on {}, created {}",
-                    show::short(&deployment.id),
+                    short_id(&deployment.id),
                     deployment.app,
                     deployment.cluster,
                     style::exact(deployment.created_at)
@@ -454,13 +456,7 @@ pub async fn logs(client: &Client, id: Uuid, output: Output) -> Result<u8, Failu
             ),
             EventData::State(change) if change.to.is_terminal() => {
                 let line = format!("── {}", change.to);
-                println!(
-                    "{}",
-                    match change.to {
-                        State::Succeeded => Paint::Good.out(&line),
-                        _ => Paint::Bad.out(&line),
-                    }
-                );
+                println!("{}", ended_paint(change.to).out(&line));
                 if let Some(error) =
                     (change.error.as_deref()).and_then(|error| show::unstuttered(error, change.to))
                 {

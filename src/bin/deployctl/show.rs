@@ -98,7 +98,7 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
                 ),
                 false => style::exact(active.since),
             },
-            short(&active.deployment_id)
+            short_id(&active.deployment_id)
         ),
         None => println!("  active   none"),
     }
@@ -108,7 +108,7 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
             "  {}    the cluster may not be running {version}: restoring it failed {} ({}): {}",
             Paint::Bad.out("DRIFT"),
             style::when(drift.since),
-            short(&drift.deployment_id),
+            short_id(&drift.deployment_id),
             style::cell(&drift.error, MESSAGE_WIDTH)
         );
     }
@@ -119,7 +119,7 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
     match &target.running {
         Some(running) => println!(
             "  running  {} {} {}, by {}, started {}",
-            short(&running.id),
+            short_id(&running.id),
             running.kind,
             running.state,
             running.deployed_by,
@@ -133,7 +133,7 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
     for queued in &target.queued {
         println!(
             "  queued   {} {}, by {}, position {}",
-            short(&queued.id),
+            short_id(&queued.id),
             queued.kind,
             queued.deployed_by,
             queued.queue_position.unwrap_or_default()
@@ -147,7 +147,7 @@ fn print_target(target: &TargetView, failure: Option<&Deployment>) {
         // an escape sequence in two.
         let line = format!(
             "  last     {} {} {}: {}",
-            short(&failed.id),
+            short_id(&failed.id),
             failed.state,
             style::when(failed.finished_at.unwrap_or(failed.created_at)),
             style::one_line(why)
@@ -197,7 +197,7 @@ pub async fn history(
     let rows = deployments.iter().map(|d| {
         let plain = |text: String| (text, None);
         let mut row = vec![
-            (short(&d.id), Some(Paint::Dim)),
+            (short_id(&d.id), Some(Paint::Dim)),
             (d.state.to_string(), state_paint(d.state)),
         ];
         if with_cluster {
@@ -256,11 +256,6 @@ pub fn unstuttered(error: &str, state: deployd::machine::State) -> Option<&str> 
     Some(rest).filter(|rest| !rest.trim().is_empty())
 }
 
-/// A deployment's short id, as deployctl shows and takes it.
-pub fn short(id: &uuid::Uuid) -> String {
-    short_id(id)
-}
-
 /// `--detach`: the full id alone in text, so `ID=$(deployctl deploy
 /// --detach)` works with any tool; the Deployment in JSON.
 pub fn detached(output: Output, deployment: &Deployment) {
@@ -276,7 +271,7 @@ pub fn deployment_line(output: Output, deployment: &Deployment) {
         Output::Json => json_line(deployment),
         Output::Text => println!(
             "deployment {} ({} of {} on {}) is {}",
-            short(&deployment.id),
+            short_id(&deployment.id),
             deployment.kind,
             deployment.app,
             deployment.cluster,
@@ -304,7 +299,7 @@ pub fn error_details(code: &str, details: &serde_json::Value) -> Vec<String> {
                     .get("deployment_id")
                     .and_then(|v| v.as_str())
                     .and_then(|id| id.parse().ok())
-                    .map(|id| short(&id))
+                    .map(|id| short_id(&id))
                     .unwrap_or_else(|| "?".into()),
                 text("state"),
                 text("deployed_by"),

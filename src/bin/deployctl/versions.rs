@@ -2,10 +2,11 @@
 //! each version is or was live, whether it is pinned), pin and unpin, and
 //! compaction now or as a dry run.
 
-use crate::show::{json_line, short, short_sha};
+use crate::show::{json_line, short_sha};
 use crate::style::{self, Column, Paint, table};
 use crate::{Failure, Output, SUCCEEDED};
 use deployd::client::Client;
+use deployd::model::short_id;
 use deployd::model::{LiveSpan, VersionInfo};
 use serde_json::Value;
 
@@ -78,7 +79,7 @@ pub async fn list(
             plain(live(&v.live)),
             plain(short_sha(git)),
             plain(git.and_then(|g| g.branch.clone()).unwrap_or_default()),
-            (short(&v.deployment_id), Some(Paint::Dim)),
+            (short_id(&v.deployment_id), Some(Paint::Dim)),
             plain(v.artifact.clone()),
         ]
     });
