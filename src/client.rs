@@ -555,19 +555,17 @@ pub fn normalize_server(url: &str) -> String {
     let url = url.trim();
     let url = match is_host_port(url) {
         true => format!("http://{url}"),
-        false => match url.split_once("://") {
-            // Schemes and hosts are case-insensitive: `HTTP://Host` is
-            // `http://host`.
-            Some((scheme, rest)) => {
-                let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                format!(
-                    "{}://{}{path}",
-                    scheme.to_ascii_lowercase(),
-                    host.to_ascii_lowercase()
-                )
-            }
-            None => url.to_string(),
-        },
+        false => url.to_string(),
+    };
+    // As the URL parser reads it: scheme and host lowercased, `:07171` as
+    // `:7171`; a query or fragment names no other server.
+    let url = match Url::parse(&url) {
+        Ok(mut parsed) if matches!(parsed.scheme(), "http" | "https") => {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        _ => url,
     };
     match url.trim_end_matches('/') {
         "" => url,
@@ -684,17 +682,8 @@ fn error_from_body(status: StatusCode, text: &str) -> ClientError {
                 "{reason}; the server answered with a web page, not deployd's API: {NOT_DEPLOYD}"
             )
         }
-        // One line at most: a plain-text body from a proxy, say.
-        text => {
-            let line: String = text
-                .lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect();
-            format!("{reason}: {line}")
-        }
+        // A proxy's or another server's own text: not ours to print.
+        _ => format!("{reason}, without deployd's error body: {NOT_DEPLOYD}"),
     };
     if status.is_server_error() {
         return ClientError::Server {

@@ -398,3 +398,42 @@ async fn a_json_404_in_another_shape_is_not_deployd_answering() {
         "{error:?}"
     );
 }
+
+#[test]
+fn a_server_is_kept_one_way_however_it_is_spelled() {
+    for spelled in [
+        "127.0.0.1:7171",
+        "127.0.0.1:7171/",
+        "http://127.0.0.1:7171",
+        "HTTP://127.0.0.1:7171/",
+        "http://127.0.0.1:07171",
+        "http://127.0.0.1:7171/?x=1#f",
+    ] {
+        assert_eq!(
+            super::normalize_server(spelled),
+            "http://127.0.0.1:7171",
+            "{spelled}"
+        );
+    }
+    assert_eq!(
+        super::normalize_server("https://Deploy.Example.com/base/"),
+        "https://deploy.example.com/base"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_text_5xx_is_not_printed() {
+    let server = canned(vec![reply(
+        "500 Internal Server Error",
+        "text/plain",
+        "SECRET-PLAIN-BODY",
+    )])
+    .await;
+    let error = server.client.get(Uuid::nil()).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Server { status: 500, message }
+            if message.starts_with("Internal Server Error, without deployd's error body")
+                && !message.contains("SECRET")),
+        "{error:?}"
+    );
+}

@@ -87,7 +87,7 @@ pub fn report(failure: &Failure, server: &str, output: Output) -> u8 {
         Failure::Client(ClientError::Server { status, message }) => (
             SERVER_ERROR,
             "server_error".into(),
-            format!("deployd at {server} failed (HTTP {status}): {message}"),
+            format!("the server at {server} failed (HTTP {status}): {message}"),
             serde_json::Value::Null,
         ),
         Failure::Client(ClientError::Protocol(message)) => (
